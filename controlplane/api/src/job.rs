@@ -1,0 +1,70 @@
+//! Job definitions: what to replicate, from where to where, with which options.
+
+use serde::{Deserialize, Serialize};
+
+pub type JobId = u64;
+
+/// When the source compresses a chunk with zstd before sending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Compress, but send a chunk raw when compression does not shrink it
+    /// (incompressible data costs one cheap failed attempt, not a round trip).
+    #[default]
+    Auto,
+    /// Always send compressed frames (even when larger).
+    Always,
+    /// Never compress (fast LANs where the CPU is the bottleneck).
+    Never,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            other => Err(format!("unknown compression policy {other:?}: expected auto, always or never")),
+        }
+    }
+}
+
+/// Per-job options. Every field has a default so that `{}` is a valid options body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobOptions {
+    /// Remove target entries that no longer exist at the source.
+    pub delete: bool,
+    pub compression: Compression,
+    /// zstd level used when compressing.
+    pub compression_level: i32,
+    /// Number of parallel sessions (one per worker core); 0 = one per core.
+    pub sessions: u32,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        Self { delete: false, compression: Compression::Auto, compression_level: 1, sessions: 0 }
+    }
+}
+
+/// What an operator asks for: `POST /v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub name: String,
+    pub source_worker: String,
+    pub source_path: String,
+    pub target_worker: String,
+    pub target_path: String,
+    #[serde(default)]
+    pub options: JobOptions,
+}
+
+/// A job as stored in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub created_unix_ms: u64,
+}

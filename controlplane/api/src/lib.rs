@@ -1,0 +1,44 @@
+//! Shared wire types of the control plane: what `xtsyncctl`, the coordinator and the
+//! workers say to each other over the REST API (JSON). No server code lives here, so
+//! clients never depend on a daemon crate (the neon `*_api` pattern).
+//!
+//! Every request/response body that is persisted or crosses a version boundary is
+//! plain serde; the REST paths are versioned (`/v1/...`) and described in
+//! `controlplane/coordinator/openapi.yaml`.
+
+pub mod job;
+pub mod metrics;
+pub mod run;
+pub mod worker;
+
+pub use job::{Compression, Job, JobId, JobOptions, JobSpec};
+pub use run::{FileVersion, PassSummary, Run, RunId, RunProgress, RunReport, RunState, VersionBatch};
+pub use worker::{Assignment, HeartbeatReply, WorkerHeartbeat, WorkerRegistration, WorkerStatus};
+
+/// Status of the whole cluster, as `GET /v1/status` returns it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterStatus {
+    pub node_id: u64,
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub last_applied_index: u64,
+    pub initialized: bool,
+    pub workers: Vec<WorkerStatus>,
+    pub jobs: u64,
+    pub runs_active: u64,
+    pub catalog_versions: u64,
+}
+
+/// Error body of every non-2xx REST answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// Milliseconds since the Unix epoch, the timestamp unit of the API.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

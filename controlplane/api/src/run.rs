@@ -1,0 +1,99 @@
+//! Runs (one pass of a job), their progress, and the file versions they commit.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::JobId;
+
+pub type RunId = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum RunState {
+    /// Created, waiting for the source worker to pick it up.
+    Pending,
+    Running,
+    Succeeded,
+    Failed { error: String },
+}
+
+impl RunState {
+    pub fn is_finished(&self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed { .. })
+    }
+}
+
+/// Counters of a pass while it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunProgress {
+    pub files_seen: u64,
+    pub files_done: u64,
+    pub bytes_scanned: u64,
+    pub bytes_on_wire: u64,
+}
+
+/// Summary of a finished pass (`xtsyncctl quickstart --json` prints this).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PassSummary {
+    /// Regular files in the source tree.
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    /// Regular files whose content was (re)assembled at the target.
+    pub files_transferred: u64,
+    /// Regular files found identical at the target (nothing written).
+    pub files_unchanged: u64,
+    /// Bytes of file content covered by this pass.
+    pub bytes_scanned: u64,
+    /// Bytes the source read from disk (files whose cached manifest was stale or absent).
+    pub bytes_read: u64,
+    /// Bytes sent over the data-plane connections, frames and TLS records included.
+    pub bytes_on_wire: u64,
+    pub chunks_sent: u64,
+    /// Chunks the target already held and copied locally instead of receiving.
+    pub chunks_reused: u64,
+    pub entries_deleted: u64,
+    pub duration_s: f64,
+}
+
+/// What a worker reports on a run: `POST /v1/runs/{id}/report`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub worker: String,
+    pub state: RunState,
+    pub progress: RunProgress,
+    pub summary: Option<PassSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: RunId,
+    pub job_id: JobId,
+    #[serde(flatten)]
+    pub state: RunState,
+    pub created_unix_ms: u64,
+    pub finished_unix_ms: Option<u64>,
+    pub progress: RunProgress,
+    pub summary: Option<PassSummary>,
+}
+
+/// One durable file version at a target: a catalog row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileVersion {
+    /// Path relative to the job's root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// BLAKE3 over the file's chunk names (hex).
+    pub content_digest: String,
+}
+
+/// A batch of versions committed as one Raft entry: `POST /v1/runs/{id}/versions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionBatch {
+    pub job_id: JobId,
+    pub versions: Vec<FileVersion>,
+}

@@ -1,0 +1,33 @@
+//! Errors of the coordinator service, as the REST layer maps them to status codes.
+
+use crate::raft_types::NodeId;
+use crate::state::kv::KvError;
+use crate::state::CommandError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Writes go to the leader; this node knows who it is.
+    #[error("coordinator {node_id} is not the Raft leader: send this request to coordinator {leader_id} at {leader_addr}")]
+    NotLeader { node_id: NodeId, leader_id: NodeId, leader_addr: String },
+    /// No leader is known (election in progress, no quorum, or never initialized).
+    #[error("coordinator {node_id} knows no Raft leader: wait for the election, check that a majority of coordinators is up, or initialize a new cluster with POST /v1/cluster/init")]
+    NoLeader { node_id: NodeId },
+    /// The state machine refused the command (replicated, deterministic).
+    #[error(transparent)]
+    Refused(#[from] CommandError),
+    /// Raft stopped (shutdown or a storage failure: see the log).
+    #[error("raft is not running: {0}")]
+    Raft(String),
+    /// Reading the applied state failed.
+    #[error(transparent)]
+    Read(#[from] KvError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    TooLarge(String),
+}

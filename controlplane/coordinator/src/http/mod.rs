@@ -1,0 +1,138 @@
+//! The REST API (axum): routing, JSON bodies, and the mapping of errors to status
+//! codes. Every non-2xx answer is an [`ApiError`] body. Handlers live per resource in
+//! the submodules; `raft` serves the peer-to-peer Raft RPCs.
+
+mod jobs;
+mod raft;
+mod runs;
+mod workers;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use xtsync_api::ApiError;
+
+use crate::coordinator::Coordinator;
+use crate::error::ServiceError;
+use crate::state::CommandError;
+
+pub type AppState = Arc<Coordinator>;
+type ApiResult<T> = Result<T, ServiceError>;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/cluster/init", post(init))
+        .route("/v1/status", get(status))
+        .merge(workers::routes())
+        .merge(jobs::routes())
+        .merge(runs::routes())
+        .merge(raft::routes())
+        .fallback(not_found)
+        .layer(from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+async fn count_requests(State(c): State<AppState>, req: Request, next: Next) -> Response {
+    c.count_request();
+    next.run(req).await
+}
+
+async fn not_found() -> ServiceError {
+    ServiceError::NotFound("no such endpoint: see controlplane/coordinator/openapi.yaml".into())
+}
+
+async fn health(State(c): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "initialized": c.is_initialized(), "leader_id": c.leader_id() }))
+}
+
+async fn metrics(State(c): State<AppState>) -> ApiResult<Response> {
+    let text = crate::metrics::render(&c.metrics_snapshot()?);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+async fn init(State(c): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let already = c.initialize().await?;
+    if !already {
+        tracing::info!(node_id = c.node_id, "initialized the Raft group");
+    }
+    Ok(Json(json!({ "initialized": true, "already": already })))
+}
+
+async fn status(State(c): State<AppState>) -> ApiResult<Json<xtsync_api::ClusterStatus>> {
+    Ok(Json(c.status()?))
+}
+
+/// Unwraps a JSON body, turning axum's plain-text rejection into an [`ApiError`].
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+    match b {
+        Ok(Json(v)) => Ok(v),
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ServiceError::TooLarge(r.body_text())),
+        Err(r) => Err(ServiceError::BadRequest(format!("invalid request body: {}", r.body_text()))),
+    }
+}
+
+/// Unwraps a path parameter (ids must be unsigned integers).
+fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
+    p.map(|Path(v)| v).map_err(|r| ServiceError::BadRequest(format!("invalid path: {}", r.body_text())))
+}
+
+fn refusal_status(e: &CommandError) -> StatusCode {
+    match e {
+        CommandError::UnknownWorker { .. }
+        | CommandError::Invalid { .. }
+        | CommandError::InvalidPath { .. }
+        | CommandError::RunJobMismatch { .. } => StatusCode::BAD_REQUEST,
+        CommandError::DuplicateJobName { .. } | CommandError::InvalidTransition { .. } => StatusCode::CONFLICT,
+        CommandError::JobNotFound { .. } | CommandError::RunNotFound { .. } => StatusCode::NOT_FOUND,
+        CommandError::WrongWorker { .. } => StatusCode::FORBIDDEN,
+        CommandError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+    }
+}
+
+fn status_of(e: &ServiceError) -> StatusCode {
+    match e {
+        ServiceError::NotLeader { .. } => StatusCode::MISDIRECTED_REQUEST,
+        ServiceError::NoLeader { .. } | ServiceError::Raft(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::Refused(r) => refusal_status(r),
+        ServiceError::Read(_) | ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        ServiceError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+    }
+}
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        let status = status_of(&self);
+        if status.is_server_error() {
+            // Handled here: the client gets the message, the operator gets the log line.
+            tracing::error!(error = %self, "request failed");
+        }
+        (status, Json(ApiError { error: self.to_string() })).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_map_to_client_errors() {
+        let dup = ServiceError::Refused(CommandError::DuplicateJobName { name: "a".into(), id: 1 });
+        assert_eq!(status_of(&dup), StatusCode::CONFLICT);
+        let unknown = ServiceError::Refused(CommandError::UnknownWorker { name: "w".into() });
+        assert_eq!(status_of(&unknown), StatusCode::BAD_REQUEST);
+        let follower = ServiceError::NotLeader { node_id: 2, leader_id: 1, leader_addr: "h:7400".into() };
+        assert_eq!(status_of(&follower), StatusCode::MISDIRECTED_REQUEST);
+        assert!(follower.to_string().contains("coordinator 1 at h:7400"));
+    }
+}

@@ -1,0 +1,80 @@
+//! Runs: creation under a job, reports, and version batches.
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use xtsync_api::{now_unix_ms, JobId, Run, RunId, RunReport, VersionBatch};
+
+use super::jobs::job_or_404;
+use super::{body, path, ApiResult, AppState};
+use crate::error::ServiceError;
+use crate::state::{query, Command, Outcome, VERSIONS_PER_BATCH_MAX};
+
+/// A full batch of 10,000 versions with long paths fits; anything bigger is refused
+/// before it is parsed.
+const VERSIONS_BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
+const RUNS_LIST_MAX: usize = 10_000;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/jobs/{id}/runs", get(list).post(create))
+        .route("/v1/runs/{id}", get(get_one))
+        .route("/v1/runs/{id}/report", post(report))
+        .route("/v1/runs/{id}/versions", post(versions).layer(DefaultBodyLimit::max(VERSIONS_BODY_BYTES_MAX)))
+}
+
+fn expect_run(out: Outcome) -> ApiResult<Json<Run>> {
+    match out {
+        Outcome::Run(run) => Ok(Json(run)),
+        other => Err(ServiceError::Raft(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+async fn create(State(c): State<AppState>, id: Result<Path<JobId>, PathRejection>) -> ApiResult<Json<Run>> {
+    expect_run(c.create_run(path(id)?).await?)
+}
+
+async fn list(State(c): State<AppState>, id: Result<Path<JobId>, PathRejection>) -> ApiResult<Json<Vec<Run>>> {
+    let id = path(id)?;
+    job_or_404(&c, id)?;
+    Ok(Json(query::runs_of_job(&c.reader, id, RUNS_LIST_MAX)?))
+}
+
+async fn get_one(State(c): State<AppState>, id: Result<Path<RunId>, PathRejection>) -> ApiResult<Json<Run>> {
+    let id = path(id)?;
+    let run = query::run(&c.reader, id)?.ok_or_else(|| ServiceError::NotFound(format!("run {id} does not exist")))?;
+    Ok(Json(run))
+}
+
+async fn report(
+    State(c): State<AppState>,
+    id: Result<Path<RunId>, PathRejection>,
+    report: Result<Json<RunReport>, JsonRejection>,
+) -> ApiResult<Json<Run>> {
+    let run_id = path(id)?;
+    let report = body(report)?;
+    expect_run(c.write(Command::ReportRun { run_id, report, unix_ms: now_unix_ms() }).await?)
+}
+
+async fn versions(
+    State(c): State<AppState>,
+    id: Result<Path<RunId>, PathRejection>,
+    batch: Result<Json<VersionBatch>, JsonRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let run_id = path(id)?;
+    let VersionBatch { job_id, versions } = body(batch)?;
+    if versions.len() > VERSIONS_PER_BATCH_MAX {
+        return Err(ServiceError::TooLarge(format!(
+            "a batch carries {} versions; split it into batches of at most {VERSIONS_PER_BATCH_MAX}",
+            versions.len()
+        )));
+    }
+    match c.write(Command::CommitVersions { run_id, job_id, versions }).await? {
+        Outcome::Committed { versions, new_versions } => {
+            Ok(Json(json!({ "committed": versions, "new_versions": new_versions })))
+        }
+        other => Err(ServiceError::Raft(format!("unexpected outcome {other:?}"))),
+    }
+}

@@ -1,0 +1,26 @@
+//! xtsync-coordinator: the control plane of xtsync.
+//!
+//! Coordinators replicate jobs, workers, runs and the catalog of file versions with
+//! Raft (openraft, storage v2) on one RocksDB database per node, and serve the REST API
+//! of `controlplane/api` (described in `openapi.yaml`).
+//!
+//! Layers, from the pure core out:
+//! - [`state`]: commands, deterministic apply, queries, over a small key-value trait;
+//! - [`assignments`], [`liveness`]: leader-only, in-memory scheduling state (pure);
+//! - [`store`]: RocksDB log store, state machine and read access;
+//! - [`network`]: Raft RPCs over HTTP;
+//! - [`coordinator`]: the service tying Raft and the in-memory state together;
+//! - [`http`]: the axum REST API; [`metrics`]: Prometheus text;
+//! - [`server`]: startup and shutdown, used by the binary.
+
+pub mod assignments;
+pub mod coordinator;
+pub mod error;
+pub mod http;
+pub mod liveness;
+pub mod metrics;
+pub mod network;
+pub mod raft_types;
+pub mod server;
+pub mod state;
+pub mod store;

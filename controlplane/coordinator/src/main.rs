@@ -1,0 +1,80 @@
+//! `xtsync-coordinator`: the control-plane daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use xtsync_config::Config;
+use xtsync_coordinator::server::{self, ServerOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtsync-coordinator", version, about = "xtsync control-plane coordinator (Raft on RocksDB, REST API)")]
+struct Args {
+    /// YAML configuration (embedded defaults when absent).
+    #[arg(long, env = "XTSYNC_CONFIG")]
+    config: Option<PathBuf>,
+    /// This coordinator's id in the Raft group (`coordinators[].id`).
+    #[arg(long, default_value_t = 1)]
+    node_id: u64,
+    /// Overrides `networking` (listen address and http_port).
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// Overrides `storage.metadata_path`.
+    #[arg(long)]
+    metadata_path: Option<PathBuf>,
+    /// Initialize the cluster at start if it is not yet (quickstart, single node).
+    #[arg(long)]
+    init: bool,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.logging.level))
+        .with_context(|| format!("logging.level {:?} is not a tracing filter", config.logging.level))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if config.logging.json {
+        tracing::warn!("logging.format json is not supported by this build; logging text");
+    }
+
+    let opts = ServerOptions {
+        node_id: args.node_id,
+        http_listen: args.http_listen.unwrap_or(config.networking.http_listen),
+        metadata_path: args.metadata_path.unwrap_or(config.storage.metadata_path),
+        coordinators: config.coordinators,
+        init: args.init,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    runtime.block_on(server::run(opts, shutdown_signal())).context("coordinator failed")?;
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Starting and stopping a coordinator: open the store, start Raft, serve HTTP until
+//! the shutdown future resolves, then stop Raft.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use xtsync_config::CoordinatorAddr;
+
+use crate::coordinator::Coordinator;
+use crate::network::HttpNetworkFactory;
+use crate::raft_types::{Node, NodeId, Raft};
+use crate::store::log::LogStore;
+use crate::store::reader::StateReader;
+use crate::store::state_machine::StateMachineStore;
+use crate::store::{self, StoreError};
+
+/// Raft timing: the group runs on one LAN or a few sites; elections within ~2 s.
+const HEARTBEAT_INTERVAL_MS: u64 = 250;
+const ELECTION_TIMEOUT_MIN_MS: u64 = 1000;
+const ELECTION_TIMEOUT_MAX_MS: u64 = 2000;
+/// Build a snapshot (and purge the log behind it) every this many entries.
+const SNAPSHOT_EVERY_LOGS: u64 = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub node_id: NodeId,
+    pub http_listen: SocketAddr,
+    /// The RocksDB database lives in `<metadata_path>/coordinator`.
+    pub metadata_path: PathBuf,
+    /// The configured group; with one entry, this node alone forms the group.
+    pub coordinators: Vec<CoordinatorAddr>,
+    /// Initialize the group at start if it is not yet.
+    pub init: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot create metadata directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid Raft configuration: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("cannot start Raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("cannot initialize the cluster: {0}")]
+    Init(crate::error::ServiceError),
+}
+
+fn raft_config() -> Result<Arc<openraft::Config>, openraft::ConfigError> {
+    let config = openraft::Config {
+        cluster_name: "xtsync".into(),
+        heartbeat_interval: HEARTBEAT_INTERVAL_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_LOGS),
+        ..Default::default()
+    };
+    Ok(Arc::new(config.validate()?))
+}
+
+/// Who forms the group at initialization: every configured coordinator, or this node
+/// alone (at the address it actually listens on) when one is configured.
+fn init_members(opts: &ServerOptions, local_addr: SocketAddr) -> BTreeMap<NodeId, Node> {
+    if opts.coordinators.len() > 1 {
+        opts.coordinators.iter().map(|c| (c.id, Node { addr: c.api_addr.clone() })).collect()
+    } else {
+        BTreeMap::from([(opts.node_id, Node { addr: local_addr.to_string() })])
+    }
+}
+
+/// Runs a coordinator until `shutdown` resolves.
+pub async fn run(opts: ServerOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    let db_path = opts.metadata_path.join("coordinator");
+    std::fs::create_dir_all(&db_path).map_err(|source| ServerError::CreateDir { path: db_path.clone(), source })?;
+    let db = store::open(&db_path)?;
+    tracing::info!(path = %db_path.display(), "metadata store open");
+
+    let listener = tokio::net::TcpListener::bind(opts.http_listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: opts.http_listen, source })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: opts.http_listen, source })?;
+
+    let raft = Raft::new(
+        opts.node_id,
+        raft_config()?,
+        HttpNetworkFactory::new(),
+        LogStore::new(db.clone()),
+        StateMachineStore::new(db.clone()),
+    )
+    .await
+    .map_err(|e| ServerError::Raft(e.to_string()))?;
+    let coordinator = Coordinator::new(opts.node_id, raft.clone(), StateReader::new(db), init_members(&opts, local_addr));
+
+    if opts.init {
+        let already = coordinator.initialize().await.map_err(ServerError::Init)?;
+        tracing::info!(already, "cluster initialization requested by --init");
+    }
+
+    tracing::info!(node_id = opts.node_id, addr = %local_addr, "coordinator listening");
+    let app = crate::http::router(coordinator.clone());
+    let stopping = coordinator.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            stopping.begin_shutdown();
+        })
+        .await;
+
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not shut down cleanly");
+    }
+    served.map_err(ServerError::Serve)?;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! Pure content logic of the data plane: content-defined chunking (FastCDC 2020),
+//! chunk names (BLAKE3), file digests, and per-chunk compression. No I/O: callers feed
+//! bytes in and get boundaries, names and encoded payloads out.
+
+mod compress;
+mod name;
+mod stream;
+
+pub use compress::{ChunkCodec, CompressError, Encoding};
+pub use name::{content_digest, ChunkName, DigestBuilder};
+pub use stream::{ChunkParams, ChunkParamsError, StreamChunker};
+
+/// True when every byte is zero: such chunks become holes at the target.
+pub fn is_all_zero(data: &[u8]) -> bool {
+    // SAFETY-free fast path: compare 16-byte words, then the tail.
+    let (head, body, tail) = unsafe { data.align_to::<u128>() };
+    head.iter().all(|&b| b == 0) && body.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn zero_detection() {
+        assert!(super::is_all_zero(&[0u8; 1000]));
+        let mut v = vec![0u8; 1000];
+        v[777] = 1;
+        assert!(!super::is_all_zero(&v));
+        assert!(super::is_all_zero(&[]));
+    }
+}

@@ -1,0 +1,525 @@
+//! Message types and their payload encoding. The conversation of one session:
+//!
+//! ```text
+//! source                                   target
+//! Hello ─────────────────────────────────► (checks root, job)
+//!       ◄───────────────────────────────── HelloAck
+//! Entries{dirs, links, known files} ─────► EntriesReply{which files need content}
+//! FileBegin, Segment{chunk names} ───────► (looks chunks up locally)
+//!       ◄───────────────────────────────── Want{bitmap of missing chunks}
+//! ChunkData (only the wanted ones) ──────► re-hash, write, assemble
+//! FileEnd{digest} ───────────────────────► fsync barrier, rename
+//!       ◄───────────────────────────────── FileDone
+//! EndOfPass ─────────────────────────────► deletions, final fsync
+//!       ◄───────────────────────────────── PassDone
+//! ```
+//! Everything is pipelined: the source never waits for an answer before sending the
+//! next frame, within the bounds of its in-flight window.
+
+use crate::codec::*;
+use crate::frame::{encode_frame, FRAME_HEADER_BYTES};
+use crate::path::{RelPath, PATH_BYTES_MAX};
+use crate::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub job_id: u64,
+    pub run_id: u64,
+    pub session_index: u16,
+    pub session_count: u16,
+    /// Absolute path of the job's root at the target.
+    pub target_root: String,
+    pub flags: u32,
+}
+
+impl Hello {
+    /// Propagate deletions.
+    pub const FLAG_DELETE: u32 = 1;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelloAck {
+    pub session_id: u64,
+}
+
+/// Metadata of an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// Permission bits (the low 12 bits of st_mode).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_s: i64,
+    pub mtime_ns: u32,
+    /// `user.*` extended attributes: (name, value).
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory; `children` lists every name in it when deletions propagate.
+    Dir { children: Option<Vec<Vec<u8>>> },
+    Symlink { target: Vec<u8> },
+    /// Another name of a file already sent in this pass.
+    HardLink { to: RelPath },
+    /// A file whose content digest the source knows without reading it.
+    File { size: u64, digest: [u8; 32] },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: RelPath,
+    pub meta: Meta,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entries {
+    pub batch: u32,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntriesReply {
+    pub batch: u32,
+    /// Indices of `File` entries whose content the target does not hold.
+    pub need: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileBegin {
+    pub file_id: u64,
+    pub path: RelPath,
+    pub meta: Meta,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRef {
+    pub name: [u8; 32],
+    pub len: u32,
+    /// All bytes zero: the target leaves a hole and never asks for it.
+    pub zero: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub file_id: u64,
+    pub seg_no: u32,
+    pub chunks: Vec<ChunkRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub file_id: u64,
+    pub seg_no: u32,
+    /// Bit i (LSB first) set = send chunk i of the segment.
+    pub bitmap: Vec<u8>,
+}
+
+impl Want {
+    pub fn wants(&self, i: usize) -> bool {
+        self.bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+    }
+    pub fn from_flags(file_id: u64, seg_no: u32, flags: &[bool]) -> Want {
+        let mut bitmap = vec![0u8; flags.len().div_ceil(8)];
+        for (i, _) in flags.iter().enumerate().filter(|(_, &f)| f) {
+            bitmap[i / 8] |= 1 << (i % 8);
+        }
+        Want { file_id, seg_no, bitmap }
+    }
+}
+
+/// One chunk's bytes. Encoded with the data first and a fixed trailer last, so the
+/// receiver can keep the frame buffer as the chunk buffer (truncate, no copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkData {
+    pub file_id: u64,
+    pub seg_no: u32,
+    pub index: u32,
+    pub encoding: u8,
+    pub raw_len: u32,
+    pub data: Vec<u8>,
+}
+
+const CHUNK_TRAILER_BYTES: usize = 8 + 4 + 4 + 1 + 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEnd {
+    pub file_id: u64,
+    pub digest: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDone {
+    pub file_id: u64,
+    /// `None` = durable at the target; `Some(reason)` = not written (old version kept).
+    pub error: Option<String>,
+    pub chunks_reused: u32,
+    pub chunks_received: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndOfPass {
+    pub files: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassDone {
+    pub entries_deleted: u64,
+    pub files_committed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorMsg {
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Hello(Hello),
+    HelloAck(HelloAck),
+    Entries(Entries),
+    EntriesReply(EntriesReply),
+    FileBegin(FileBegin),
+    Segment(Segment),
+    Want(Want),
+    ChunkData(ChunkData),
+    FileEnd(FileEnd),
+    FileDone(FileDone),
+    EndOfPass(EndOfPass),
+    PassDone(PassDone),
+    Error(ErrorMsg),
+}
+
+mod kind {
+    pub const HELLO: u8 = 1;
+    pub const HELLO_ACK: u8 = 2;
+    pub const ENTRIES: u8 = 3;
+    pub const ENTRIES_REPLY: u8 = 4;
+    pub const FILE_BEGIN: u8 = 5;
+    pub const SEGMENT: u8 = 6;
+    pub const WANT: u8 = 7;
+    pub const CHUNK_DATA: u8 = 8;
+    pub const FILE_END: u8 = 9;
+    pub const FILE_DONE: u8 = 10;
+    pub const END_OF_PASS: u8 = 11;
+    pub const PASS_DONE: u8 = 12;
+    pub const ERROR: u8 = 13;
+}
+
+const MESSAGE_BYTES_MAX: usize = 64 * 1024;
+
+fn put_path(out: &mut Vec<u8>, p: &RelPath) {
+    put_bytes(out, p.as_bytes());
+}
+
+fn read_path(r: &mut Reader<'_>, what: &'static str) -> Result<RelPath, WireError> {
+    RelPath::new(r.bytes(what, PATH_BYTES_MAX)?.to_vec())
+}
+
+fn put_meta(out: &mut Vec<u8>, m: &Meta) {
+    put_u32(out, m.mode);
+    put_u32(out, m.uid);
+    put_u32(out, m.gid);
+    put_u64(out, m.mtime_s as u64);
+    put_u32(out, m.mtime_ns);
+    put_u32(out, m.xattrs.len() as u32);
+    for (k, v) in &m.xattrs {
+        put_bytes(out, k);
+        put_bytes(out, v);
+    }
+}
+
+fn read_meta(r: &mut Reader<'_>) -> Result<Meta, WireError> {
+    let mode = r.u32("meta.mode")?;
+    let uid = r.u32("meta.uid")?;
+    let gid = r.u32("meta.gid")?;
+    let mtime_s = r.i64("meta.mtime_s")?;
+    let mtime_ns = r.u32("meta.mtime_ns")?;
+    if mtime_ns >= 1_000_000_000 {
+        return Err(WireError::Invalid("meta.mtime_ns"));
+    }
+    let n = r.count("meta.xattrs", XATTRS_PER_ENTRY_MAX, 8)?;
+    let mut xattrs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = r.bytes("xattr name", 255)?.to_vec();
+        let v = r.bytes("xattr value", XATTR_VALUE_BYTES_MAX)?.to_vec();
+        xattrs.push((k, v));
+    }
+    Ok(Meta { mode, uid, gid, mtime_s, mtime_ns, xattrs })
+}
+
+fn put_entry(out: &mut Vec<u8>, e: &Entry) {
+    put_path(out, &e.path);
+    put_meta(out, &e.meta);
+    match &e.kind {
+        EntryKind::Dir { children } => {
+            put_u8(out, 0);
+            match children {
+                None => put_u8(out, 0),
+                Some(names) => {
+                    put_u8(out, 1);
+                    put_u32(out, names.len() as u32);
+                    for n in names {
+                        put_bytes(out, n);
+                    }
+                }
+            }
+        }
+        EntryKind::Symlink { target } => {
+            put_u8(out, 1);
+            put_bytes(out, target);
+        }
+        EntryKind::HardLink { to } => {
+            put_u8(out, 2);
+            put_path(out, to);
+        }
+        EntryKind::File { size, digest } => {
+            put_u8(out, 3);
+            put_u64(out, *size);
+            out.extend_from_slice(digest);
+        }
+    }
+}
+
+fn read_entry(r: &mut Reader<'_>) -> Result<Entry, WireError> {
+    let path = read_path(r, "entry.path")?;
+    let meta = read_meta(r)?;
+    let kind = match r.u8("entry.kind")? {
+        0 => match r.u8("dir.children flag")? {
+            0 => EntryKind::Dir { children: None },
+            1 => {
+                let n = r.count("dir.children", DIR_CHILDREN_MAX, 4)?;
+                let mut names = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.bytes("dir child", crate::PATH_COMPONENT_BYTES_MAX)?;
+                    // A child name is one component: reuse the path rules.
+                    if name.contains(&b'/') || RelPath::new(name.to_vec()).is_err() || name.is_empty() {
+                        return Err(WireError::Invalid("dir child name"));
+                    }
+                    names.push(name.to_vec());
+                }
+                EntryKind::Dir { children: Some(names) }
+            }
+            _ => return Err(WireError::Invalid("dir.children flag")),
+        },
+        1 => EntryKind::Symlink { target: r.bytes("symlink.target", PATH_BYTES_MAX)?.to_vec() },
+        2 => EntryKind::HardLink { to: read_path(r, "hardlink.to")? },
+        3 => EntryKind::File { size: r.u64("file.size")?, digest: r.hash("file.digest")? },
+        _ => return Err(WireError::Invalid("entry.kind")),
+    };
+    if path.is_root() && !matches!(kind, EntryKind::Dir { .. }) {
+        return Err(WireError::Path { path: String::new(), reason: "only a directory may be the root" });
+    }
+    Ok(Entry { path, meta, kind })
+}
+
+impl Message {
+    fn kind(&self) -> u8 {
+        match self {
+            Message::Hello(_) => kind::HELLO,
+            Message::HelloAck(_) => kind::HELLO_ACK,
+            Message::Entries(_) => kind::ENTRIES,
+            Message::EntriesReply(_) => kind::ENTRIES_REPLY,
+            Message::FileBegin(_) => kind::FILE_BEGIN,
+            Message::Segment(_) => kind::SEGMENT,
+            Message::Want(_) => kind::WANT,
+            Message::ChunkData(_) => kind::CHUNK_DATA,
+            Message::FileEnd(_) => kind::FILE_END,
+            Message::FileDone(_) => kind::FILE_DONE,
+            Message::EndOfPass(_) => kind::END_OF_PASS,
+            Message::PassDone(_) => kind::PASS_DONE,
+            Message::Error(_) => kind::ERROR,
+        }
+    }
+
+    /// Appends the whole frame (header and payload) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+        match self {
+            Message::Hello(h) => {
+                put_u64(out, h.job_id);
+                put_u64(out, h.run_id);
+                put_u16(out, h.session_index);
+                put_u16(out, h.session_count);
+                put_bytes(out, h.target_root.as_bytes());
+                put_u32(out, h.flags);
+            }
+            Message::HelloAck(a) => put_u64(out, a.session_id),
+            Message::Entries(e) => {
+                put_u32(out, e.batch);
+                put_u32(out, e.entries.len() as u32);
+                for entry in &e.entries {
+                    put_entry(out, entry);
+                }
+            }
+            Message::EntriesReply(r) => {
+                put_u32(out, r.batch);
+                put_u32(out, r.need.len() as u32);
+                for i in &r.need {
+                    put_u32(out, *i);
+                }
+            }
+            Message::FileBegin(f) => {
+                put_u64(out, f.file_id);
+                put_path(out, &f.path);
+                put_meta(out, &f.meta);
+                put_u64(out, f.size);
+            }
+            Message::Segment(s) => {
+                put_u64(out, s.file_id);
+                put_u32(out, s.seg_no);
+                put_u32(out, s.chunks.len() as u32);
+                for c in &s.chunks {
+                    out.extend_from_slice(&c.name);
+                    put_u32(out, c.len);
+                    put_u8(out, c.zero as u8);
+                }
+            }
+            Message::Want(w) => {
+                put_u64(out, w.file_id);
+                put_u32(out, w.seg_no);
+                put_bytes(out, &w.bitmap);
+            }
+            Message::ChunkData(c) => {
+                out.extend_from_slice(&c.data);
+                put_u64(out, c.file_id);
+                put_u32(out, c.seg_no);
+                put_u32(out, c.index);
+                put_u8(out, c.encoding);
+                put_u32(out, c.raw_len);
+            }
+            Message::FileEnd(f) => {
+                put_u64(out, f.file_id);
+                out.extend_from_slice(&f.digest);
+            }
+            Message::FileDone(d) => {
+                put_u64(out, d.file_id);
+                put_u32(out, d.chunks_reused);
+                put_u32(out, d.chunks_received);
+                match &d.error {
+                    None => put_u8(out, 0),
+                    Some(e) => {
+                        put_u8(out, 1);
+                        put_bytes(out, &e.as_bytes()[..e.len().min(MESSAGE_BYTES_MAX)]);
+                    }
+                }
+            }
+            Message::EndOfPass(e) => put_u64(out, e.files),
+            Message::PassDone(p) => {
+                put_u64(out, p.entries_deleted);
+                put_u64(out, p.files_committed);
+            }
+            Message::Error(e) => put_bytes(out, &e.message.as_bytes()[..e.message.len().min(MESSAGE_BYTES_MAX)]),
+        }
+        encode_frame(out, at, self.kind());
+    }
+
+    /// Decodes one payload of the given kind. Takes ownership so that chunk data keeps
+    /// the frame's buffer.
+    pub fn decode(kind: u8, mut payload: Vec<u8>) -> Result<Message, WireError> {
+        if kind == kind::CHUNK_DATA {
+            return decode_chunk_data(payload);
+        }
+        let mut r = Reader::new(&payload);
+        let msg = match kind {
+            kind::HELLO => Message::Hello(Hello {
+                job_id: r.u64("hello.job_id")?,
+                run_id: r.u64("hello.run_id")?,
+                session_index: r.u16("hello.session_index")?,
+                session_count: r.u16("hello.session_count")?,
+                target_root: r.string("hello.target_root", PATH_BYTES_MAX)?,
+                flags: r.u32("hello.flags")?,
+            }),
+            kind::HELLO_ACK => Message::HelloAck(HelloAck { session_id: r.u64("hello_ack.session_id")? }),
+            kind::ENTRIES => {
+                let batch = r.u32("entries.batch")?;
+                let n = r.count("entries", ENTRIES_PER_BATCH_MAX, 30)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(read_entry(&mut r)?);
+                }
+                Message::Entries(Entries { batch, entries })
+            }
+            kind::ENTRIES_REPLY => {
+                let batch = r.u32("entries_reply.batch")?;
+                let n = r.count("entries_reply.need", ENTRIES_PER_BATCH_MAX, 4)?;
+                let need = (0..n).map(|_| r.u32("need index")).collect::<Result<_, _>>()?;
+                Message::EntriesReply(EntriesReply { batch, need })
+            }
+            kind::FILE_BEGIN => Message::FileBegin(FileBegin {
+                file_id: r.u64("file_begin.file_id")?,
+                path: read_path(&mut r, "file_begin.path")?,
+                meta: read_meta(&mut r)?,
+                size: r.u64("file_begin.size")?,
+            }),
+            kind::SEGMENT => {
+                let file_id = r.u64("segment.file_id")?;
+                let seg_no = r.u32("segment.seg_no")?;
+                let n = r.count("segment.chunks", CHUNKS_PER_SEGMENT_MAX, 37)?;
+                let mut chunks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.hash("chunk.name")?;
+                    let len = r.u32("chunk.len")?;
+                    if len == 0 || len > 16 << 20 {
+                        return Err(WireError::Invalid("chunk.len"));
+                    }
+                    let zero = match r.u8("chunk.zero")? {
+                        0 => false,
+                        1 => true,
+                        _ => return Err(WireError::Invalid("chunk.zero")),
+                    };
+                    chunks.push(ChunkRef { name, len, zero });
+                }
+                Message::Segment(Segment { file_id, seg_no, chunks })
+            }
+            kind::WANT => Message::Want(Want {
+                file_id: r.u64("want.file_id")?,
+                seg_no: r.u32("want.seg_no")?,
+                bitmap: r.bytes("want.bitmap", CHUNKS_PER_SEGMENT_MAX / 8)?.to_vec(),
+            }),
+            kind::FILE_END => Message::FileEnd(FileEnd { file_id: r.u64("file_end.file_id")?, digest: r.hash("file_end.digest")? }),
+            kind::FILE_DONE => {
+                let file_id = r.u64("file_done.file_id")?;
+                let chunks_reused = r.u32("file_done.chunks_reused")?;
+                let chunks_received = r.u32("file_done.chunks_received")?;
+                let error = match r.u8("file_done.flag")? {
+                    0 => None,
+                    1 => Some(r.string("file_done.error", MESSAGE_BYTES_MAX)?),
+                    _ => return Err(WireError::Invalid("file_done.flag")),
+                };
+                Message::FileDone(FileDone { file_id, error, chunks_reused, chunks_received })
+            }
+            kind::END_OF_PASS => Message::EndOfPass(EndOfPass { files: r.u64("end_of_pass.files")? }),
+            kind::PASS_DONE => Message::PassDone(PassDone {
+                entries_deleted: r.u64("pass_done.entries_deleted")?,
+                files_committed: r.u64("pass_done.files_committed")?,
+            }),
+            kind::ERROR => Message::Error(ErrorMsg { message: r.string("error.message", MESSAGE_BYTES_MAX)? }),
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        r.finish()?;
+        payload.clear();
+        Ok(msg)
+    }
+}
+
+fn decode_chunk_data(mut payload: Vec<u8>) -> Result<Message, WireError> {
+    if payload.len() < CHUNK_TRAILER_BYTES {
+        return Err(WireError::Truncated("chunk_data trailer"));
+    }
+    let at = payload.len() - CHUNK_TRAILER_BYTES;
+    let mut r = Reader::new(&payload[at..]);
+    let file_id = r.u64("chunk.file_id")?;
+    let seg_no = r.u32("chunk.seg_no")?;
+    let index = r.u32("chunk.index")?;
+    let encoding = r.u8("chunk.encoding")?;
+    let raw_len = r.u32("chunk.raw_len")?;
+    if raw_len == 0 || raw_len > 16 << 20 {
+        return Err(WireError::Invalid("chunk.raw_len"));
+    }
+    payload.truncate(at);
+    Ok(Message::ChunkData(ChunkData { file_id, seg_no, index, encoding, raw_len, data: payload }))
+}

@@ -1,0 +1,163 @@
+"""The tools: xtsync (quickstart --once), rsync daemon (+ client), tar | nc.
+
+Each runner takes (src, target, tmp, timeout) and returns a measure.Result with wall
+time, CPU seconds of all the tool's processes (RUSAGE_CHILDREN delta around the whole
+run, daemons included) and bytes on the wire. Only 127.0.0.1 is ever used.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import time
+
+from measure import (Result, child_pids, cpu_children, free_port, kill_group, reap_strays, run, start,
+                     wait_listen)
+
+XTSYNC_BIN = os.environ.get("XTSYNC_BIN", "/var/tmp/xtsync-target/release")
+
+
+def xtsyncctl() -> str:
+    return os.path.join(XTSYNC_BIN, "xtsyncctl")
+
+
+def xtsync_available() -> bool:
+    return os.access(xtsyncctl(), os.X_OK)
+
+
+def _finish(res: Result, rc, err: str, timed_out: bool) -> None:
+    if timed_out:
+        res.status = "timeout"
+    elif rc != 0:
+        res.status = "error"
+        res.notes.append(f"exit {rc}: {err.strip()[-400:]}")
+
+
+def run_xtsync(src: str, target: str, state: str, cores: int, extra_args: str, timeout: float,
+               label: str = "xtsync") -> Result:
+    cmd = (f"{shlex.quote(xtsyncctl())} quickstart --source {shlex.quote(src)} --target {shlex.quote(target)}"
+           f" --state {shlex.quote(state)} --once --json --cores {cores} {extra_args}").strip()
+    res = Result(label, cmd)
+    if not xtsync_available():
+        res.status = "skipped"
+        res.notes.append(f"{xtsyncctl()} not found (set XTSYNC_BIN)")
+        return res
+    os.makedirs(os.path.dirname(target.rstrip("/")) or "/", exist_ok=True)
+    cpu0 = cpu_children()
+    rc, out, err, to, wall = run(cmd, timeout)
+    res.extra["strays"] = reap_strays()
+    res.cpu_s = cpu_children() - cpu0
+    res.wall_s = wall
+    _finish(res, rc, err, to)
+    js = None
+    for cand in [out] + out.strip().splitlines()[::-1]:
+        try:
+            js = json.loads(cand)
+            break
+        except ValueError:
+            continue
+    if js is None:
+        if res.status == "ok":
+            res.status = "error"
+        res.notes.append("no JSON object on stdout")
+    else:
+        res.extra["xtsync"] = js
+        res.wire_bytes = js.get("bytes_on_wire")
+    return res
+
+
+RSYNCD_CONF = """\
+pid file = {tmp}/rsyncd.pid
+log file = {tmp}/rsyncd.log
+use chroot = no
+uid = root
+gid = root
+[src]
+    path = {src}
+    read only = yes
+    use chroot = no
+"""
+
+
+def _stat_num(text: str, key: str) -> int | None:
+    m = re.search(rf"^{re.escape(key)}:\s*([\d,]+)", text, re.M)
+    return int(m.group(1).replace(",", "")) if m else None
+
+
+def run_rsync(src: str, target: str, tmp: str, flags: str, timeout: float, label: str) -> Result:
+    """rsync daemon (child, --no-detach) serving src; client pulls into target."""
+    os.makedirs(tmp, exist_ok=True)
+    port = free_port(8730)
+    conf = os.path.join(tmp, "rsyncd.conf")
+    with open(conf, "w") as f:
+        f.write(RSYNCD_CONF.format(tmp=tmp, src=src))
+    daemon_cmd = f"exec rsync --daemon --no-detach --config={conf} --address=127.0.0.1 --port={port}"
+    client = f"rsync {flags} --delete --stats rsync://127.0.0.1:{port}/src/ {shlex.quote(target)}/"
+    res = Result(label, client)
+    res.extra["daemon"] = daemon_cmd
+    os.makedirs(target, exist_ok=True)
+    cpu0 = cpu_children()
+    d = start(daemon_cmd)
+    try:
+        if not wait_listen(port):
+            res.status = "error"
+            res.notes.append("rsync daemon did not listen")
+            return res
+        rc, out, err, to, wall = run(client, timeout)
+        res.wall_s = wall
+        _finish(res, rc, err, to)
+        # let the daemon's connection process exit (and be reaped by the daemon)
+        deadline = time.time() + 10
+        while child_pids(d.popen.pid) and time.time() < deadline:
+            time.sleep(0.02)
+        sent, recv = _stat_num(out, "Total bytes sent"), _stat_num(out, "Total bytes received")
+        if sent is not None and recv is not None:
+            res.wire_bytes = sent + recv
+        res.extra["stats"] = {k: _stat_num(out, k) for k in (
+            "Number of files", "Number of regular files transferred", "Total file size",
+            "Total transferred file size", "Literal data", "Matched data", "Total bytes sent",
+            "Total bytes received")}
+    finally:
+        kill_group(d.popen, signal.SIGTERM)
+        d.wait(15)
+        res.extra["strays"] = reap_strays()
+        res.cpu_s = cpu_children() - cpu0
+    return res
+
+
+def tar_stream_bytes(src: str, timeout: float) -> int | None:
+    rc, out, _, _, _ = run(f"tar -C {shlex.quote(src)} -cf - . | wc -c", timeout)
+    return int(out.strip()) if rc == 0 and out.strip().isdigit() else None
+
+
+def run_tarnc(src: str, target: str, timeout: float, wire: int | None) -> Result:
+    port = free_port(8790)
+    recv_cmd = f"nc -l 127.0.0.1 {port} | tar -C {shlex.quote(target)} -xf -"
+    send_cmd = f"tar -C {shlex.quote(src)} -cf - . | nc -N 127.0.0.1 {port}"
+    res = Result("tar|nc", f"{recv_cmd}  &&  {send_cmd}")
+    res.wire_bytes = wire
+    os.makedirs(target, exist_ok=True)
+    cpu0 = cpu_children()
+    r = start(recv_cmd)
+    try:
+        if not wait_listen(port):
+            res.status = "error"
+            res.notes.append("nc did not listen")
+            kill_group(r.popen)
+            return res
+        t0 = time.monotonic()
+        rc, _, err, to, _ = run(send_cmd, timeout)
+        _finish(res, rc, err, to)
+        rrc, _, rerr, rto, = r.wait(timeout if not to else 5)[:4]
+        res.wall_s = time.monotonic() - t0
+        if res.status == "ok":
+            _finish(res, rrc, rerr, rto)
+    finally:
+        if r.popen.poll() is None:
+            kill_group(r.popen)
+            r.popen.wait()
+        res.extra["strays"] = reap_strays()
+        res.cpu_s = cpu_children() - cpu0
+    return res

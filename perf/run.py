@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""xtsync end-to-end performance harness: xtsync vs rsync (daemon) vs tar|nc, same run.
+
+    python3 perf/run.py WORKLOAD [--quick] [--cores N] [--xtsync-args "..."] [--markdown]
+
+WORKLOAD: large | tree | nochange | change1pct | image | tmpfs | all.  See perf/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import measure  # noqa: E402
+import peers  # noqa: E402
+import workloads  # noqa: E402
+from measure import Result  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SWAP_NOTE = os.path.join(workloads.DATA_ROOT, ".swapped.json")
+ALL_TOOLS = ("xtsync", "rsync", "rsync-z", "tar")
+
+
+# ---------------------------------------------------------------- source swapping
+# Incremental workloads with distinct v1/v2 sources present both at ONE path ("live"),
+# so the initial and measured pass see the same source path (xtsync's state may key on it).
+
+def swap_in(origin: str, live: str) -> None:
+    with open(SWAP_NOTE, "w") as f:
+        json.dump({"live": live, "origin": origin}, f)
+    os.rename(origin, live)
+
+
+def swap_out() -> None:
+    try:
+        with open(SWAP_NOTE) as f:
+            s = json.load(f)
+    except OSError:
+        return
+    if os.path.exists(s["live"]) and not os.path.exists(s["origin"]):
+        os.rename(s["live"], s["origin"])
+    os.unlink(SWAP_NOTE)
+
+
+def rmtree(p: str) -> None:
+    if os.path.lexists(p):
+        subprocess.run(["rm", "-rf", "--one-file-system", p], check=False)
+
+
+# ---------------------------------------------------------------- one workload
+
+def run_workload(name: str, a) -> dict:
+    quick = a.quick
+    print(f"== workload {name}{' (quick)' if quick else ''}", flush=True)
+    data = workloads.WORKLOADS[name](quick)
+    shm = "/dev/shm" if data.tmpfs else workloads.DATA_ROOT
+    run_root = os.path.join(shm, f"xtsync-perf-run-{os.getpid()}")
+    rmtree(run_root)
+    os.makedirs(run_root)
+    tools = [t for t in a.tools.split(",") if t]
+    cores_list = [1, 2] if name == "tmpfs" else [a.cores]
+    hx = "HX" if getattr(data, "hardlinks_xattrs", False) else ""
+    results: list[Result] = []
+    initial: list[Result] = []
+    swapped = data.incremental and data.v1 != data.v2
+    live = os.path.join(run_root, "src") if (swapped or data.tmpfs) else data.v2
+    rec = {"workload": name, "quick": quick, "data": data.info, "machine": measure.machine(),
+           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "versions": {"rsync": measure.tool_version("rsync --version"),
+                        "tar": measure.tool_version("tar --version"),
+                        "xtsyncctl": peers.xtsyncctl() if peers.xtsync_available() else "missing"},
+           "source_path": live, "timeout_s": a.timeout}
+    try:
+        if data.tmpfs:
+            print(f"copying source to {live} (tmpfs) ...", flush=True)
+            subprocess.run(["cp", "-a", data.v2, live], check=True)
+        t = time.monotonic()
+        msrc = data.v2 if not data.tmpfs else live
+        print(f"source manifest + page-cache warm-up of {msrc} ...", flush=True)
+        src_manifest = measure.manifest(msrc)
+        if data.v1 != data.v2:
+            measure.warm(data.v1)
+        rec["manifest_s"] = round(time.monotonic() - t, 2)
+        tar_wire = measure_tar_wire = None
+        if "tar" in tools:
+            measure_tar_wire = peers.tar_stream_bytes(msrc, a.timeout)
+            tar_wire = measure_tar_wire
+        rsync_base = os.path.join(run_root, "rsync-base")
+        xt_targets: dict[int, tuple[str, str]] = {}
+        for c in cores_list:
+            xt_targets[c] = (os.path.join(run_root, f"xtsync-c{c}-target"), os.path.join(run_root, f"xtsync-c{c}-state"))
+
+        # ---- initial passes (incremental workloads): each tool makes its own initial copy
+        if data.incremental:
+            if swapped:
+                swap_in(data.v1, live)
+            if any(t.startswith("rsync") for t in tools):
+                print("initial pass: rsync -a ...", flush=True)
+                r = peers.run_rsync(live, rsync_base, os.path.join(run_root, "rsyncd-init"), f"-a{hx}",
+                                    a.timeout, "rsync -a (initial)")
+                initial.append(r)
+            if "xtsync" in tools and peers.xtsync_available():
+                for c, (tg, st) in xt_targets.items():
+                    print(f"initial pass: xtsync --cores {c} ...", flush=True)
+                    initial.append(peers.run_xtsync(live, tg, st, c, a.xtsync_args, a.timeout,
+                                                    f"xtsync c{c} (initial)"))
+            if swapped:
+                swap_out()
+                swap_in(data.v2, live)
+
+        # ---- measured passes
+        plan = []
+        if "xtsync" in tools:
+            plan += [("xtsync", c) for c in cores_list]
+        if "rsync" in tools:
+            plan.append(("rsync", f"-a{hx}"))
+        if "rsync-z" in tools:
+            plan.append(("rsync", f"-az{hx}"))
+        if "tar" in tools:
+            plan.append(("tar", None))
+        for kind, arg in plan:
+            if kind == "xtsync":
+                target, state = xt_targets[arg]
+                label = f"xtsync c{arg}"
+                if not peers.xtsync_available():
+                    r = peers.run_xtsync(live, target, state, arg, a.xtsync_args, a.timeout, label)
+                    results.append(r)
+                    print(f"  {label}: skipped ({r.notes[0]})", flush=True)
+                    continue
+                if data.incremental and not os.path.isdir(target):
+                    r = Result(label, "", status="error", notes=["initial pass left no target"])
+                    results.append(r)
+                    continue
+            else:
+                target = os.path.join(run_root, f"{kind}{arg or ''}-target")
+                rmtree(target)
+                if kind == "rsync" and data.incremental:
+                    if not os.path.isdir(rsync_base):
+                        results.append(Result(f"rsync {arg}", "", status="error", notes=["no initial copy"]))
+                        continue
+                    subprocess.run(["cp", "-a", "--reflink=auto", rsync_base, target], check=True)
+            # equal starting conditions: source (and existing target) in page cache, no dirty pages
+            measure.warm(live)
+            if os.path.isdir(target):
+                measure.warm(target)
+            os.sync()
+            print(f"  measuring {kind} {arg if arg is not None else ''} ...", flush=True)
+            if kind == "xtsync":
+                r = peers.run_xtsync(live, target, state, arg, a.xtsync_args, a.timeout, label)
+            elif kind == "rsync":
+                r = peers.run_rsync(live, target, os.path.join(run_root, f"rsyncd{arg}"), arg, a.timeout,
+                                    f"rsync {arg}")
+            else:
+                r = peers.run_tarnc(live, target, a.timeout, tar_wire)
+                r.notes.append("always a full copy into an empty target (tar has no incremental mode)")
+            r.sync_s = measure.sync_time()
+            ok, probs = measure.compare(src_manifest, target)
+            r.verify = "PASS" if ok else "FAIL"
+            if not ok:
+                r.notes += probs
+            results.append(r)
+            print(f"    {r.status} wall {fmt(r.wall_s)} s, cpu {fmt(r.cpu_s)} s, "
+                  f"wire {fmt_b(r.wire_bytes)}, verify {r.verify}", flush=True)
+            if not a.keep:
+                rmtree(target)
+    except Exception as e:  # report, don't crash the whole run
+        import traceback
+        traceback.print_exc()
+        rec["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        swap_out()
+        if not a.keep:
+            rmtree(run_root)
+    rec["results"] = [vars(r) for r in results]
+    rec["initial"] = [vars(r) for r in initial]
+    rec["source_bytes"] = sum(v[1] for v in src_manifest.values()) if "src_manifest" in dir() else None
+    rec["ratios"] = ratios(results)
+    if name == "tmpfs":
+        rec["scaling"] = scaling(results, rec["source_bytes"])
+    return rec
+
+
+# ---------------------------------------------------------------- reporting
+
+def fmt(x, nd=2):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def fmt_b(b):
+    return "-" if b is None else f"{b / 1e6:,.1f} MB"
+
+
+def ratios(results: list[Result]) -> list[dict]:
+    out = []
+    for x in results:
+        if not x.tool.startswith("xtsync") or x.status != "ok":
+            continue
+        for p in results:
+            if p.tool.startswith("xtsync") or p.status != "ok":
+                continue
+            def q(a, b):
+                return round(a / b, 3) if a is not None and b else None
+            out.append({"xtsync": x.tool, "peer": p.tool, "wall": q(x.wall_s, p.wall_s),
+                        "cpu": q(x.cpu_s, p.cpu_s), "bytes": q(x.wire_bytes, p.wire_bytes)})
+    return out
+
+
+def scaling(results: list[Result], nbytes) -> dict:
+    tp = {r.tool: (nbytes / r.wall_s / 1e6 if r.status == "ok" and r.wall_s else None) for r in results}
+    c1, c2 = tp.get("xtsync c1"), tp.get("xtsync c2")
+    return {"throughput_MBps": tp, "xtsync_c2_over_c1": round(c2 / c1, 3) if c1 and c2 else None}
+
+
+def table(rec: dict) -> str:
+    rows = [("tool", "status", "wall s", "sync s", "cpu s", "wire", "verify")]
+    for r in rec["initial"]:
+        rows.append((r["tool"], r["status"], fmt(r["wall_s"]), "", fmt(r["cpu_s"]), fmt_b(r["wire_bytes"]), ""))
+    for r in rec["results"]:
+        rows.append((r["tool"], r["status"], fmt(r["wall_s"]), fmt(r["sync_s"]), fmt(r["cpu_s"]),
+                     fmt_b(r["wire_bytes"]), r["verify"]))
+    w = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w[i]) if i < 2 else str(c).rjust(w[i]) for i, c in enumerate(row))
+             for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    for ra in rec["ratios"]:
+        lines.append(f"ratio {ra['xtsync']}/{ra['peer']}: wall {ra['wall']}, cpu {ra['cpu']}, bytes {ra['bytes']}")
+    if not rec["ratios"]:
+        lines.append("ratios: n/a (no successful xtsync run)")
+    if rec.get("scaling"):
+        lines.append(f"throughput MB/s: {json.dumps({k: round(v, 1) if v else v for k, v in rec['scaling']['throughput_MBps'].items()})}"
+                     f"; xtsync c2/c1 = {rec['scaling']['xtsync_c2_over_c1']}")
+    for r in rec["initial"] + rec["results"]:
+        for n in r["notes"]:
+            lines.append(f"note [{r['tool']}]: {n}")
+    if rec.get("error"):
+        lines.append(f"HARNESS ERROR: {rec['error']}")
+    return "\n".join(lines)
+
+
+def markdown(rec: dict) -> str:
+    m = rec["machine"]
+    out = [f"### {rec['workload']}{' (quick)' if rec['quick'] else ''} — {rec['date']}", "",
+           f"Machine: {m['nproc']} cores, {m['cpu']}, kernel {m['kernel']}, RAM {m['mem']}; "
+           f"{rec['versions']['rsync']}; {rec['versions']['tar']}.",
+           f"Data: `{json.dumps(rec['data'], sort_keys=True)}`", "",
+           "| tool | status | wall s | sync s | CPU s | bytes on wire | verify |",
+           "|---|---|---:|---:|---:|---:|---|"]
+    for r in rec["initial"]:
+        out.append(f"| {r['tool']} | {r['status']} | {fmt(r['wall_s'])} | | {fmt(r['cpu_s'])} | "
+                   f"{r['wire_bytes'] if r['wire_bytes'] is not None else '-'} | |")
+    for r in rec["results"]:
+        out.append(f"| {r['tool']} | {r['status']} | {fmt(r['wall_s'])} | {fmt(r['sync_s'])} | {fmt(r['cpu_s'])} | "
+                   f"{r['wire_bytes'] if r['wire_bytes'] is not None else '-'} | {r['verify']} |")
+    if rec["ratios"]:
+        out += ["", "| xtsync / peer | wall | CPU | bytes |", "|---|---:|---:|---:|"]
+        out += [f"| {x['xtsync']} / {x['peer']} | {x['wall']} | {x['cpu']} | {x['bytes']} |" for x in rec["ratios"]]
+    if rec.get("scaling"):
+        out += ["", f"xtsync throughput --cores 2 / --cores 1: {rec['scaling']['xtsync_c2_over_c1']}"]
+    out += ["", "Commands:", ""]
+    for r in rec["initial"] + rec["results"]:
+        out.append(f"- {r['tool']}: `{r['command']}`" + (f" (daemon: `{r['extra']['daemon']}`)" if 'daemon' in r['extra'] else ""))
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workload", choices=list(workloads.WORKLOADS) + ["all"])
+    ap.add_argument("--quick", action="store_true", help="~20x smaller data (smoke run)")
+    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="passed to xtsync quickstart")
+    ap.add_argument("--xtsync-args", default="", help="extra args for xtsyncctl quickstart")
+    ap.add_argument("--tools", default=",".join(ALL_TOOLS), help=f"subset of {','.join(ALL_TOOLS)}")
+    ap.add_argument("--timeout", type=float, default=1200, help="per tool run, seconds")
+    ap.add_argument("--markdown", action="store_true", help="also print rows for perf/RESULTS.md")
+    ap.add_argument("--keep", action="store_true", help="keep targets and run dir (debugging)")
+    a = ap.parse_args()
+    measure.become_subreaper()
+    swap_out()  # recover from an interrupted earlier run
+    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+    m = measure.machine()
+    print(f"machine: nproc={m['nproc']} kernel={m['kernel']} cpu={m['cpu']} mem={m['mem']}")
+    print(f"date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
+    if not peers.xtsync_available():
+        print(f"NOTE: {peers.xtsyncctl()} not found: xtsync is skipped (set XTSYNC_BIN)")
+    rc = 0
+    for name in (list(workloads.WORKLOADS) if a.workload == "all" else [a.workload]):
+        rec = run_workload(name, a)
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = os.path.join(HERE, "out", f"{name}{'-quick' if a.quick else ''}-{stamp}.json")
+        with open(path, "w") as f:
+            json.dump(rec, f, indent=1, default=str)
+        print()
+        print(table(rec))
+        print("commands:")
+        for r in rec["initial"] + rec["results"]:
+            print(f"  {r['tool']}: {r['command']}")
+            if "daemon" in r["extra"]:
+                print(f"    daemon: {r['extra']['daemon']}")
+        print(f"json: {path}\n")
+        if a.markdown:
+            print(markdown(rec) + "\n")
+        if rec.get("error") or any(r["verify"] == "FAIL" or r["status"] not in ("ok", "skipped")
+                                   for r in rec["results"]):
+            rc = 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
