@@ -16,7 +16,7 @@ import time
 from measure import (Result, child_pids, cpu_children, free_port, kill_group, reap_strays, run, start,
                      wait_listen)
 
-XTSYNC_BIN = os.environ.get("XTSYNC_BIN", "/var/tmp/xtsync-target/release")
+XTSYNC_BIN = os.path.abspath(os.environ.get("XTSYNC_BIN", "/var/tmp/xtsync-target/release"))
 
 
 def xtsyncctl() -> str:

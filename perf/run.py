@@ -60,6 +60,7 @@ def run_workload(name: str, a) -> dict:
     quick = a.quick
     print(f"== workload {name}{' (quick)' if quick else ''}", flush=True)
     data = workloads.WORKLOADS[name](quick)
+    print(f"data: {json.dumps(data.info, sort_keys=True)}", flush=True)
     shm = "/dev/shm" if data.tmpfs else workloads.DATA_ROOT
     run_root = os.path.join(shm, f"xtsync-perf-run-{os.getpid()}")
     rmtree(run_root)
@@ -71,7 +72,7 @@ def run_workload(name: str, a) -> dict:
     initial: list[Result] = []
     swapped = data.incremental and data.v1 != data.v2
     live = os.path.join(run_root, "src") if (swapped or data.tmpfs) else data.v2
-    rec = {"workload": name, "quick": quick, "data": data.info, "machine": measure.machine(),
+    rec = {"workload": name, "quick": quick, "repeat": a.repeat, "data": data.info, "machine": measure.machine(),
            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "versions": {"rsync": measure.tool_version("rsync --version"),
                         "tar": measure.tool_version("tar --version"),
@@ -88,10 +89,7 @@ def run_workload(name: str, a) -> dict:
         if data.v1 != data.v2:
             measure.warm(data.v1)
         rec["manifest_s"] = round(time.monotonic() - t, 2)
-        tar_wire = measure_tar_wire = None
-        if "tar" in tools:
-            measure_tar_wire = peers.tar_stream_bytes(msrc, a.timeout)
-            tar_wire = measure_tar_wire
+        tar_wire = peers.tar_stream_bytes(msrc, a.timeout) if "tar" in tools else None
         rsync_base = os.path.join(run_root, "rsync-base")
         xt_targets: dict[int, tuple[str, str]] = {}
         for c in cores_list:
@@ -125,51 +123,32 @@ def run_workload(name: str, a) -> dict:
             plan.append(("rsync", f"-az{hx}"))
         if "tar" in tools:
             plan.append(("tar", None))
+        if data.incremental and "xtsync" in tools and peers.xtsync_available() and a.repeat > 1:
+            for tg, st in xt_targets.values():  # pristine initial state for each repetition
+                for p in (tg, st):
+                    if os.path.isdir(p):
+                        subprocess.run(["cp", "-a", "--reflink=auto", p, p + ".init"], check=True)
         for kind, arg in plan:
-            if kind == "xtsync":
-                target, state = xt_targets[arg]
-                label = f"xtsync c{arg}"
-                if not peers.xtsync_available():
-                    r = peers.run_xtsync(live, target, state, arg, a.xtsync_args, a.timeout, label)
-                    results.append(r)
-                    print(f"  {label}: skipped ({r.notes[0]})", flush=True)
-                    continue
-                if data.incremental and not os.path.isdir(target):
-                    r = Result(label, "", status="error", notes=["initial pass left no target"])
-                    results.append(r)
-                    continue
-            else:
-                target = os.path.join(run_root, f"{kind}{arg or ''}-target")
-                rmtree(target)
-                if kind == "rsync" and data.incremental:
-                    if not os.path.isdir(rsync_base):
-                        results.append(Result(f"rsync {arg}", "", status="error", notes=["no initial copy"]))
-                        continue
-                    subprocess.run(["cp", "-a", "--reflink=auto", rsync_base, target], check=True)
-            # equal starting conditions: source (and existing target) in page cache, no dirty pages
-            measure.warm(live)
-            if os.path.isdir(target):
-                measure.warm(target)
-            os.sync()
-            print(f"  measuring {kind} {arg if arg is not None else ''} ...", flush=True)
-            if kind == "xtsync":
-                r = peers.run_xtsync(live, target, state, arg, a.xtsync_args, a.timeout, label)
-            elif kind == "rsync":
-                r = peers.run_rsync(live, target, os.path.join(run_root, f"rsyncd{arg}"), arg, a.timeout,
-                                    f"rsync {arg}")
-            else:
-                r = peers.run_tarnc(live, target, a.timeout, tar_wire)
-                r.notes.append("always a full copy into an empty target (tar has no incremental mode)")
-            r.sync_s = measure.sync_time()
-            ok, probs = measure.compare(src_manifest, target)
-            r.verify = "PASS" if ok else "FAIL"
-            if not ok:
-                r.notes += probs
-            results.append(r)
-            print(f"    {r.status} wall {fmt(r.wall_s)} s, cpu {fmt(r.cpu_s)} s, "
-                  f"wire {fmt_b(r.wire_bytes)}, verify {r.verify}", flush=True)
-            if not a.keep:
-                rmtree(target)
+            if kind == "xtsync" and not peers.xtsync_available():
+                r = peers.run_xtsync(live, *xt_targets[arg], arg, a.xtsync_args, a.timeout, f"xtsync c{arg}")
+                results.append(r)
+                print(f"  xtsync c{arg}: skipped ({r.notes[0]})", flush=True)
+                continue
+            reps = []
+            for i in range(a.repeat):
+                reps.append(measure_once(kind, arg, i, data, a, run_root, live, xt_targets, rsync_base,
+                                         src_manifest, tar_wire))
+            ok = [r for r in reps if r.status == "ok" and r.wall_s is not None]
+            pick = sorted(ok, key=lambda r: r.wall_s)[len(ok) // 2] if ok else reps[-1]
+            if len(reps) > 1:
+                pick.extra["repetitions"] = [{"status": r.status, "wall_s": r.wall_s, "cpu_s": r.cpu_s,
+                                              "sync_s": r.sync_s, "wire_bytes": r.wire_bytes,
+                                              "verify": r.verify} for r in reps]
+                pick.notes.append(f"median of {len(reps)} runs by wall; walls: "
+                                  + ", ".join(fmt(r.wall_s) for r in reps))
+                if any(r.verify == "FAIL" for r in reps):
+                    pick.verify = "FAIL"
+            results.append(pick)
     except Exception as e:  # report, don't crash the whole run
         import traceback
         traceback.print_exc()
@@ -177,6 +156,7 @@ def run_workload(name: str, a) -> dict:
     finally:
         swap_out()
         if not a.keep:
+            print(f"removing {run_root} ...", flush=True)
             rmtree(run_root)
     rec["results"] = [vars(r) for r in results]
     rec["initial"] = [vars(r) for r in initial]
@@ -185,6 +165,62 @@ def run_workload(name: str, a) -> dict:
     if name == "tmpfs":
         rec["scaling"] = scaling(results, rec["source_bytes"])
     return rec
+
+
+def measure_once(kind, arg, rep, data, a, run_root, live, xt_targets, rsync_base, src_manifest, tar_wire) -> Result:
+    """Prepare the target, warm the cache, run one measured pass, verify, clean up."""
+    hx_label = f"rsync {arg}"
+    if kind == "xtsync":
+        target, state = xt_targets[arg]
+        label = f"xtsync c{arg}"
+        if rep > 0:  # fresh state for the repetition
+            for p in (target, state):
+                discard(p, run_root)
+                if data.incremental and os.path.isdir(p + ".init"):
+                    subprocess.run(["cp", "-a", "--reflink=auto", p + ".init", p], check=True)
+        if data.incremental and not os.path.isdir(target):
+            return Result(label, "", status="error", notes=["initial pass left no target"])
+    else:
+        target = os.path.join(run_root, f"{kind}{arg or ''}-target")
+        discard(target, run_root)
+        if kind == "rsync" and data.incremental:
+            if not os.path.isdir(rsync_base):
+                return Result(hx_label, "", status="error", notes=["no initial copy"])
+            subprocess.run(["cp", "-a", "--reflink=auto", rsync_base, target], check=True)
+    # equal starting conditions: source (and existing target) in page cache, no dirty pages
+    measure.warm(live)
+    if os.path.isdir(target):
+        measure.warm(target)
+    os.sync()
+    print(f"  measuring {kind} {arg if arg is not None else ''} (run {rep + 1}/{a.repeat}) ...", flush=True)
+    if kind == "xtsync":
+        r = peers.run_xtsync(live, target, state, arg, a.xtsync_args, a.timeout, label)
+    elif kind == "rsync":
+        r = peers.run_rsync(live, target, os.path.join(run_root, f"rsyncd{arg}"), arg, a.timeout, hx_label)
+    else:
+        r = peers.run_tarnc(live, target, a.timeout, tar_wire)
+        r.notes.append("always a full copy into an empty target (tar has no incremental mode)")
+    r.sync_s = measure.sync_time()
+    ok, probs = measure.compare(src_manifest, target)
+    r.verify = "PASS" if ok else "FAIL"
+    if not ok:
+        r.notes += probs
+    print(f"    {r.status} wall {fmt(r.wall_s)} s, cpu {fmt(r.cpu_s)} s, "
+          f"wire {fmt_b(r.wire_bytes)}, verify {r.verify}", flush=True)
+    if not a.keep:  # deleted with the run dir at the end, not between measured runs
+        discard(target, run_root)
+        if kind == "xtsync":
+            discard(state, run_root)
+    return r
+
+
+def discard(p: str, run_root: str) -> None:
+    """Move p into run_root/trash: deleting ~80k files costs minutes of ext4 work on this
+    machine, which would leak into the next tool's measurement."""
+    if os.path.lexists(p):
+        trash = os.path.join(run_root, "trash")
+        os.makedirs(trash, exist_ok=True)
+        os.rename(p, os.path.join(trash, f"{len(os.listdir(trash))}-{os.path.basename(p)}"))
 
 
 # ---------------------------------------------------------------- reporting
@@ -246,6 +282,7 @@ def table(rec: dict) -> str:
 
 def markdown(rec: dict) -> str:
     m = rec["machine"]
+    esc = lambda t: t.replace("|", "\\|")  # noqa: E731
     out = [f"### {rec['workload']}{' (quick)' if rec['quick'] else ''} — {rec['date']}", "",
            f"Machine: {m['nproc']} cores, {m['cpu']}, kernel {m['kernel']}, RAM {m['mem']}; "
            f"{rec['versions']['rsync']}; {rec['versions']['tar']}.",
@@ -253,14 +290,14 @@ def markdown(rec: dict) -> str:
            "| tool | status | wall s | sync s | CPU s | bytes on wire | verify |",
            "|---|---|---:|---:|---:|---:|---|"]
     for r in rec["initial"]:
-        out.append(f"| {r['tool']} | {r['status']} | {fmt(r['wall_s'])} | | {fmt(r['cpu_s'])} | "
+        out.append(f"| {esc(r['tool'])} | {r['status']} | {fmt(r['wall_s'])} | | {fmt(r['cpu_s'])} | "
                    f"{r['wire_bytes'] if r['wire_bytes'] is not None else '-'} | |")
     for r in rec["results"]:
-        out.append(f"| {r['tool']} | {r['status']} | {fmt(r['wall_s'])} | {fmt(r['sync_s'])} | {fmt(r['cpu_s'])} | "
+        out.append(f"| {esc(r['tool'])} | {r['status']} | {fmt(r['wall_s'])} | {fmt(r['sync_s'])} | {fmt(r['cpu_s'])} | "
                    f"{r['wire_bytes'] if r['wire_bytes'] is not None else '-'} | {r['verify']} |")
     if rec["ratios"]:
         out += ["", "| xtsync / peer | wall | CPU | bytes |", "|---|---:|---:|---:|"]
-        out += [f"| {x['xtsync']} / {x['peer']} | {x['wall']} | {x['cpu']} | {x['bytes']} |" for x in rec["ratios"]]
+        out += [f"| {x['xtsync']} / {esc(x['peer'])} | {x['wall']} | {x['cpu']} | {x['bytes']} |" for x in rec["ratios"]]
     if rec.get("scaling"):
         out += ["", f"xtsync throughput --cores 2 / --cores 1: {rec['scaling']['xtsync_c2_over_c1']}"]
     out += ["", "Commands:", ""]
@@ -278,6 +315,7 @@ def main() -> int:
     ap.add_argument("--tools", default=",".join(ALL_TOOLS), help=f"subset of {','.join(ALL_TOOLS)}")
     ap.add_argument("--timeout", type=float, default=1200, help="per tool run, seconds")
     ap.add_argument("--markdown", action="store_true", help="also print rows for perf/RESULTS.md")
+    ap.add_argument("--repeat", type=int, default=1, help="measured runs per tool; the median (by wall) is shown")
     ap.add_argument("--keep", action="store_true", help="keep targets and run dir (debugging)")
     a = ap.parse_args()
     measure.become_subreaper()

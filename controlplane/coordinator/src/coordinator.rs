@@ -1,6 +1,7 @@
 //! The coordinator service: Raft plus the in-memory, leader-only parts (liveness,
 //! hand-outs, long polls). The REST handlers are thin wrappers over these methods.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,8 @@ use crate::store::reader::StateReader;
 pub const HEARTBEAT_WAIT_MS_MAX: u64 = 30_000;
 /// Most run reports one heartbeat may carry.
 pub const REPORTS_PER_HEARTBEAT_MAX: usize = 256;
+/// Most run ids one heartbeat may list as running.
+pub const RUNNING_PER_HEARTBEAT_MAX: usize = 4096;
 /// Most pending runs the scheduler looks at per heartbeat.
 const PENDING_SCAN_MAX: usize = 10_000;
 
@@ -177,6 +180,12 @@ impl Coordinator {
             )));
         }
         self.liveness.record(worker, now_unix_ms());
+        if hb.running.len() > RUNNING_PER_HEARTBEAT_MAX {
+            return Err(ServiceError::TooLarge(format!(
+                "a heartbeat lists {} running runs; at most {RUNNING_PER_HEARTBEAT_MAX}",
+                hb.running.len()
+            )));
+        }
         if hb.reports.len() > REPORTS_PER_HEARTBEAT_MAX {
             return Err(ServiceError::TooLarge(format!(
                 "a heartbeat carries {} reports; at most {REPORTS_PER_HEARTBEAT_MAX}",
@@ -223,8 +232,8 @@ impl Coordinator {
         let mut jobs: HashMap<JobId, Option<Job>> = HashMap::new();
         let mut candidates = Vec::new();
         for run in &pending {
-            if !jobs.contains_key(&run.job_id) {
-                jobs.insert(run.job_id, query::job(&self.reader, run.job_id)?);
+            if let Entry::Vacant(slot) = jobs.entry(run.job_id) {
+                slot.insert(query::job(&self.reader, run.job_id)?);
             }
             if let Some(Some(job)) = jobs.get(&run.job_id) {
                 if job.spec.source_worker == worker {

@@ -8,7 +8,9 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// Writes go to the leader; this node knows who it is.
-    #[error("coordinator {node_id} is not the Raft leader: send this request to coordinator {leader_id} at {leader_addr}")]
+    #[error(
+        "coordinator {node_id} is not the Raft leader: send this request to coordinator {leader_id} at {leader_addr}"
+    )]
     NotLeader { node_id: NodeId, leader_id: NodeId, leader_addr: String },
     /// No leader is known (election in progress, no quorum, or never initialized).
     #[error("coordinator {node_id} knows no Raft leader: wait for the election, check that a majority of coordinators is up, or initialize a new cluster with POST /v1/cluster/init")]

@@ -62,15 +62,30 @@ fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.logging.level))
         .with_context(|| format!("logging.level {:?} is not a tracing filter", config.logging.level))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if config.logging.json {
-        tracing::warn!("logging.format json is not supported by this build; logging text");
+        logs.json().init();
+    } else {
+        logs.init();
     }
+
+    // By default a coordinator listens on the port its own `coordinators[]` entry names,
+    // so that workers and peers reach it where the shared config says it is.
+    let own_port = config
+        .coordinators
+        .iter()
+        .find(|c| c.id == args.node_id)
+        .and_then(|c| c.api_addr.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    let default_listen = match own_port {
+        Some(port) => SocketAddr::new(config.networking.http_listen.ip(), port),
+        None => config.networking.http_listen,
+    };
 
     let opts = ServerOptions {
         node_id: args.node_id,
-        http_listen: args.http_listen.unwrap_or(config.networking.http_listen),
-        metadata_path: args.metadata_path.unwrap_or(config.storage.metadata_path),
+        http_listen: args.http_listen.unwrap_or(default_listen),
+        metadata_path: args.metadata_path.unwrap_or(config.storage.metadata_path.join("coordinator")),
         coordinators: config.coordinators,
         init: args.init,
     };

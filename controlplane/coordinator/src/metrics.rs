@@ -33,13 +33,7 @@ pub fn render(s: &MetricsSnapshot) -> String {
         "1 if this coordinator is the Raft leader.",
         if s.is_leader { 1.0 } else { 0.0 },
     );
-    write_metric(
-        &mut out,
-        "xtsync_coordinator_workers_registered",
-        "gauge",
-        "Registered workers.",
-        c.workers as f64,
-    );
+    write_metric(&mut out, "xtsync_coordinator_workers_registered", "gauge", "Registered workers.", c.workers as f64);
     write_metric(
         &mut out,
         "xtsync_coordinator_workers_alive",

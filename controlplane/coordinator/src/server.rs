@@ -43,7 +43,7 @@ pub enum ServerError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("invalid Raft configuration: {0}")]
-    RaftConfig(#[from] openraft::ConfigError),
+    RaftConfig(Box<openraft::ConfigError>),
     #[error("cannot start Raft: {0}")]
     Raft(String),
     #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
@@ -54,7 +54,7 @@ pub enum ServerError {
     Init(crate::error::ServiceError),
 }
 
-fn raft_config() -> Result<Arc<openraft::Config>, openraft::ConfigError> {
+fn raft_config() -> Result<Arc<openraft::Config>, ServerError> {
     let config = openraft::Config {
         cluster_name: "xtsync".into(),
         heartbeat_interval: HEARTBEAT_INTERVAL_MS,
@@ -63,7 +63,7 @@ fn raft_config() -> Result<Arc<openraft::Config>, openraft::ConfigError> {
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_LOGS),
         ..Default::default()
     };
-    Ok(Arc::new(config.validate()?))
+    Ok(Arc::new(config.validate().map_err(|e| ServerError::RaftConfig(Box::new(e)))?))
 }
 
 /// Who forms the group at initialization: every configured coordinator, or this node
@@ -97,7 +97,8 @@ pub async fn run(opts: ServerOptions, shutdown: impl Future<Output = ()> + Send 
     )
     .await
     .map_err(|e| ServerError::Raft(e.to_string()))?;
-    let coordinator = Coordinator::new(opts.node_id, raft.clone(), StateReader::new(db), init_members(&opts, local_addr));
+    let coordinator =
+        Coordinator::new(opts.node_id, raft.clone(), StateReader::new(db), init_members(&opts, local_addr));
 
     if opts.init {
         let already = coordinator.initialize().await.map_err(ServerError::Init)?;

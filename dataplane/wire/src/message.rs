@@ -148,6 +148,8 @@ const CHUNK_TRAILER_BYTES: usize = 8 + 4 + 4 + 1 + 4;
 pub struct FileEnd {
     pub file_id: u64,
     pub digest: [u8; 32],
+    /// The source saw the file change while reading it: drop this version.
+    pub aborted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,6 +396,7 @@ impl Message {
             Message::FileEnd(f) => {
                 put_u64(out, f.file_id);
                 out.extend_from_slice(&f.digest);
+                put_u8(out, f.aborted as u8);
             }
             Message::FileDone(d) => {
                 put_u64(out, d.file_id);
@@ -480,7 +483,15 @@ impl Message {
                 seg_no: r.u32("want.seg_no")?,
                 bitmap: r.bytes("want.bitmap", CHUNKS_PER_SEGMENT_MAX / 8)?.to_vec(),
             }),
-            kind::FILE_END => Message::FileEnd(FileEnd { file_id: r.u64("file_end.file_id")?, digest: r.hash("file_end.digest")? }),
+            kind::FILE_END => Message::FileEnd(FileEnd {
+                file_id: r.u64("file_end.file_id")?,
+                digest: r.hash("file_end.digest")?,
+                aborted: match r.u8("file_end.aborted")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(WireError::Invalid("file_end.aborted")),
+                },
+            }),
             kind::FILE_DONE => {
                 let file_id = r.u64("file_done.file_id")?;
                 let chunks_reused = r.u32("file_done.chunks_reused")?;

@@ -23,7 +23,7 @@ fn samples() -> Vec<Message> {
         Message::Segment(Segment { file_id: 4, seg_no: 0, chunks: vec![ChunkRef { name: [1; 32], len: 5, zero: false }] }),
         Message::Want(Want::from_flags(4, 0, &[true, false, true])),
         Message::ChunkData(ChunkData { file_id: 4, seg_no: 0, index: 2, encoding: 1, raw_len: 5, data: b"hello".to_vec() }),
-        Message::FileEnd(FileEnd { file_id: 4, digest: [2; 32] }),
+        Message::FileEnd(FileEnd { file_id: 4, digest: [2; 32], aborted: false }),
         Message::FileDone(FileDone { file_id: 4, error: Some("disk full".into()), chunks_reused: 1, chunks_received: 2 }),
         Message::EndOfPass(EndOfPass { files: 12 }),
         Message::PassDone(PassDone { entries_deleted: 1, files_committed: 2 }),

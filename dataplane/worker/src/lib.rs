@@ -1,1 +1,19 @@
+//! The xtsync worker: the data plane. See `README.md` at the repository root for the
+//! code map; in short:
+//!
+//! - `runtime`: one pinned glommio executor per core; `cores`: what runs on each.
+//! - `source/`: the walk (`scan`), sessions that stream files (`session`, `stream`,
+//!   `replies`) and the pass that drives them (`pass`).
+//! - `target/`: sessions that assemble and commit files (`session`, `assemble`,
+//!   `durability`, `entries`) over an openat2-confined filesystem layer (`fsops`).
+//! - `frames`, `writer`: frame I/O over a TLS stream; the codec is `xtsync-wire`.
+//! - `control`: the tokio thread that talks to the coordinator and serves HTTP.
 
+pub mod control;
+pub mod cores;
+pub mod frames;
+pub mod metrics;
+pub mod runtime;
+pub mod source;
+pub mod target;
+pub mod writer;

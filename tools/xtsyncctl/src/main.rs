@@ -1,1 +1,187 @@
-fn main() {}
+//! `xtsyncctl`: the operator's command line.
+
+mod client;
+mod output;
+mod quickstart;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use xtsync_api::{JobOptions, JobSpec};
+
+use client::Client;
+use output::{bytes, print_summary, state_name, table, wait_for_run};
+
+#[derive(Parser, Debug)]
+#[command(name = "xtsyncctl", version, about = "Operate an xtsync cluster")]
+struct Cli {
+    /// Coordinator REST address.
+    #[arg(long, global = true, env = "XTSYNC_COORDINATOR", default_value = "127.0.0.1:7400")]
+    coordinator: String,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Cluster, workers and jobs at a glance.
+    Status,
+    /// Initialize the coordinators' metadata store (the Raft group).
+    InitDb,
+    /// Manage replication jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Run a complete local cluster (coordinator + two workers) replicating a tree.
+    Quickstart(quickstart::QuickstartArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum JobCommand {
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        source_worker: String,
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        target_worker: String,
+        #[arg(long)]
+        target: String,
+        /// Propagate deletions.
+        #[arg(long)]
+        delete: bool,
+        #[arg(long, default_value = "auto")]
+        compression: String,
+    },
+    List,
+    Show { id: u64 },
+    /// Start a pass and wait for it.
+    Run { id: u64 },
+    Delete { id: u64 },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_env("XTSYNC_LOG")).with_writer(std::io::stderr).init();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let client = Client::new(&cli.coordinator);
+        match cli.command {
+            Command::Status => status(&client, cli.json).await,
+            Command::InitDb => {
+                let r = client.init().await?;
+                if cli.json { println!("{r}") } else { println!("metadata store initialized") }
+                Ok(())
+            }
+            Command::Job(cmd) => job(&client, cmd, cli.json).await,
+            Command::Quickstart(mut args) => {
+                args.json |= cli.json;
+                quickstart::run(args).await
+            }
+        }
+    })
+}
+
+async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
+    let s = client.status().await?;
+    if json {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(());
+    }
+    println!(
+        "coordinator {}: leader {}, term {}, applied {}, {} jobs, {} runs active, {} catalog versions",
+        s.node_id,
+        s.leader_id.map(|l| l.to_string()).unwrap_or_else(|| "none".into()),
+        s.term,
+        s.last_applied_index,
+        s.jobs,
+        s.runs_active,
+        s.catalog_versions
+    );
+    let rows: Vec<Vec<String>> = s
+        .workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.registration.name.clone(),
+                w.registration.site.clone(),
+                w.registration.data_addr.clone(),
+                w.registration.cores.to_string(),
+                if w.alive { "alive".into() } else { "unreachable".into() },
+            ]
+        })
+        .collect();
+    table(&["worker", "site", "data address", "cores", "state"], &rows);
+    Ok(())
+}
+
+async fn job(client: &Client, cmd: JobCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        JobCommand::Create { name, source_worker, source, target_worker, target, delete, compression } => {
+            let compression = compression.parse().map_err(anyhow::Error::msg)?;
+            let spec = JobSpec {
+                name,
+                source_worker,
+                source_path: source,
+                target_worker,
+                target_path: target,
+                options: JobOptions { delete, compression, ..JobOptions::default() },
+            };
+            let job = client.create_job(&spec).await?;
+            if json { println!("{}", serde_json::to_string(&job)?) } else { println!("job {} created", job.id) }
+        }
+        JobCommand::List => {
+            let jobs = client.jobs().await?;
+            if json {
+                println!("{}", serde_json::to_string(&jobs)?);
+            } else {
+                let rows: Vec<Vec<String>> = jobs
+                    .iter()
+                    .map(|j| {
+                        let s = &j.spec;
+                        vec![j.id.to_string(), s.name.clone(), format!("{}:{}", s.source_worker, s.source_path), format!("{}:{}", s.target_worker, s.target_path)]
+                    })
+                    .collect();
+                table(&["id", "name", "source", "target"], &rows);
+            }
+        }
+        JobCommand::Show { id } => {
+            let job = client.job(id).await?;
+            let runs: Vec<xtsync_api::Run> = client.get(&format!("/v1/jobs/{id}/runs")).await.context("listing runs")?;
+            if json {
+                println!("{}", serde_json::json!({"job": job, "runs": runs}));
+            } else {
+                println!("job {} {:?}: {}:{} -> {}:{}", job.id, job.spec.name, job.spec.source_worker, job.spec.source_path, job.spec.target_worker, job.spec.target_path);
+                let rows: Vec<Vec<String>> = runs
+                    .iter()
+                    .rev()
+                    .take(10)
+                    .map(|r| vec![r.id.to_string(), state_name(&r.state), r.progress.files_done.to_string(), bytes(r.summary.as_ref().map(|s| s.bytes_on_wire).unwrap_or(0))])
+                    .collect();
+                table(&["run", "state", "files done", "on wire"], &rows);
+            }
+        }
+        JobCommand::Run { id } => {
+            let run = client.start_run(id).await?;
+            let done = wait_for_run(client, run.id, json).await?;
+            if json {
+                println!("{}", serde_json::to_string(&done)?);
+            } else if let Some(s) = &done.summary {
+                print_summary(s);
+            }
+            if !matches!(done.state, xtsync_api::RunState::Succeeded) {
+                anyhow::bail!("run {} {}", done.id, state_name(&done.state));
+            }
+        }
+        JobCommand::Delete { id } => {
+            client.delete_job(id).await?;
+            if !json {
+                println!("job {id} deleted");
+            }
+        }
+    }
+    Ok(())
+}

@@ -6,8 +6,8 @@
 use xtsync_api::{FileVersion, Job, JobId, JobSpec, Run, RunId, RunProgress, RunReport, RunState, WorkerRegistration};
 
 use super::kv::{get_json, put_json, KvError, KvWrite};
-use super::{keys, validate, CatalogEntry, Command, CommandError, Counters, Outcome, Response};
 use super::VERSIONS_PER_BATCH_MAX;
+use super::{keys, validate, CatalogEntry, Command, CommandError, Counters, Outcome, Response};
 
 /// Applies `cmd` to `kv`. On a refusal nothing is written.
 pub fn apply(kv: &mut impl KvWrite, cmd: Command) -> Result<Response, KvError> {
@@ -293,10 +293,16 @@ mod tests {
         assert_eq!(e, CommandError::UnknownWorker { name: "ghost".into() });
         let mut s = spec("a");
         s.source_path = "relative/dir".into();
-        assert!(matches!(refused(&mut kv, Command::CreateJob { spec: s, created_unix_ms: 1 }), CommandError::Invalid { .. }));
+        assert!(matches!(
+            refused(&mut kv, Command::CreateJob { spec: s, created_unix_ms: 1 }),
+            CommandError::Invalid { .. }
+        ));
         let mut s = spec("a");
         s.target_path = String::new();
-        assert!(matches!(refused(&mut kv, Command::CreateJob { spec: s, created_unix_ms: 1 }), CommandError::Invalid { .. }));
+        assert!(matches!(
+            refused(&mut kv, Command::CreateJob { spec: s, created_unix_ms: 1 }),
+            CommandError::Invalid { .. }
+        ));
     }
 
     #[test]
@@ -316,7 +322,10 @@ mod tests {
         let Outcome::Run(run) = ok(&mut kv, Command::CreateRun { job_id: 1, created_unix_ms: 2 }) else { panic!() };
         assert_eq!((run.id, run.state.clone()), (1, RunState::Pending));
         assert_eq!(query::pending_runs(&kv, 10).unwrap().len(), 1);
-        assert_eq!(refused(&mut kv, Command::CreateRun { job_id: 9, created_unix_ms: 2 }), CommandError::JobNotFound { id: 9 });
+        assert_eq!(
+            refused(&mut kv, Command::CreateRun { job_id: 9, created_unix_ms: 2 }),
+            CommandError::JobNotFound { id: 9 }
+        );
 
         ok(&mut kv, Command::ReportRun { run_id: 1, report: report(RunState::Running), unix_ms: 3 });
         assert!(query::pending_runs(&kv, 10).unwrap().is_empty());
@@ -324,18 +333,26 @@ mod tests {
         assert!(matches!(e, CommandError::InvalidTransition { .. }));
         let mut wrong = report(RunState::Running);
         wrong.worker = "intruder".into();
-        assert!(matches!(refused(&mut kv, Command::ReportRun { run_id: 1, report: wrong, unix_ms: 4 }), CommandError::WrongWorker { .. }));
+        assert!(matches!(
+            refused(&mut kv, Command::ReportRun { run_id: 1, report: wrong, unix_ms: 4 }),
+            CommandError::WrongWorker { .. }
+        ));
 
         let mut done = report(RunState::Succeeded);
         done.summary = Some(PassSummary { files: 3, ..Default::default() });
-        let Outcome::Run(run) = ok(&mut kv, Command::ReportRun { run_id: 1, report: done, unix_ms: 9 }) else { panic!() };
+        let Outcome::Run(run) = ok(&mut kv, Command::ReportRun { run_id: 1, report: done, unix_ms: 9 }) else {
+            panic!()
+        };
         assert_eq!(run.finished_unix_ms, Some(9));
         assert_eq!(run.summary.as_ref().map(|s| s.files), Some(3));
         let e = refused(&mut kv, Command::ReportRun { run_id: 1, report: report(RunState::Running), unix_ms: 10 });
         assert!(matches!(e, CommandError::InvalidTransition { .. }));
         let c = query::counters(&kv).unwrap();
         assert_eq!((c.runs_pending, c.runs_running, c.runs_succeeded), (0, 0, 1));
-        assert_eq!(refused(&mut kv, Command::ReportRun { run_id: 7, report: report(RunState::Running), unix_ms: 1 }), CommandError::RunNotFound { id: 7 });
+        assert_eq!(
+            refused(&mut kv, Command::ReportRun { run_id: 7, report: report(RunState::Running), unix_ms: 1 }),
+            CommandError::RunNotFound { id: 7 }
+        );
     }
 
     #[test]
@@ -353,20 +370,35 @@ mod tests {
         assert_eq!(out, Outcome::Committed { versions: 1, new_versions: 1 });
         // The same path twice in one batch counts as two versions.
         let twice = vec![version("e", 1), version("e", 2)];
-        assert_eq!(ok(&mut kv, Command::CommitVersions { run_id: 1, job_id: 1, versions: twice }), Outcome::Committed { versions: 2, new_versions: 2 });
+        assert_eq!(
+            ok(&mut kv, Command::CommitVersions { run_id: 1, job_id: 1, versions: twice }),
+            Outcome::Committed { versions: 2, new_versions: 2 }
+        );
 
         let c = query::counters(&kv).unwrap();
         assert_eq!((c.catalog_files, c.catalog_versions), (3, 5));
         let rows = query::catalog(&kv, 1, "", 10).unwrap();
-        assert_eq!(rows.iter().map(|r| (r.path.as_str(), r.size)).collect::<Vec<_>>(), [("a.txt", 5), ("d/b.txt", 2), ("e", 2)]);
+        assert_eq!(
+            rows.iter().map(|r| (r.path.as_str(), r.size)).collect::<Vec<_>>(),
+            [("a.txt", 5), ("d/b.txt", 2), ("e", 2)]
+        );
         assert_eq!(query::catalog(&kv, 1, "d/", 10).unwrap().len(), 1);
         assert_eq!(query::catalog(&kv, 1, "", 1).unwrap().len(), 1);
 
         let bad = vec![version("ok", 1), version("../escape", 1)];
-        assert!(matches!(refused(&mut kv, Command::CommitVersions { run_id: 1, job_id: 1, versions: bad }), CommandError::InvalidPath { .. }));
-        assert!(matches!(refused(&mut kv, Command::CommitVersions { run_id: 1, job_id: 2, versions: vec![] }), CommandError::RunJobMismatch { .. }));
+        assert!(matches!(
+            refused(&mut kv, Command::CommitVersions { run_id: 1, job_id: 1, versions: bad }),
+            CommandError::InvalidPath { .. }
+        ));
+        assert!(matches!(
+            refused(&mut kv, Command::CommitVersions { run_id: 1, job_id: 2, versions: vec![] }),
+            CommandError::RunJobMismatch { .. }
+        ));
         let huge = vec![version("x", 1); VERSIONS_PER_BATCH_MAX + 1];
-        assert!(matches!(refused(&mut kv, Command::CommitVersions { run_id: 1, job_id: 1, versions: huge }), CommandError::BatchTooLarge { .. }));
+        assert!(matches!(
+            refused(&mut kv, Command::CommitVersions { run_id: 1, job_id: 1, versions: huge }),
+            CommandError::BatchTooLarge { .. }
+        ));
     }
 
     #[test]

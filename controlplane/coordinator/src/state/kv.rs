@@ -22,6 +22,9 @@ pub enum KvError {
     Decode { key: String, reason: String },
 }
 
+/// Key-value pairs returned by a scan, in key order.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Point reads.
 pub trait KvGet {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
@@ -31,7 +34,7 @@ pub trait KvGet {
 /// a bounded number of reads).
 pub trait KvScan: KvGet {
     /// Up to `limit` pairs whose key starts with `prefix`, in key order.
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError>;
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<KvPairs, KvError>;
 }
 
 /// Buffered writes: an apply batch is committed atomically by its owner.
@@ -72,7 +75,7 @@ impl KvGet for MemKv {
 }
 
 impl KvScan for MemKv {
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<KvPairs, KvError> {
         Ok(self
             .map
             .range(prefix.to_vec()..)

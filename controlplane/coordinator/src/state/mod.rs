@@ -44,11 +44,16 @@ pub enum Outcome {
     Nothing,
     Worker(WorkerRegistration),
     Job(Job),
-    JobDeleted { id: JobId },
+    JobDeleted {
+        id: JobId,
+    },
     Run(Run),
     /// `versions` in the batch, of which `new_versions` differed from the latest row
     /// (re-committing an identical batch after a retry adds no version).
-    Committed { versions: u64, new_versions: u64 },
+    Committed {
+        versions: u64,
+        new_versions: u64,
+    },
 }
 
 /// The answer a Raft entry yields to its proposer: applied, or refused (deterministically,

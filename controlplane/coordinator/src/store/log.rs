@@ -1,5 +1,9 @@
 //! The Raft log and the Raft metadata (vote, committed, purged) in RocksDB.
 
+// openraft's `StorageError` (the error type its storage traits demand) is large; the
+// helpers here return it as-is because boxing it would only be undone at the trait boundary.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;

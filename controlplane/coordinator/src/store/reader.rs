@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rocksdb::{Direction, IteratorMode, DB};
 
 use super::{cf, CF_SM};
-use crate::state::kv::{KvError, KvGet, KvScan};
+use crate::state::kv::{KvError, KvGet, KvPairs, KvScan};
 
 /// Cheap to clone; every method is a blocking RocksDB call (run big scans with
 /// `tokio::task::spawn_blocking`).
@@ -35,7 +35,7 @@ impl KvGet for StateReader {
 }
 
 impl KvScan for StateReader {
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<KvPairs, KvError> {
         let sm = cf(&self.db, CF_SM).map_err(backend)?;
         let mut out = Vec::new();
         for item in self.db.iterator_cf(sm, IteratorMode::From(prefix, Direction::Forward)) {

@@ -5,6 +5,10 @@
 //! entries together with `last_applied` (and the membership), so that after a crash the
 //! tables and `last_applied` always agree and openraft re-applies exactly the rest.
 
+// openraft's `StorageError` (the error type its storage traits demand) is large; the
+// helpers here return it as-is because boxing it would only be undone at the trait boundary.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
@@ -122,6 +126,9 @@ impl StateMachineStore {
 
     fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
         let parsed: SnapshotData = serde_json::from_slice(&data)?;
+        if parsed.format_version != FORMAT_VERSION {
+            return Err(StoreError::SnapshotFormat { found: parsed.format_version, expected: FORMAT_VERSION });
+        }
         let sm = cf(&self.db, CF_SM)?;
         let sm_meta = cf(&self.db, CF_SM_META)?;
         let mut batch = WriteBatch::default();
@@ -184,7 +191,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         self.install(meta, snapshot.into_inner())
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
     }
@@ -224,7 +235,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (meta, data) = self.read_consistent()?;
         let sm_meta = cf(&self.db, CF_SM_META).map_err(sm_write_err)?;
-        let stored = serde_json::to_vec(&StoredSnapshot { meta: meta.clone(), data: data.clone() }).map_err(sm_write_err)?;
+        let stored =
+            serde_json::to_vec(&StoredSnapshot { meta: meta.clone(), data: data.clone() }).map_err(sm_write_err)?;
         self.db.put_cf_opt(sm_meta, SNAPSHOT, stored, &sync_write()).map_err(sm_write_err)?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }

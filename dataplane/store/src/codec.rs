@@ -1,0 +1,75 @@
+//! On-disk encoding of store values: one version byte, then fixed little-endian fields.
+
+use crate::*;
+
+const VERSION: u8 = 1;
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("length checked"))
+}
+
+pub fn encode_location(l: &ChunkLocation) -> Vec<u8> {
+    let mut v = Vec::with_capacity(13 + l.path.len());
+    v.push(VERSION);
+    v.extend_from_slice(&l.offset.to_le_bytes());
+    v.extend_from_slice(&l.len.to_le_bytes());
+    v.extend_from_slice(&l.path);
+    v
+}
+
+pub fn decode_location(b: &[u8]) -> Result<ChunkLocation, StoreError> {
+    if b.len() < 13 || b[0] != VERSION {
+        return Err(StoreError::Corrupt { what: "chunk location" });
+    }
+    Ok(ChunkLocation {
+        offset: u64_at(b, 1),
+        len: u32::from_le_bytes(b[9..13].try_into().expect("length checked")),
+        path: b[13..].to_vec(),
+    })
+}
+
+pub fn encode_target(r: &TargetRecord) -> Vec<u8> {
+    let mut v = Vec::with_capacity(57);
+    v.push(VERSION);
+    for x in [r.ino, r.size, r.mtime_ns as u64] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.extend_from_slice(&r.digest);
+    v
+}
+
+pub fn decode_target(b: &[u8]) -> Result<TargetRecord, StoreError> {
+    if b.len() != 57 || b[0] != VERSION {
+        return Err(StoreError::Corrupt { what: "target record" });
+    }
+    Ok(TargetRecord {
+        ino: u64_at(b, 1),
+        size: u64_at(b, 9),
+        mtime_ns: u64_at(b, 17) as i64,
+        digest: b[25..57].try_into().expect("length checked"),
+    })
+}
+
+pub fn encode_source(r: &SourceRecord) -> Vec<u8> {
+    let mut v = Vec::with_capacity(73);
+    v.push(VERSION);
+    for x in [r.dev, r.ino, r.size, r.mtime_ns as u64, r.ctime_ns as u64] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.extend_from_slice(&r.digest);
+    v
+}
+
+pub fn decode_source(b: &[u8]) -> Result<SourceRecord, StoreError> {
+    if b.len() != 73 || b[0] != VERSION {
+        return Err(StoreError::Corrupt { what: "source record" });
+    }
+    Ok(SourceRecord {
+        dev: u64_at(b, 1),
+        ino: u64_at(b, 9),
+        size: u64_at(b, 17),
+        mtime_ns: u64_at(b, 25) as i64,
+        ctime_ns: u64_at(b, 33) as i64,
+        digest: b[41..73].try_into().expect("length checked"),
+    })
+}

@@ -1,0 +1,87 @@
+//! RocksDB engine: one database, a column family per table.
+
+use std::path::Path;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+use crate::codec::*;
+use crate::*;
+
+const CF_CHUNKS: &str = "chunks";
+const CF_TARGETS: &str = "target_files";
+const CF_SOURCES: &str = "source_files";
+
+pub struct RocksStore {
+    db: DB,
+}
+
+fn io(e: rocksdb::Error) -> StoreError {
+    StoreError::Io(e.into_string())
+}
+
+impl RocksStore {
+    pub fn open(path: &Path) -> Result<RocksStore, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // The store is a cache of small records: keep its footprint modest.
+        opts.set_max_background_jobs(2);
+        opts.set_write_buffer_size(16 << 20);
+        let cfs = [CF_CHUNKS, CF_TARGETS, CF_SOURCES].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)
+            .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.into_string() })?;
+        Ok(RocksStore { db })
+    }
+
+    fn get_many<T>(
+        &self,
+        cf: &str,
+        keys: &[&[u8]],
+        decode: impl Fn(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<Option<T>>, StoreError> {
+        let cf = self.db.cf_handle(cf).ok_or(StoreError::Corrupt { what: "missing column family" })?;
+        let results = self.db.batched_multi_get_cf(cf, keys, false);
+        results
+            .into_iter()
+            .map(|r| match r.map_err(io)? {
+                // A record we cannot read is treated as absent: it is only a cache.
+                Some(v) => Ok(decode(&v).ok()),
+                None => Ok(None),
+            })
+            .collect()
+    }
+}
+
+impl WorkerStore for RocksStore {
+    fn chunk_locations(&self, names: &[ChunkName]) -> Result<Vec<Option<ChunkLocation>>, StoreError> {
+        let keys: Vec<&[u8]> = names.iter().map(|n| &n[..]).collect();
+        self.get_many(CF_CHUNKS, &keys, decode_location)
+    }
+
+    fn target_records(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<TargetRecord>>, StoreError> {
+        let keys: Vec<&[u8]> = paths.iter().map(|p| &p[..]).collect();
+        self.get_many(CF_TARGETS, &keys, decode_target)
+    }
+
+    fn source_records(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<SourceRecord>>, StoreError> {
+        let keys: Vec<&[u8]> = paths.iter().map(|p| &p[..]).collect();
+        self.get_many(CF_SOURCES, &keys, decode_source)
+    }
+
+    fn apply(&self, batch: StoreBatch) -> Result<(), StoreError> {
+        let cf = |n| self.db.cf_handle(n).ok_or(StoreError::Corrupt { what: "missing column family" });
+        let (chunks, targets, sources) = (cf(CF_CHUNKS)?, cf(CF_TARGETS)?, cf(CF_SOURCES)?);
+        let mut wb = WriteBatch::default();
+        for op in batch.ops {
+            match op {
+                StoreOp::PutChunk(k, v) => wb.put_cf(chunks, k, encode_location(&v)),
+                StoreOp::DeleteChunk(k) => wb.delete_cf(chunks, k),
+                StoreOp::PutTarget(k, v) => wb.put_cf(targets, k, encode_target(&v)),
+                StoreOp::DeleteTarget(k) => wb.delete_cf(targets, k),
+                StoreOp::PutSource(k, v) => wb.put_cf(sources, k, encode_source(&v)),
+            }
+        }
+        // WAL on, no fsync per batch: the store is a cache (see the crate docs).
+        self.db.write_opt(wb, &WriteOptions::default()).map_err(io)
+    }
+}

@@ -1,0 +1,195 @@
+//! The control thread (tokio): registration and heartbeats with the coordinator, the
+//! passes it assigns, catalog commits, and the worker's HTTP endpoint. Nothing here is
+//! on the data path of a byte.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use xtsync_api::{
+    Assignment, FileVersion, HeartbeatReply, RunId, RunProgress, RunReport, RunState, VersionBatch, WorkerHeartbeat,
+    WorkerRegistration,
+};
+
+use crate::metrics::WorkerMetrics;
+use crate::source::pass::{run_pass, PassContext, PassSink};
+
+#[derive(Clone)]
+pub struct CoordinatorClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("coordinator at {0} unreachable: {1}")]
+    Unreachable(String, String),
+    #[error("coordinator answered {status}: {body}")]
+    Status { status: u16, body: String },
+}
+
+impl CoordinatorClient {
+    pub fn new(addr: &str) -> CoordinatorClient {
+        let base = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("reqwest client");
+        CoordinatorClient { base, http }
+    }
+
+    async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(&self, path: &str, body: &B) -> Result<R, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.http.post(&url).json(body).send().await.map_err(|e| ClientError::Unreachable(self.base.clone(), e.to_string()))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(ClientError::Status { status, body });
+        }
+        if status == 204 {
+            return serde_json::from_str("null").map_err(|e| ClientError::Status { status, body: e.to_string() });
+        }
+        resp.json().await.map_err(|e| ClientError::Status { status, body: e.to_string() })
+    }
+
+    pub async fn register(&self, r: &WorkerRegistration) -> Result<serde_json::Value, ClientError> {
+        self.post("/v1/workers/register", r).await
+    }
+
+    pub async fn heartbeat(&self, name: &str, hb: &WorkerHeartbeat) -> Result<HeartbeatReply, ClientError> {
+        self.post(&format!("/v1/workers/{name}/heartbeat"), hb).await
+    }
+
+    pub async fn report(&self, run: RunId, r: &RunReport) -> Result<serde_json::Value, ClientError> {
+        self.post(&format!("/v1/runs/{run}/report"), r).await
+    }
+
+    pub async fn commit(&self, run: RunId, b: &VersionBatch) -> Result<serde_json::Value, ClientError> {
+        self.post(&format!("/v1/runs/{run}/versions"), b).await
+    }
+}
+
+struct CoordinatorSink {
+    client: CoordinatorClient,
+    worker: String,
+    run_id: RunId,
+    job_id: u64,
+}
+
+impl PassSink for CoordinatorSink {
+    async fn commit(&mut self, versions: Vec<FileVersion>) -> Result<(), String> {
+        let batch = VersionBatch { job_id: self.job_id, versions };
+        // A commit is retried: the versions are durable at the target already.
+        let mut delay = Duration::from_millis(100);
+        for attempt in 0..6 {
+            match self.client.commit(self.run_id, &batch).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt == 5 => return Err(e.to_string()),
+                Err(e) => tracing::warn!(error = %e, "catalog commit failed; retrying"),
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn progress(&mut self, progress: RunProgress) {
+        let report = RunReport { worker: self.worker.clone(), state: RunState::Running, progress, summary: None };
+        let (client, run) = (self.client.clone(), self.run_id);
+        tokio::spawn(async move {
+            let _ = client.report(run, &report).await;
+        });
+    }
+}
+
+/// Registers, then heartbeats forever, starting every assigned pass.
+pub async fn control_loop(client: CoordinatorClient, registration: WorkerRegistration, ctx: Arc<PassContext>) {
+    let name = registration.name.clone();
+    register_until_done(&client, &registration).await;
+    let running: Arc<Mutex<HashSet<RunId>>> = Arc::default();
+    loop {
+        let hb = WorkerHeartbeat {
+            running: running.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect(),
+            reports: Vec::new(),
+            wait_ms: 10_000,
+        };
+        match client.heartbeat(&name, &hb).await {
+            Ok(reply) => {
+                for a in reply.assignments {
+                    if running.lock().unwrap_or_else(|p| p.into_inner()).insert(a.run_id) {
+                        let (client, ctx, running, name) = (client.clone(), ctx.clone(), running.clone(), name.clone());
+                        tokio::spawn(async move {
+                            let run_id = a.run_id;
+                            run_assignment(&client, &ctx, a, &name).await;
+                            running.lock().unwrap_or_else(|p| p.into_inner()).remove(&run_id);
+                        });
+                    }
+                }
+            }
+            Err(ClientError::Status { status: 404, .. }) => register_until_done(&client, &registration).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn register_until_done(client: &CoordinatorClient, registration: &WorkerRegistration) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match client.register(registration).await {
+            Ok(_) => {
+                tracing::info!(name = %registration.name, data = %registration.data_addr, "registered with the coordinator");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "registration failed; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn run_assignment(client: &CoordinatorClient, ctx: &PassContext, a: Assignment, name: &str) {
+    let run_id = a.run_id;
+    tracing::info!(run_id, job = %a.job.spec.name, target = %a.target_data_addr, "pass starting");
+    let running = RunReport { worker: name.into(), state: RunState::Running, progress: RunProgress::default(), summary: None };
+    let _ = client.report(run_id, &running).await;
+    let mut sink = CoordinatorSink { client: client.clone(), worker: name.into(), run_id, job_id: a.job.id };
+    let (state, summary) = match run_pass(ctx, &a, &mut sink).await {
+        Ok(summary) => {
+            tracing::info!(run_id, files = summary.files, transferred = summary.files_transferred, bytes_on_wire = summary.bytes_on_wire, seconds = summary.duration_s, "pass succeeded");
+            (RunState::Succeeded, Some(summary))
+        }
+        Err(e) => {
+            tracing::error!(run_id, error = %e, "pass failed");
+            (RunState::Failed { error: e.to_string() }, None)
+        }
+    };
+    let progress = RunProgress::default();
+    let report = RunReport { worker: name.into(), state, progress, summary };
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..20 {
+        if client.report(run_id, &report).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    tracing::error!(run_id, "could not report the end of the pass to the coordinator");
+}
+
+/// `/health` and `/metrics`.
+pub async fn serve_http(addr: SocketAddr, name: String, metrics: Arc<WorkerMetrics>) -> std::io::Result<()> {
+    use axum::routing::get;
+    let health_name = name.clone();
+    let app = axum::Router::new()
+        .route("/health", get(move || async move { axum::Json(serde_json::json!({"status": "ok", "worker": health_name})) }))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { ([("content-type", "text/plain; version=0.0.4")], metrics.render()) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}

@@ -1,0 +1,48 @@
+//! What runs on each core: the data-plane listener and a command loop through which the
+//! control thread starts source sessions there. All task queues of an executor are
+//! created here, in one place.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::metrics::WorkerMetrics;
+use crate::source::scan::WalkItem;
+use crate::source::session::{run_session, SessionEvent, SessionParams};
+use crate::target::listener::accept_loop;
+use crate::target::session::TargetContext;
+
+/// Sent from the control thread to one executor.
+pub enum CoreCommand {
+    StartSource {
+        params: SessionParams,
+        items: flume::Receiver<WalkItem>,
+        events: flume::Sender<SessionEvent>,
+        end_of_pass: flume::Receiver<()>,
+    },
+}
+
+pub struct CoreSetup {
+    pub data_listen: SocketAddr,
+    pub store: Arc<dyn xtsync_store::WorkerStore>,
+    pub server_tls: Arc<rustls::ServerConfig>,
+    pub metrics: Arc<WorkerMetrics>,
+}
+
+/// The body of executor `core`: runs until the command channel closes.
+pub async fn core_main(core: usize, setup: Arc<CoreSetup>, commands: flume::Receiver<CoreCommand>) {
+    let ctx = Rc::new(TargetContext {
+        store: setup.store.clone(),
+        tls: setup.server_tls.clone(),
+        metrics: setup.metrics.clone(),
+        core,
+    });
+    glommio::spawn_local(accept_loop(setup.data_listen, ctx)).detach();
+    while let Ok(cmd) = commands.recv_async().await {
+        match cmd {
+            CoreCommand::StartSource { params, items, events, end_of_pass } => {
+                glommio::spawn_local(run_session(params, items, events, end_of_pass)).detach();
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Source role: walk the tree, stream what the target lacks.
+//!
+//! A pass (`pass.rs`, on the control thread) starts the walk and one session per core
+//! (`session.rs`, on the glommio executors). Each session owns one TLS connection to
+//! the target; its producer sends entries and file manifests (`stream.rs`) while its
+//! reply handler (`replies.rs`) answers the target's wants with chunk data.
+
+pub mod pass;
+pub mod replies;
+pub mod scan;
+pub mod session;
+pub mod stream;

@@ -1,0 +1,181 @@
+//! One pass of a job, driven from the control thread: start the walk, one session per
+//! core, gather acks into catalog batches, hold every session at the end until all are
+//! done (deletions must not race with other sessions' copies), and sum up.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use xtsync_api::{Assignment, FileVersion, PassSummary, RunProgress};
+use xtsync_chunker::ChunkParams;
+
+use crate::cores::CoreCommand;
+use crate::metrics::WorkerMetrics;
+use crate::source::scan::walk;
+use crate::source::session::{SessionEvent, SessionParams, SessionStats};
+
+/// Walk items queued per session before the walk waits.
+const ITEMS_QUEUED_MAX: usize = 8192;
+/// Versions per catalog commit (one Raft entry each).
+pub const VERSIONS_PER_COMMIT: usize = 2000;
+
+pub struct PassContext {
+    pub cores: Vec<flume::Sender<CoreCommand>>,
+    pub store: Arc<dyn xtsync_store::WorkerStore>,
+    pub client_tls: Arc<rustls::ClientConfig>,
+    pub metrics: Arc<WorkerMetrics>,
+    pub chunk_params: ChunkParams,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("{0}")]
+    Walk(String),
+    #[error("session {session}: {error}")]
+    Session { session: u16, error: String },
+    #[error("catalog commit: {0}")]
+    Catalog(String),
+    #[error("{0} files could not be replicated (first: {1})")]
+    Files(u64, String),
+}
+
+/// Sink for what a pass produces: catalog batches and progress.
+pub trait PassSink {
+    fn commit(&mut self, versions: Vec<FileVersion>) -> impl std::future::Future<Output = Result<(), String>>;
+    fn progress(&mut self, progress: RunProgress);
+}
+
+pub async fn run_pass(ctx: &PassContext, a: &Assignment, sink: &mut impl PassSink) -> Result<PassSummary, PassError> {
+    let started = Instant::now();
+    ctx.metrics.passes_total.fetch_add(1, Ordering::Relaxed);
+    let result = run(ctx, a, sink, started).await;
+    if result.is_err() {
+        ctx.metrics.passes_failed_total.fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
+async fn run(ctx: &PassContext, a: &Assignment, sink: &mut impl PassSink, started: Instant) -> Result<PassSummary, PassError> {
+    let options = &a.job.spec.options;
+    let sessions = match options.sessions {
+        0 => ctx.cores.len(),
+        n => n as usize,
+    }
+    .clamp(1, 64);
+    let (item_txs, item_rxs): (Vec<_>, Vec<_>) = (0..sessions).map(|_| flume::bounded(ITEMS_QUEUED_MAX)).unzip();
+    let (events_tx, events_rx) = flume::unbounded();
+    let mut end_txs = Vec::new();
+    for (i, items) in item_rxs.into_iter().enumerate() {
+        let (end_tx, end_rx) = flume::bounded(1);
+        end_txs.push(end_tx);
+        let params = SessionParams {
+            job_id: a.job.id,
+            run_id: a.run_id,
+            session_index: i as u16,
+            session_count: sessions as u16,
+            target_addr: a.target_data_addr.clone(),
+            target_root: a.job.spec.target_path.clone(),
+            delete: options.delete,
+            compression: options.compression,
+            compression_level: options.compression_level,
+            chunk_params: ctx.chunk_params,
+            tls: ctx.client_tls.clone(),
+            store: ctx.store.clone(),
+            metrics: ctx.metrics.clone(),
+        };
+        let cmd = CoreCommand::StartSource { params, items, events: events_tx.clone(), end_of_pass: end_rx };
+        ctx.cores[i % ctx.cores.len()].send(cmd).map_err(|_| PassError::Walk("executors stopped".into()))?;
+    }
+    drop(events_tx);
+
+    let root = PathBuf::from(&a.job.spec.source_path);
+    let (store, delete) = (ctx.store.clone(), options.delete);
+    let walker = tokio::task::spawn_blocking(move || walk(&root, delete, &store, &item_txs));
+
+    let mut totals = SessionStats::default();
+    let (mut content_done, mut finished) = (0, 0);
+    let mut batch: Vec<FileVersion> = Vec::new();
+    let mut failed_files = (0u64, String::new());
+    let mut progress = RunProgress::default();
+    let mut last_report = Instant::now();
+    let mut failure: Option<PassError> = None;
+    while finished < sessions {
+        let Ok(event) = events_rx.recv_async().await else { break };
+        match event {
+            SessionEvent::Committed(v) => {
+                progress.files_done += 1;
+                progress.bytes_scanned += v.size;
+                batch.push(v);
+                if batch.len() >= VERSIONS_PER_COMMIT {
+                    sink.commit(std::mem::take(&mut batch)).await.map_err(PassError::Catalog)?;
+                }
+            }
+            SessionEvent::FileFailed { path, error } => {
+                if failed_files.0 == 0 {
+                    failed_files.1 = format!("{path}: {error}");
+                }
+                failed_files.0 += 1;
+            }
+            SessionEvent::ContentDone { .. } => {
+                content_done += 1;
+                if content_done == sessions {
+                    for tx in &end_txs {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            SessionEvent::Finished { stats, .. } => {
+                finished += 1;
+                add(&mut totals, &stats);
+            }
+            SessionEvent::Failed { session, error } => {
+                finished += 1;
+                // Dropping the end signals releases every other session.
+                end_txs.clear();
+                failure.get_or_insert(PassError::Session { session, error });
+            }
+        }
+        if last_report.elapsed().as_millis() >= 500 {
+            sink.progress(progress.clone());
+            last_report = Instant::now();
+        }
+    }
+    let walked = walker.await.map_err(|e| PassError::Walk(e.to_string()))?.map_err(|e| PassError::Walk(e.to_string()));
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    let walked = walked?;
+    if !batch.is_empty() {
+        sink.commit(batch).await.map_err(PassError::Catalog)?;
+    }
+    if failed_files.0 > 0 {
+        return Err(PassError::Files(failed_files.0, failed_files.1));
+    }
+    Ok(PassSummary {
+        files: walked.files + walked.hardlinks,
+        dirs: walked.dirs,
+        symlinks: walked.symlinks,
+        hardlinks: walked.hardlinks,
+        files_transferred: totals.files_transferred,
+        files_unchanged: totals.files_unchanged,
+        bytes_scanned: walked.bytes,
+        bytes_read: totals.bytes_read,
+        bytes_on_wire: totals.bytes_on_wire,
+        chunks_sent: totals.chunks_sent,
+        chunks_reused: totals.chunks_reused,
+        entries_deleted: totals.entries_deleted,
+        duration_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn add(t: &mut SessionStats, s: &SessionStats) {
+    t.files_transferred += s.files_transferred;
+    t.files_unchanged += s.files_unchanged;
+    t.files_failed += s.files_failed;
+    t.bytes_read += s.bytes_read;
+    t.bytes_on_wire += s.bytes_on_wire;
+    t.chunks_sent += s.chunks_sent;
+    t.chunks_reused += s.chunks_reused;
+    t.entries_deleted += s.entries_deleted;
+}

@@ -1,0 +1,171 @@
+//! The source's reply handler: reads the target's frames and answers wants with chunk
+//! data (compressed by policy), turns FileDone acks into catalog versions, and feeds
+//! needed and retried files back to the producer.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use futures_lite::AsyncRead;
+use xtsync_api::{Compression, FileVersion};
+use xtsync_chunker::{ChunkCodec, Encoding};
+use xtsync_store::StoreOp;
+use xtsync_wire::{ChunkData, FileDone, Message, Want};
+
+use crate::frames::read_message;
+use crate::source::scan::{FileStat, WalkKind};
+use crate::source::session::{flush_source_records, ProducerEvent, Session, SessionError, SessionEvent};
+use crate::source::stream::RETRIES_MAX;
+
+pub async fn handle_replies<R: AsyncRead + Unpin>(session: Rc<Session>, mut reader: R) {
+    let mut codec = ChunkCodec::default();
+    let result = loop {
+        let msg = match read_message(&mut reader).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e.to_string()),
+        };
+        let step = match msg {
+            Message::EntriesReply(r) => on_entries_reply(&session, r.batch, &r.need),
+            Message::Want(w) => on_want(&session, w, &mut codec).await,
+            Message::FileDone(d) => on_file_done(&session, d).await,
+            Message::PassDone(p) => {
+                let mut s = session.shared.borrow_mut();
+                s.stats.entries_deleted += p.entries_deleted;
+                s.pass_done = true;
+                Ok(())
+            }
+            Message::Error(e) => Err(SessionError::Refused(e.message)),
+            other => Err(SessionError::Protocol(format!("unexpected frame {other:?}"))),
+        };
+        if let Err(e) = step {
+            break Err(e.to_string());
+        }
+        let _ = session.producer_tx.send(ProducerEvent::Wake);
+    };
+    let _ = session.producer_tx.send(ProducerEvent::Stopped(result));
+}
+
+fn on_entries_reply(session: &Rc<Session>, batch: u32, need: &[u32]) -> Result<(), SessionError> {
+    let mut files = session
+        .shared
+        .borrow_mut()
+        .batches
+        .remove(&batch)
+        .ok_or_else(|| SessionError::Protocol(format!("reply to unknown batch {batch}")))?;
+    for i in need {
+        let item = files.remove(i).ok_or_else(|| SessionError::Protocol(format!("need for non-file entry {i}")))?;
+        let _ = session.producer_tx.send(ProducerEvent::Need(item));
+    }
+    session.shared.borrow_mut().stats.files_unchanged += files.len() as u64;
+    Ok(())
+}
+
+async fn on_want(session: &Rc<Session>, w: Want, codec: &mut ChunkCodec) -> Result<(), SessionError> {
+    let seg = session
+        .shared
+        .borrow_mut()
+        .segments
+        .remove(&(w.file_id, w.seg_no))
+        .ok_or_else(|| SessionError::Protocol(format!("want for unknown segment {}/{}", w.file_id, w.seg_no)))?;
+    let p = &session.params;
+    let mut encoded = Vec::new();
+    let (mut sent, mut total) = (0u64, 0u64);
+    for (index, &(offset, len)) in seg.chunks.iter().enumerate() {
+        if !w.wants(index) {
+            continue;
+        }
+        if len == 0 {
+            return Err(SessionError::Protocol(format!("want for zero chunk {index} of file {}", w.file_id)));
+        }
+        let raw = &seg.data[offset as usize..(offset + len) as usize];
+        let encoding = match p.compression {
+            Compression::Never => {
+                encoded.clear();
+                encoded.extend_from_slice(raw);
+                Encoding::Raw
+            }
+            Compression::Auto => codec.compress(raw, p.compression_level, true, &mut encoded),
+            Compression::Always => codec.compress(raw, p.compression_level, false, &mut encoded),
+        };
+        let msg = Message::ChunkData(ChunkData {
+            file_id: w.file_id,
+            seg_no: w.seg_no,
+            index: index as u32,
+            encoding: encoding as u8,
+            raw_len: len,
+            data: std::mem::take(&mut encoded),
+        });
+        let mut frame = Vec::new();
+        msg.encode(&mut frame);
+        if let Message::ChunkData(c) = msg {
+            encoded = c.data;
+        }
+        session.sender.send_encoded(frame).await.map_err(|e| SessionError::Protocol(format!("connection lost: {e}")))?;
+        sent += 1;
+        total += len as u64;
+    }
+    let mut s = session.shared.borrow_mut();
+    s.stats.chunks_sent += sent;
+    p.metrics.chunks_sent_total.fetch_add(sent, Ordering::Relaxed);
+    p.metrics.chunk_bytes_sent_total.fetch_add(total, Ordering::Relaxed);
+    Ok(())
+}
+
+async fn on_file_done(session: &Rc<Session>, d: FileDone) -> Result<(), SessionError> {
+    let f = session
+        .shared
+        .borrow_mut()
+        .files
+        .remove(&d.file_id)
+        .ok_or_else(|| SessionError::Protocol(format!("FileDone for unknown file {}", d.file_id)))?;
+    let WalkKind::File { stat, .. } = f.item.kind else {
+        return Err(SessionError::Protocol("FileDone for a non-file".into()));
+    };
+    match (d.error, f.digest) {
+        (None, Some(digest)) => {
+            let version = FileVersion {
+                path: f.item.path.to_string_lossy(),
+                size: stat.size,
+                mtime_ns: f.item.meta.mtime_s * 1_000_000_000 + f.item.meta.mtime_ns as i64,
+                mode: f.item.meta.mode,
+                uid: f.item.meta.uid,
+                gid: f.item.meta.gid,
+                content_digest: blake3::Hash::from_bytes(digest).to_hex().to_string(),
+            };
+            let flush = {
+                let mut s = session.shared.borrow_mut();
+                s.stats.files_transferred += 1;
+                s.stats.chunks_reused += d.chunks_reused as u64;
+                let key = f.item.abs.as_os_str().as_encoded_bytes().to_vec();
+                s.source_records.push(StoreOp::PutSource(key, stat.record(digest)));
+                s.source_records.len() >= 512
+            };
+            if flush {
+                flush_source_records(session).await;
+            }
+            let _ = session.events.send(SessionEvent::Committed(version));
+        }
+        (error, _) => {
+            let error = error.unwrap_or_else(|| "changed while being read".into());
+            let mut item = f.item;
+            if item.retries < RETRIES_MAX {
+                // Stat again: the retry must describe the file as it is now.
+                item.retries += 1;
+                match std::fs::symlink_metadata(&item.abs) {
+                    Ok(m) if m.is_file() => {
+                        item.kind = WalkKind::File { stat: FileStat::of(&m), cached_digest: None };
+                        item.meta = crate::source::scan::meta_of(&m, item.meta.xattrs.clone());
+                        tracing::debug!(path = ?item.path, %error, "sending again");
+                        let _ = session.producer_tx.send(ProducerEvent::Need(item));
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+            }
+            tracing::warn!(path = ?item.path, %error, "file not replicated in this pass");
+            session.shared.borrow_mut().stats.files_failed += 1;
+            let _ = session.events.send(SessionEvent::FileFailed { path: item.path.to_string_lossy(), error });
+        }
+    }
+    Ok(())
+}

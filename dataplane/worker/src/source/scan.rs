@@ -1,0 +1,272 @@
+//! The source walk: one blocking thread per pass lists the tree (never following
+//! symlinks), reads metadata and `user.*` xattrs, recognises hard links, looks up the
+//! source records so that unchanged files are not read again, and hands every entry
+//! to the session that owns it (sharded by path; all names of one inode go to the same
+//! session so that a hard link always follows its file).
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use xtsync_store::{SourceRecord, WorkerStore};
+use xtsync_wire::{Meta, RelPath};
+
+use crate::target::fsops::TEMP_PREFIX;
+
+/// Identity of a file's content as the walk saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl FileStat {
+    pub fn of(m: &std::fs::Metadata) -> FileStat {
+        FileStat {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        }
+    }
+
+    pub fn matches(&self, r: &SourceRecord) -> bool {
+        (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns) == (r.dev, r.ino, r.size, r.mtime_ns, r.ctime_ns)
+    }
+
+    pub fn record(&self, digest: [u8; 32]) -> SourceRecord {
+        SourceRecord { dev: self.dev, ino: self.ino, size: self.size, mtime_ns: self.mtime_ns, ctime_ns: self.ctime_ns, digest }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum WalkKind {
+    Dir { children: Option<Vec<Vec<u8>>> },
+    Symlink { target: Vec<u8> },
+    HardLink { to: RelPath },
+    File { stat: FileStat, cached_digest: Option<[u8; 32]> },
+}
+
+#[derive(Debug, Clone)]
+pub struct WalkItem {
+    pub path: RelPath,
+    pub abs: PathBuf,
+    pub meta: Meta,
+    pub kind: WalkKind,
+    /// How many times this file was sent again after a failure.
+    pub retries: u8,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WalkStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub bytes: u64,
+    /// Entries that could not be read (logged) and were skipped.
+    pub errors: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("source root {path}: {reason}")]
+    Root { path: String, reason: String },
+    #[error("source records: {0}")]
+    Store(#[from] xtsync_store::StoreError),
+    #[error("the pass was cancelled")]
+    Cancelled,
+}
+
+pub fn meta_of(m: &std::fs::Metadata, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Meta {
+    Meta {
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_s: m.mtime(),
+        mtime_ns: m.mtime_nsec().clamp(0, 999_999_999) as u32,
+        xattrs,
+    }
+}
+
+/// `user.*` extended attributes of a path (not following symlinks).
+pub fn read_xattrs(path: &Path, buf: &mut Vec<u8>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    buf.resize(64 * 1024, 0);
+    let n = match rustix::fs::llistxattr(path, &mut buf[..]) {
+        Ok(n) if n > 0 => n,
+        _ => return Vec::new(),
+    };
+    let names: Vec<Vec<u8>> =
+        buf[..n].split(|&b| b == 0).filter(|n| n.starts_with(b"user.")).map(|n| n.to_vec()).collect();
+    let mut out = Vec::new();
+    let mut value = vec![0u8; xtsync_wire::XATTR_VALUE_BYTES_MAX];
+    for name in names.into_iter().take(xtsync_wire::XATTRS_PER_ENTRY_MAX) {
+        if let Ok(len) = rustix::fs::lgetxattr(path, name.as_slice(), &mut value[..]) {
+            out.push((name, value[..len].to_vec()));
+        }
+    }
+    out
+}
+
+fn shard_of(bytes: &[u8], shards: usize) -> usize {
+    (u64::from_le_bytes(blake3::hash(bytes).as_bytes()[..8].try_into().expect("8 bytes")) % shards as u64) as usize
+}
+
+/// Walks `root` and sends every entry to `shards[i]`. Returns when the tree is done or
+/// a receiver hung up (the pass was cancelled).
+pub fn walk(
+    root: &Path,
+    delete: bool,
+    store: &Arc<dyn WorkerStore>,
+    shards: &[flume::Sender<WalkItem>],
+) -> Result<WalkStats, ScanError> {
+    let root_meta = std::fs::symlink_metadata(root)
+        .map_err(|e| ScanError::Root { path: root.display().to_string(), reason: e.to_string() })?;
+    if !root_meta.is_dir() {
+        return Err(ScanError::Root { path: root.display().to_string(), reason: "not a directory".into() });
+    }
+    let mut stats = WalkStats::default();
+    let mut links: HashMap<(u64, u64), RelPath> = HashMap::new();
+    let mut xattr_buf = Vec::new();
+    let mut stack: Vec<(RelPath, PathBuf, std::fs::Metadata)> = vec![(RelPath::root(), root.to_path_buf(), root_meta)];
+    let send = |shard: usize, item: WalkItem| shards[shard].send(item).map_err(|_| ScanError::Cancelled);
+
+    while let Some((rel, abs, dir_meta)) = stack.pop() {
+        let mut names: Vec<Vec<u8>> = match std::fs::read_dir(&abs) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().as_bytes().to_vec()).collect(),
+            Err(e) => {
+                tracing::warn!(path = %abs.display(), error = %e, "cannot list directory; skipping it");
+                stats.errors += 1;
+                continue;
+            }
+        };
+        names.retain(|n| !n.starts_with(TEMP_PREFIX.as_bytes()));
+        names.sort_unstable();
+        stats.dirs += 1;
+        let dir_item = WalkItem {
+            path: rel.clone(),
+            meta: meta_of(&dir_meta, read_xattrs(&abs, &mut xattr_buf)),
+            abs: abs.clone(),
+            kind: WalkKind::Dir { children: delete.then(|| names.clone()) },
+            retries: 0,
+        };
+        send(shard_of(rel.as_bytes(), shards.len()), dir_item)?;
+
+        let mut files: Vec<(RelPath, PathBuf, std::fs::Metadata)> = Vec::new();
+        let mut subdirs = Vec::new();
+        for name in names {
+            let child_abs = abs.join(std::ffi::OsStr::from_bytes(&name));
+            let Ok(child_rel) = rel.join(&name) else {
+                tracing::warn!(path = %child_abs.display(), "name cannot be replicated (too long); skipping");
+                stats.errors += 1;
+                continue;
+            };
+            let m = match std::fs::symlink_metadata(&child_abs) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Vanished between listing and stat: not an error, it is just gone.
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(path = %child_abs.display(), error = %e, "cannot stat; skipping");
+                        stats.errors += 1;
+                    }
+                    continue;
+                }
+            };
+            let ft = m.file_type();
+            if ft.is_dir() {
+                subdirs.push((child_rel, child_abs, m));
+            } else if ft.is_symlink() {
+                let target = match std::fs::read_link(&child_abs) {
+                    Ok(t) => t.as_os_str().as_bytes().to_vec(),
+                    Err(_) => continue,
+                };
+                stats.symlinks += 1;
+                let item = WalkItem {
+                    path: child_rel.clone(),
+                    meta: meta_of(&m, Vec::new()),
+                    abs: child_abs,
+                    kind: WalkKind::Symlink { target },
+                    retries: 0,
+                };
+                send(shard_of(child_rel.as_bytes(), shards.len()), item)?;
+            } else if ft.is_file() {
+                files.push((child_rel, child_abs, m));
+            }
+            // Sockets, FIFOs and devices are not replicated.
+        }
+
+        // One store lookup for all the files of this directory.
+        let keys: Vec<Vec<u8>> = files.iter().map(|(_, a, _)| a.as_os_str().as_bytes().to_vec()).collect();
+        let records = store.source_records(&keys)?;
+        for ((child_rel, child_abs, m), record) in files.into_iter().zip(records) {
+            let stat = FileStat::of(&m);
+            let meta = meta_of(&m, read_xattrs(&child_abs, &mut xattr_buf));
+            let shard = if m.nlink() > 1 {
+                let key = (stat.dev, stat.ino);
+                let shard = shard_of(&[stat.dev.to_le_bytes(), stat.ino.to_le_bytes()].concat(), shards.len());
+                if let Some(first) = links.get(&key) {
+                    stats.hardlinks += 1;
+                    let kind = WalkKind::HardLink { to: first.clone() };
+                    send(shard, WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0 })?;
+                    continue;
+                }
+                links.insert(key, child_rel.clone());
+                shard
+            } else {
+                shard_of(child_rel.as_bytes(), shards.len())
+            };
+            stats.files += 1;
+            stats.bytes += stat.size;
+            let cached_digest = record.filter(|r| stat.matches(r)).map(|r| r.digest);
+            let kind = WalkKind::File { stat, cached_digest };
+            send(shard, WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0 })?;
+        }
+        // Depth first, in name order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xtsync_store::MemStore;
+
+    #[test]
+    fn walk_finds_every_kind_and_groups_hard_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("a/empty")).unwrap();
+        std::fs::write(r.join("a/f"), b"data").unwrap();
+        std::fs::hard_link(r.join("a/f"), r.join("h")).unwrap();
+        std::os::unix::fs::symlink("a/f", r.join("s")).unwrap();
+        std::fs::write(r.join(format!("{TEMP_PREFIX}junk")), b"x").unwrap();
+        let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| flume::unbounded()).unzip();
+        let stats = walk(r, true, &store, &txs).unwrap();
+        drop(txs);
+        assert_eq!((stats.files, stats.dirs, stats.symlinks, stats.hardlinks), (1, 3, 1, 1));
+        let items: Vec<Vec<WalkItem>> = rxs.iter().map(|rx| rx.drain().collect()).collect();
+        let all: Vec<&WalkItem> = items.iter().flatten().collect();
+        assert!(all.iter().all(|i| !i.path.to_string_lossy().contains("xtsync-tmp")));
+        // The file and its second name travel in the same session, file first.
+        let shard = items.iter().find(|s| s.iter().any(|i| matches!(i.kind, WalkKind::HardLink { .. }))).unwrap();
+        let file_pos = shard.iter().position(|i| matches!(i.kind, WalkKind::File { .. })).unwrap();
+        let link_pos = shard.iter().position(|i| matches!(i.kind, WalkKind::HardLink { .. })).unwrap();
+        assert!(file_pos < link_pos);
+    }
+
+    #[test]
+    fn missing_root_is_a_clear_error() {
+        let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
+        let (tx, _rx) = flume::unbounded();
+        let err = walk(Path::new("/nonexistent/xtsync"), false, &store, &[tx]).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/xtsync"), "{err}");
+    }
+}

@@ -1,0 +1,398 @@
+//! One source session: a TLS connection to the target worker and the pipeline over it.
+//! Lives entirely on one executor (core); shares nothing with other sessions except the
+//! store (behind `spawn_blocking`) and the event channel to the pass.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::AsyncReadExt;
+use xtsync_api::{Compression, FileVersion};
+use xtsync_chunker::ChunkParams;
+use xtsync_store::{StoreBatch, StoreOp, WorkerStore};
+use xtsync_wire::{Entries, Entry, EntryKind, Hello, Message};
+
+use crate::frames::{read_message, Counted, FrameError};
+use crate::metrics::WorkerMetrics;
+use crate::source::replies::handle_replies;
+use crate::source::scan::{WalkItem, WalkKind};
+use crate::source::stream::{SegmentBuf, SEGMENTS_IN_FLIGHT_BYTES_MAX};
+use crate::writer::{spawn_writer, FrameSender};
+
+/// Entries per `Entries` frame (well under the wire limit, so the frame stays small).
+const ENTRIES_PER_FRAME: usize = 1024;
+
+#[derive(Clone)]
+pub struct SessionParams {
+    pub job_id: u64,
+    pub run_id: u64,
+    pub session_index: u16,
+    pub session_count: u16,
+    pub target_addr: String,
+    pub target_root: String,
+    pub delete: bool,
+    pub compression: Compression,
+    pub compression_level: i32,
+    pub chunk_params: ChunkParams,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub store: Arc<dyn WorkerStore>,
+    pub metrics: Arc<WorkerMetrics>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SessionStats {
+    pub files_transferred: u64,
+    pub files_unchanged: u64,
+    pub files_failed: u64,
+    pub bytes_read: u64,
+    pub bytes_on_wire: u64,
+    pub chunks_sent: u64,
+    pub chunks_reused: u64,
+    pub entries_deleted: u64,
+}
+
+/// What a session tells its pass.
+#[derive(Debug)]
+pub enum SessionEvent {
+    Committed(FileVersion),
+    FileFailed { path: String, error: String },
+    /// Every entry of this session is durable at the target (or failed).
+    ContentDone { session: u16 },
+    Finished { session: u16, stats: SessionStats },
+    Failed { session: u16, error: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot connect to target worker {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Handshake { addr: String, reason: String },
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("target refused: {0}")]
+    Refused(String),
+    #[error("protocol violation by target: {0}")]
+    Protocol(String),
+    #[error("the pass was cancelled")]
+    Cancelled,
+}
+
+/// A file sent with content, until its FileDone.
+pub struct InFlightFile {
+    pub item: WalkItem,
+    pub digest: Option<[u8; 32]>,
+}
+
+/// State shared by the producer and the reply handler (same executor: RefCell).
+#[derive(Default)]
+pub struct Shared {
+    /// Entries batches awaiting their reply: batch → (index in frame → file item).
+    pub batches: HashMap<u32, HashMap<u32, WalkItem>>,
+    pub files: HashMap<u64, InFlightFile>,
+    pub segments: HashMap<(u64, u32), SegmentBuf>,
+    pub stats: SessionStats,
+    pub pass_done: bool,
+    pub source_records: Vec<StoreOp>,
+}
+
+/// What the reply handler tells the producer.
+pub enum ProducerEvent {
+    /// The target needs this file's content (or a retry of it).
+    Need(WalkItem),
+    /// Some in-flight state changed (a batch reply or a FileDone arrived).
+    Wake,
+    /// The reply handler stopped; the session is over.
+    Stopped(Result<(), String>),
+}
+
+pub struct Session {
+    pub params: SessionParams,
+    pub sender: FrameSender,
+    pub shared: Rc<RefCell<Shared>>,
+    pub events: flume::Sender<SessionEvent>,
+    pub producer_tx: flume::Sender<ProducerEvent>,
+    pub next_file_id: Cell<u64>,
+    pub segment_budget: Rc<glommio::sync::Semaphore>,
+}
+
+/// Runs a session to the end and reports `Finished` or `Failed` on `events`.
+pub async fn run_session(
+    params: SessionParams,
+    items: flume::Receiver<WalkItem>,
+    events: flume::Sender<SessionEvent>,
+    end_of_pass: flume::Receiver<()>,
+) {
+    let index = params.session_index;
+    params.metrics.sessions_source_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let result = run(params.clone(), items, events.clone(), end_of_pass).await;
+    params.metrics.sessions_source_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let _ = events.send(match result {
+        Ok(stats) => SessionEvent::Finished { session: index, stats },
+        Err(e) => SessionEvent::Failed { session: index, error: e.to_string() },
+    });
+}
+
+async fn connect(params: &SessionParams, wire_bytes: Rc<Cell<u64>>) -> Result<(FrameSender, impl futures_lite::AsyncRead + Unpin), SessionError> {
+    let addr = params.target_addr.clone();
+    let tcp = glommio::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10))
+        .await
+        .map_err(|e| SessionError::Connect { addr: addr.clone(), reason: e.to_string() })?;
+    let _ = tcp.set_nodelay(true);
+    let host = addr.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(&addr).to_string();
+    let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| SessionError::Connect { addr: addr.clone(), reason: format!("bad server name {host:?}: {e}") })?;
+    let tls = futures_rustls::TlsConnector::from(params.tls.clone())
+        .connect(server_name, Counted::new(tcp, wire_bytes))
+        .await
+        .map_err(|e| SessionError::Handshake { addr: addr.clone(), reason: e.to_string() })?;
+    let (reader, writer) = tls.split();
+    let (sender, _writer_task) = spawn_writer(writer);
+    Ok((sender, reader))
+}
+
+async fn run(
+    params: SessionParams,
+    items: flume::Receiver<WalkItem>,
+    events: flume::Sender<SessionEvent>,
+    end_of_pass: flume::Receiver<()>,
+) -> Result<SessionStats, SessionError> {
+    let wire_bytes = Rc::new(Cell::new(0u64));
+    let (sender, mut reader) = connect(&params, wire_bytes.clone()).await?;
+    let flags = if params.delete { Hello::FLAG_DELETE } else { 0 };
+    sender
+        .send(&Message::Hello(Hello {
+            job_id: params.job_id,
+            run_id: params.run_id,
+            session_index: params.session_index,
+            session_count: params.session_count,
+            target_root: params.target_root.clone(),
+            flags,
+        }))
+        .await
+        .map_err(|e| SessionError::Connect { addr: params.target_addr.clone(), reason: e.to_string() })?;
+    match read_message(&mut reader).await? {
+        Some(Message::HelloAck(_)) => {}
+        Some(Message::Error(e)) => return Err(SessionError::Refused(e.message)),
+        Some(other) => return Err(SessionError::Protocol(format!("expected HelloAck, got {other:?}"))),
+        None => return Err(SessionError::Refused("connection closed after Hello".into())),
+    }
+
+    let (producer_tx, producer_rx) = flume::unbounded();
+    let session = Rc::new(Session {
+        params: params.clone(),
+        sender,
+        shared: Rc::new(RefCell::new(Shared::default())),
+        events: events.clone(),
+        producer_tx,
+        next_file_id: Cell::new(1),
+        segment_budget: Rc::new(glommio::sync::Semaphore::new(SEGMENTS_IN_FLIGHT_BYTES_MAX)),
+    });
+    let replies = glommio::spawn_local(handle_replies(session.clone(), reader)).detach();
+
+    let produced = produce(&session, &items, &producer_rx).await;
+    let finished = match produced {
+        Ok(()) => {
+            flush_source_records(&session).await;
+            let _ = events.send(SessionEvent::ContentDone { session: params.session_index });
+            // Deletions and directory metadata wait until every session is done.
+            end_of_pass.recv_async().await.map_err(|_| SessionError::Cancelled)?;
+            let files = session.shared.borrow().stats.files_transferred;
+            session
+                .sender
+                .send(&Message::EndOfPass(xtsync_wire::EndOfPass { files }))
+                .await
+                .map_err(|e| SessionError::Protocol(e.to_string()))?;
+            wait_until(&session, &producer_rx, |s| s.pass_done).await
+        }
+        Err(e) => Err(e),
+    };
+    drop(replies);
+    let mut stats = session.shared.borrow().stats;
+    stats.bytes_on_wire = wire_bytes.get();
+    params.metrics.bytes_sent_total.fetch_add(stats.bytes_on_wire, std::sync::atomic::Ordering::Relaxed);
+    finished.map(|()| stats)
+}
+
+/// Waits for producer events until `done(shared)` holds; needs arriving meanwhile are a
+/// protocol error (only sent in answer to entries, which are all answered).
+async fn wait_until(
+    session: &Rc<Session>,
+    producer_rx: &flume::Receiver<ProducerEvent>,
+    done: impl Fn(&Shared) -> bool,
+) -> Result<(), SessionError> {
+    while !done(&session.shared.borrow()) {
+        match producer_rx.recv_async().await.map_err(|_| SessionError::Cancelled)? {
+            ProducerEvent::Wake => {}
+            ProducerEvent::Need(item) => {
+                return Err(SessionError::Protocol(format!("late need for {:?}", item.path)));
+            }
+            ProducerEvent::Stopped(r) => {
+                r.map_err(SessionError::Protocol)?;
+                if !done(&session.shared.borrow()) {
+                    return Err(SessionError::Protocol("target closed the connection early".into()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The producer: entries in batches, files with content streamed, needs first.
+async fn produce(
+    session: &Rc<Session>,
+    items: &flume::Receiver<WalkItem>,
+    producer_rx: &flume::Receiver<ProducerEvent>,
+) -> Result<(), SessionError> {
+    let mut batch: Vec<Entry> = Vec::new();
+    let mut batch_files: HashMap<u32, WalkItem> = HashMap::new();
+    let mut next_batch = 0u32;
+    let mut deferred_links: Vec<WalkItem> = Vec::new();
+    let mut walk_done = false;
+    let mut links_sent = false;
+
+    loop {
+        // Needs and retries go first: they unblock FileDone acks at the target.
+        match producer_rx.try_recv() {
+            Ok(ProducerEvent::Need(item)) => {
+                session.stream_file(item).await?;
+                continue;
+            }
+            Ok(ProducerEvent::Wake) => {}
+            Ok(ProducerEvent::Stopped(r)) => {
+                r.map_err(SessionError::Protocol)?;
+                return Err(SessionError::Protocol("target closed the connection".into()));
+            }
+            Err(_) => {}
+        }
+        if !walk_done {
+            match items.try_recv() {
+                Ok(item) => {
+                    match &item.kind {
+                        WalkKind::File { cached_digest: None, .. } => {
+                            session.send_batch(&mut batch, &mut batch_files, &mut next_batch).await?;
+                            session.stream_file(item).await?;
+                        }
+                        WalkKind::HardLink { .. } => deferred_links.push(item),
+                        _ => {
+                            if let WalkKind::File { .. } = item.kind {
+                                batch_files.insert(batch.len() as u32, item.clone());
+                            }
+                            batch.push(entry_of(&item));
+                            if batch.len() >= ENTRIES_PER_FRAME {
+                                session.send_batch(&mut batch, &mut batch_files, &mut next_batch).await?;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Err(flume::TryRecvError::Empty) => {
+                    session.send_batch(&mut batch, &mut batch_files, &mut next_batch).await?;
+                }
+                Err(flume::TryRecvError::Disconnected) => {
+                    session.send_batch(&mut batch, &mut batch_files, &mut next_batch).await?;
+                    walk_done = true;
+                }
+            }
+        }
+        let idle = {
+            let s = session.shared.borrow();
+            s.batches.is_empty() && s.files.is_empty()
+        };
+        if walk_done && idle {
+            if links_sent || deferred_links.is_empty() {
+                return Ok(());
+            }
+            // Hard links last: every file they point to is now in place.
+            for item in deferred_links.drain(..) {
+                batch.push(entry_of(&item));
+                if batch.len() >= ENTRIES_PER_FRAME {
+                    session.send_batch(&mut batch, &mut batch_files, &mut next_batch).await?;
+                }
+            }
+            session.send_batch(&mut batch, &mut batch_files, &mut next_batch).await?;
+            links_sent = true;
+            continue;
+        }
+        // Nothing to do right now: wait for a walk item or a reply.
+        if walk_done {
+            match producer_rx.recv_async().await.map_err(|_| SessionError::Cancelled)? {
+                ProducerEvent::Need(item) => session.stream_file(item).await?,
+                ProducerEvent::Wake => {}
+                ProducerEvent::Stopped(r) => {
+                    r.map_err(SessionError::Protocol)?;
+                    return Err(SessionError::Protocol("target closed the connection".into()));
+                }
+            }
+        } else {
+            let either = futures::future::select(items.recv_async(), producer_rx.recv_async()).await;
+            match either {
+                futures::future::Either::Left((Ok(item), _)) => {
+                    // Put it back in front by handling it now.
+                    match &item.kind {
+                        WalkKind::File { cached_digest: None, .. } => session.stream_file(item).await?,
+                        WalkKind::HardLink { .. } => deferred_links.push(item),
+                        _ => {
+                            if let WalkKind::File { .. } = item.kind {
+                                batch_files.insert(batch.len() as u32, item.clone());
+                            }
+                            batch.push(entry_of(&item));
+                        }
+                    }
+                }
+                futures::future::Either::Left((Err(_), _)) => walk_done = true,
+                futures::future::Either::Right((Ok(ProducerEvent::Need(item)), _)) => session.stream_file(item).await?,
+                futures::future::Either::Right((Ok(ProducerEvent::Wake), _)) => {}
+                futures::future::Either::Right((Ok(ProducerEvent::Stopped(r)), _)) => {
+                    r.map_err(SessionError::Protocol)?;
+                    return Err(SessionError::Protocol("target closed the connection".into()));
+                }
+                futures::future::Either::Right((Err(_), _)) => return Err(SessionError::Cancelled),
+            }
+        }
+    }
+}
+
+pub fn entry_of(item: &WalkItem) -> Entry {
+    let kind = match &item.kind {
+        WalkKind::Dir { children } => EntryKind::Dir { children: children.clone() },
+        WalkKind::Symlink { target } => EntryKind::Symlink { target: target.clone() },
+        WalkKind::HardLink { to } => EntryKind::HardLink { to: to.clone() },
+        WalkKind::File { stat, cached_digest } => {
+            EntryKind::File { size: stat.size, digest: cached_digest.unwrap_or_default() }
+        }
+    };
+    Entry { path: item.path.clone(), meta: item.meta.clone(), kind }
+}
+
+impl Session {
+    async fn send_batch(
+        &self,
+        batch: &mut Vec<Entry>,
+        files: &mut HashMap<u32, WalkItem>,
+        next_batch: &mut u32,
+    ) -> Result<(), SessionError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let id = *next_batch;
+        *next_batch += 1;
+        self.shared.borrow_mut().batches.insert(id, std::mem::take(files));
+        let msg = Message::Entries(Entries { batch: id, entries: std::mem::take(batch) });
+        self.sender.send(&msg).await.map_err(|e| SessionError::Protocol(e.to_string()))
+    }
+}
+
+/// Writes the source records collected from FileDone acks (off the executor).
+pub async fn flush_source_records(session: &Rc<Session>) {
+    let ops = std::mem::take(&mut session.shared.borrow_mut().source_records);
+    if ops.is_empty() {
+        return;
+    }
+    let store = session.params.store.clone();
+    let result = glommio::executor().spawn_blocking(move || store.apply(StoreBatch { ops })).await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot record source files; they will be read again next pass");
+    }
+}

@@ -1,0 +1,159 @@
+//! Streaming one file: read it through io_uring, cut it into content-defined chunks,
+//! name them, and send their names in segments. The chunk bytes of a segment stay in
+//! memory (within a per-session budget) until the target says which ones it wants.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use glommio::io::BufferedFile;
+use glommio::sync::StaticPermit;
+use xtsync_chunker::{is_all_zero, ChunkName, DigestBuilder, StreamChunker};
+use xtsync_wire::{ChunkRef, FileBegin, FileEnd, Message, Segment, CHUNKS_PER_SEGMENT_MAX};
+
+use crate::source::scan::{FileStat, WalkKind};
+use crate::source::session::{InFlightFile, Session, SessionError, SessionEvent};
+use crate::source::scan::WalkItem;
+
+/// Bytes of chunk data a session may hold while waiting for wants.
+pub const SEGMENTS_IN_FLIGHT_BYTES_MAX: u64 = 96 << 20;
+/// Bytes per segment before it is sent (or fewer at the end of a file).
+const SEGMENT_BYTES_MAX: usize = 8 << 20;
+/// Bytes per io_uring read.
+const READ_BYTES_MAX: u64 = 4 << 20;
+/// How often a file that keeps changing while read is tried again.
+pub const RETRIES_MAX: u8 = 3;
+
+/// The chunk bytes of one sent segment.
+pub struct SegmentBuf {
+    pub data: Vec<u8>,
+    /// (offset in `data`, length) per chunk, in segment order.
+    pub chunks: Vec<(u32, u32)>,
+    pub _permit: Option<StaticPermit>,
+}
+
+struct Builder {
+    file_id: u64,
+    seg_no: u32,
+    refs: Vec<ChunkRef>,
+    data: Vec<u8>,
+    spans: Vec<(u32, u32)>,
+}
+
+impl Builder {
+    fn new(file_id: u64) -> Builder {
+        Builder { file_id, seg_no: 0, refs: Vec::new(), data: Vec::new(), spans: Vec::new() }
+    }
+
+    fn push(&mut self, chunk: &[u8], digest: &mut DigestBuilder) {
+        let name = ChunkName::of(chunk);
+        digest.push(&name, chunk.len() as u32);
+        let zero = is_all_zero(chunk);
+        self.refs.push(ChunkRef { name: name.0, len: chunk.len() as u32, zero });
+        // Zero chunks are never wanted: keep no bytes for them.
+        if !zero {
+            self.spans.push((self.data.len() as u32, chunk.len() as u32));
+            self.data.extend_from_slice(chunk);
+        } else {
+            self.spans.push((0, 0));
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.data.len() >= SEGMENT_BYTES_MAX || self.refs.len() >= CHUNKS_PER_SEGMENT_MAX
+    }
+}
+
+fn fstat(fd: BorrowedFd<'_>) -> Option<FileStat> {
+    let s = rustix::fs::fstat(fd).ok()?;
+    Some(FileStat {
+        dev: s.st_dev,
+        ino: s.st_ino,
+        size: s.st_size as u64,
+        mtime_ns: s.st_mtime * 1_000_000_000 + s.st_mtime_nsec as i64,
+        ctime_ns: s.st_ctime * 1_000_000_000 + s.st_ctime_nsec as i64,
+    })
+}
+
+impl Session {
+    /// Sends one file with its content manifest. A file that cannot be opened is
+    /// skipped with a warning (the target keeps its old version).
+    pub async fn stream_file(&self, item: WalkItem) -> Result<(), SessionError> {
+        let WalkKind::File { stat, .. } = item.kind else {
+            return Err(SessionError::Protocol(format!("{:?} is not a file", item.path)));
+        };
+        let file = match BufferedFile::open(&item.abs).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(path = %item.abs.display(), error = %e, "cannot open source file; skipping it");
+                let _ = self.events.send(SessionEvent::FileFailed { path: item.path.to_string_lossy(), error: e.to_string() });
+                self.shared.borrow_mut().stats.files_failed += 1;
+                return Ok(());
+            }
+        };
+        let file_id = self.next_file_id.get();
+        self.next_file_id.set(file_id + 1);
+        let begin = FileBegin { file_id, path: item.path.clone(), meta: item.meta.clone(), size: stat.size };
+        self.shared.borrow_mut().files.insert(file_id, InFlightFile { item, digest: None });
+        self.send(&Message::FileBegin(begin)).await?;
+
+        let mut chunker = StreamChunker::new(self.params.chunk_params);
+        let mut digest = DigestBuilder::default();
+        let mut seg = Builder::new(file_id);
+        let mut pos = 0u64;
+        let mut read_error = None;
+        loop {
+            let want = (stat.size.saturating_sub(pos)).min(READ_BYTES_MAX);
+            // Read one byte past the expected end to notice a file that grew.
+            let block = match file.read_at(pos, (want.max(1)) as usize).await {
+                Ok(b) => b,
+                Err(e) => {
+                    read_error = Some(e.to_string());
+                    break;
+                }
+            };
+            let eof = block.is_empty() || (block.len() as u64) < want || pos + block.len() as u64 >= stat.size;
+            pos += block.len() as u64;
+            let mut ready: Vec<Builder> = Vec::new();
+            chunker.push(&block, eof, |chunk| {
+                seg.push(chunk, &mut digest);
+                if seg.full() {
+                    let next = Builder { seg_no: seg.seg_no + 1, ..Builder::new(file_id) };
+                    ready.push(std::mem::replace(&mut seg, next));
+                }
+            });
+            for b in ready {
+                self.send_segment(b).await?;
+            }
+            if eof {
+                break;
+            }
+        }
+        let changed = fstat(unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) }).is_none_or(|now| now != stat || pos != stat.size);
+        let _ = file.close().await;
+        if !seg.refs.is_empty() {
+            self.send_segment(seg).await?;
+        }
+        self.shared.borrow_mut().stats.bytes_read += pos;
+        let aborted = changed || read_error.is_some();
+        if let Some(e) = &read_error {
+            tracing::warn!(file_id, error = %e, "read failed; the target keeps its old version");
+        }
+        let digest = digest.finish();
+        if let Some(f) = self.shared.borrow_mut().files.get_mut(&file_id) {
+            f.digest = (!aborted).then_some(digest);
+        }
+        self.send(&Message::FileEnd(FileEnd { file_id, digest, aborted })).await
+    }
+
+    async fn send_segment(&self, b: Builder) -> Result<(), SessionError> {
+        let units = (b.data.len() as u64).min(SEGMENTS_IN_FLIGHT_BYTES_MAX);
+        let permit = self.segment_budget.acquire_static_permit(units).await.map_err(|_| SessionError::Cancelled)?;
+        let key = (b.file_id, b.seg_no);
+        let msg = Message::Segment(Segment { file_id: b.file_id, seg_no: b.seg_no, chunks: b.refs });
+        self.shared.borrow_mut().segments.insert(key, SegmentBuf { data: b.data, chunks: b.spans, _permit: Some(permit) });
+        self.send(&msg).await
+    }
+
+    pub async fn send(&self, msg: &Message) -> Result<(), SessionError> {
+        self.sender.send(msg).await.map_err(|e| SessionError::Protocol(format!("connection lost: {e}")))
+    }
+}

@@ -1,0 +1,133 @@
+//! Files under construction at the target, and where each of their chunks comes from.
+
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::rc::Rc;
+
+use glommio::io::BufferedFile;
+use xtsync_chunker::{ChunkName, DigestBuilder};
+use xtsync_store::ChunkLocation;
+use xtsync_wire::{ChunkRef, Meta, RelPath};
+
+/// Where the bytes of one chunk of a new version come from.
+#[derive(Debug, Clone)]
+pub enum ChunkSource {
+    /// All zeros: left as a hole.
+    Zero,
+    /// A copy held locally (index hit), verified by hash before use.
+    Local(ChunkLocation),
+    /// Written earlier into this same file.
+    Earlier { offset: u64 },
+    /// Must arrive from the source.
+    Wire,
+}
+
+/// The temporary file a new version is assembled in, next to its final name.
+pub struct TempFile {
+    pub dir: OwnedFd,
+    pub name: Vec<u8>,
+    pub tmp_name: String,
+    pub file: Rc<BufferedFile>,
+}
+
+/// A file being assembled.
+pub struct OpenFile {
+    pub path: RelPath,
+    pub meta: Meta,
+    pub size: u64,
+    /// `None` when the file was refused from the start (bad path, no space).
+    pub target: Option<TempFile>,
+    /// Offset where the next segment starts.
+    pub next_offset: u64,
+    pub digest: DigestBuilder,
+    /// Chunks written (name, offset, len): the chunk index learns them at commit.
+    pub written: Vec<(ChunkName, u64, u32)>,
+    /// Chunks already placed in this file, for repeats within it.
+    pub placed: HashMap<ChunkName, u64>,
+    pub chunks_reused: u32,
+    pub chunks_received: u32,
+    /// First failure; later chunks are consumed but not written.
+    pub error: Option<String>,
+}
+
+impl OpenFile {
+    pub fn new(path: RelPath, meta: Meta, size: u64, target: Option<(OwnedFd, Vec<u8>, (OwnedFd, String))>) -> OpenFile {
+        let target = target.map(|(dir, name, (fd, tmp_name))| {
+            // SAFETY: the fd was just created and is owned by nobody else.
+            let file = unsafe { BufferedFile::from_raw_fd(fd.into_raw_fd()) };
+            TempFile { dir, name, tmp_name, file: Rc::new(file) }
+        });
+        OpenFile {
+            path,
+            meta,
+            size,
+            target,
+            next_offset: 0,
+            digest: DigestBuilder::default(),
+            written: Vec::new(),
+            placed: HashMap::new(),
+            chunks_reused: 0,
+            chunks_received: 0,
+            error: None,
+        }
+    }
+
+    pub fn fail(&mut self, reason: String) {
+        if self.error.is_none() {
+            self.error = Some(reason);
+        }
+    }
+}
+
+/// A segment waiting in the ordered queue: its chunks and their sources.
+pub struct PendingSegment {
+    pub file_id: u64,
+    pub seg_no: u32,
+    pub chunks: Vec<ChunkRef>,
+    pub sources: Vec<ChunkSource>,
+    /// Next chunk to place, and its offset in the file.
+    pub next: usize,
+    pub offset: u64,
+}
+
+/// Open read handles on local files that chunks are copied from (bounded).
+#[derive(Default)]
+pub struct LocalReaders {
+    files: HashMap<Vec<u8>, Rc<BufferedFile>>,
+}
+
+const LOCAL_READERS_MAX: usize = 64;
+
+impl LocalReaders {
+    pub async fn get(&mut self, path: &[u8]) -> std::io::Result<Rc<BufferedFile>> {
+        if let Some(f) = self.files.get(path) {
+            return Ok(f.clone());
+        }
+        if self.files.len() >= LOCAL_READERS_MAX {
+            self.files.clear();
+        }
+        let fd = rustix::fs::open(
+            std::ffi::OsStr::from_bytes(path),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        // SAFETY: fresh fd, ownership moves into the glommio file.
+        let f = Rc::new(unsafe { BufferedFile::from_raw_fd(fd.into_raw_fd()) });
+        self.files.insert(path.to_vec(), f.clone());
+        Ok(f)
+    }
+
+    pub fn forget(&mut self, path: &[u8]) {
+        self.files.remove(path);
+    }
+}
+
+/// Reads `len` bytes at `offset` and checks they are the chunk `name`.
+pub async fn read_verified(file: &BufferedFile, offset: u64, len: u32, name: &[u8; 32]) -> Result<Vec<u8>, String> {
+    let data = file.read_at(offset, len as usize).await.map_err(|e| format!("read local copy: {e}"))?;
+    if data.len() != len as usize || ChunkName::of(&data).0 != *name {
+        return Err("local copy of a chunk changed since it was indexed".into());
+    }
+    Ok(data.to_vec())
+}

@@ -1,0 +1,112 @@
+//! The durability barrier. Finished files wait here, written but not yet renamed; a
+//! flush makes all of them durable with one `syncfs`, renames them into place, makes
+//! the renames durable with a second `syncfs`, records them in the chunk index, and
+//! only then are they acknowledged. One barrier per batch instead of one fsync per file
+//! is what lets many small files go fast; the order (data durable before the rename) is
+//! what keeps a crash from exposing an empty or partial file under the final name.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use xtsync_chunker::ChunkName;
+use xtsync_store::{ChunkLocation, StoreBatch, StoreOp, TargetRecord, WorkerStore};
+
+use crate::target::fsops::{replace, FsError};
+
+/// Files per barrier, and bytes per barrier, before a flush is forced.
+const READY_FILES_MAX: usize = 256;
+const READY_BYTES_MAX: u64 = 256 << 20;
+
+pub struct Ready {
+    pub file_id: u64,
+    pub dir: OwnedFd,
+    pub tmp_name: String,
+    pub name: Vec<u8>,
+    pub abs: Vec<u8>,
+    pub record: TargetRecord,
+    pub written: Vec<(ChunkName, u64, u32)>,
+    pub chunks_reused: u32,
+    pub chunks_received: u32,
+}
+
+pub struct Acked {
+    pub file_id: u64,
+    pub error: Option<String>,
+    pub chunks_reused: u32,
+    pub chunks_received: u32,
+}
+
+#[derive(Default)]
+pub struct Barrier {
+    ready: Vec<Ready>,
+    bytes: u64,
+}
+
+impl Barrier {
+    pub fn push(&mut self, r: Ready) {
+        self.bytes += r.record.size;
+        self.ready.push(r);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+
+    pub fn should_flush(&self) -> bool {
+        self.ready.len() >= READY_FILES_MAX || self.bytes >= READY_BYTES_MAX
+    }
+
+    /// Drops the waiting files of a session that failed (their temporary files go).
+    pub fn abandon(&mut self) {
+        for r in self.ready.drain(..) {
+            let _ = rustix::fs::unlinkat(r.dir.as_fd(), r.tmp_name.as_str(), rustix::fs::AtFlags::empty());
+        }
+        self.bytes = 0;
+    }
+
+    /// Flushes off the executor thread; returns one ack per file.
+    pub async fn flush(&mut self, root: OwnedFd, store: Arc<dyn WorkerStore>) -> Vec<Acked> {
+        let ready = std::mem::take(&mut self.ready);
+        self.bytes = 0;
+        if ready.is_empty() {
+            return Vec::new();
+        }
+        glommio::executor().spawn_blocking(move || flush_blocking(root, ready, store.as_ref())).await
+    }
+}
+
+fn flush_blocking(root: OwnedFd, ready: Vec<Ready>, store: &dyn WorkerStore) -> Vec<Acked> {
+    let synced = rustix::fs::syncfs(root.as_fd());
+    let mut acks = Vec::with_capacity(ready.len());
+    let mut ops = Vec::new();
+    for r in ready {
+        let result = match synced {
+            Err(e) => Err(format!("syncfs before rename: {e}")),
+            Ok(()) => replace(r.dir.as_fd(), &r.tmp_name, &r.name).map_err(|e: FsError| e.to_string()),
+        };
+        if result.is_ok() {
+            ops.push(StoreOp::PutTarget(r.abs.clone(), r.record));
+            for (name, offset, len) in &r.written {
+                ops.push(StoreOp::PutChunk(name.0, ChunkLocation { path: r.abs.clone(), offset: *offset, len: *len }));
+            }
+        } else {
+            let _ = rustix::fs::unlinkat(r.dir.as_fd(), r.tmp_name.as_str(), rustix::fs::AtFlags::empty());
+        }
+        acks.push(Acked {
+            file_id: r.file_id,
+            error: result.err(),
+            chunks_reused: r.chunks_reused,
+            chunks_received: r.chunks_received,
+        });
+    }
+    if let Err(e) = rustix::fs::syncfs(root.as_fd()) {
+        for a in acks.iter_mut().filter(|a| a.error.is_none()) {
+            a.error = Some(format!("syncfs after rename: {e}"));
+        }
+    }
+    if let Err(e) = store.apply(StoreBatch { ops }) {
+        // The files are durable; only the index lags (costs bandwidth later).
+        tracing::warn!(error = %e, "cannot update the chunk index");
+    }
+    acks
+}

@@ -1,0 +1,119 @@
+//! Entries at the target: deciding which files need content, applying directories,
+//! symlinks and hard links, and the end-of-pass work (deletions, directory metadata).
+
+use std::collections::HashSet;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use rustix::fs::AtFlags;
+use xtsync_store::WorkerStore;
+use xtsync_wire::{Entry, EntryKind, Meta, RelPath};
+
+use crate::target::fsops::{self, FsError, TargetRoot, TEMP_PREFIX};
+
+/// Indices of the `File` entries whose content the target does not hold exactly as
+/// described (content digest, size, mtime, mode, owner). Blocking: call it off the
+/// executor.
+pub fn files_needing_content(root: &TargetRoot, store: &dyn WorkerStore, entries: &[Entry]) -> Vec<u32> {
+    let files: Vec<(u32, &Entry, u64, [u8; 32])> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e.kind {
+            EntryKind::File { size, digest } => Some((i as u32, e, size, digest)),
+            _ => None,
+        })
+        .collect();
+    let keys: Vec<Vec<u8>> = files.iter().map(|(_, e, _, _)| root.absolute(&e.path)).collect();
+    let records = store.target_records(&keys).unwrap_or_else(|_| vec![None; keys.len()]);
+    let chown = fsops::can_chown();
+    files
+        .into_iter()
+        .zip(records)
+        .filter(|((_, entry, size, digest), record)| {
+            let Some(rec) = record else { return true };
+            let mtime_ns = entry.meta.mtime_s * 1_000_000_000 + entry.meta.mtime_ns as i64;
+            if rec.digest != *digest || rec.size != *size || rec.mtime_ns != mtime_ns {
+                return true;
+            }
+            let Some((parent, name)) = entry.path.split_last() else { return true };
+            let Ok(dir) = root.dir(&parent, false) else { return true };
+            let Ok(st) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else { return true };
+            let st_mtime_ns = st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64;
+            st.st_ino != rec.ino
+                || st.st_size as u64 != *size
+                || st_mtime_ns != mtime_ns
+                || (st.st_mode & 0o7777) != entry.meta.mode
+                || (chown && (st.st_uid != entry.meta.uid || st.st_gid != entry.meta.gid))
+        })
+        .map(|((i, ..), _)| i)
+        .collect()
+}
+
+/// What a session remembers for its end of pass.
+#[derive(Default)]
+pub struct PassMemory {
+    pub dirs: Vec<(RelPath, Meta)>,
+    pub dir_children: Vec<(RelPath, Vec<Vec<u8>>)>,
+    pub entries_failed: u64,
+}
+
+/// Applies the non-content entries of a batch, in order. Errors are per entry.
+pub fn apply_entries(root: &TargetRoot, entries: Vec<Entry>, tag: &str, delete: bool, memory: &mut PassMemory) {
+    for entry in entries {
+        let result: Result<(), FsError> = (|| match entry.kind {
+            EntryKind::Dir { children } => {
+                root.dir(&entry.path, true)?;
+                if let (true, Some(children)) = (delete, children) {
+                    memory.dir_children.push((entry.path.clone(), children));
+                }
+                memory.dirs.push((entry.path.clone(), entry.meta.clone()));
+                Ok(())
+            }
+            EntryKind::Symlink { target } => {
+                let (dir, name) = root.parent(&entry.path)?;
+                fsops::put_symlink(dir.as_fd(), name, &target, tag)?;
+                fsops::apply_meta_symlink(dir.as_fd(), name, &entry.meta)
+            }
+            EntryKind::HardLink { to } => {
+                let (to_dir, to_name) = root.parent(&to)?;
+                let (dir, name) = root.parent(&entry.path)?;
+                fsops::put_hardlink(to_dir.as_fd(), to_name, dir.as_fd(), name, tag)
+            }
+            // Files are either unchanged or streamed separately.
+            EntryKind::File { .. } => Ok(()),
+        })();
+        if let Err(e) = result {
+            tracing::warn!(path = ?entry.path, error = %e, "entry not applied");
+            memory.entries_failed += 1;
+        }
+    }
+}
+
+/// Deletes what the source no longer has (only in directories this session listed),
+/// then applies directory metadata deepest first. Blocking.
+pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory) -> u64 {
+    let mut deleted = 0;
+    for (dir, children) in &memory.dir_children {
+        let Ok(fd) = root.dir(dir, false) else { continue };
+        let keep: HashSet<&[u8]> = children.iter().map(|c| c.as_slice()).collect();
+        let Ok(names) = fsops::list_dir(fd.as_fd()) else { continue };
+        for name in names.iter().filter(|n| !keep.contains(n.as_slice())) {
+            match fsops::remove_tree(fd.as_fd(), name) {
+                Ok(()) if !name.starts_with(TEMP_PREFIX.as_bytes()) => deleted += 1,
+                Ok(()) => {}
+                Err(e) => tracing::warn!(dir = ?dir, name = %String::from_utf8_lossy(name), error = %e, "cannot delete"),
+            }
+        }
+    }
+    memory.dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_bytes().iter().filter(|&&b| b == b'/').count() + !p.is_root() as usize));
+    for (path, meta) in &memory.dirs {
+        let applied = root.dir(path, false).and_then(|fd| fsops::apply_meta_fd(fd.as_fd(), meta, path.as_bytes()));
+        if let Err(e) = applied {
+            tracing::warn!(path = ?path, error = %e, "directory metadata not applied");
+        }
+    }
+    if let Err(e) = rustix::fs::syncfs(root.fd()) {
+        tracing::warn!(error = %e, "syncfs at end of pass");
+    }
+    deleted
+}

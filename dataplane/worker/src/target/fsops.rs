@@ -1,0 +1,278 @@
+//! Filesystem operations at the target, all relative to the job's root directory fd and
+//! resolved with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`: a name from the wire
+//! cannot reach outside the root, not even through a symlink planted inside it. This
+//! is the second wall after `RelPath` validation in the wire crate.
+//!
+//! These are plain (blocking) syscalls on metadata; file *data* goes through io_uring
+//! in `assemble.rs`. Directory fsyncs happen in the durability barrier, off the
+//! executor.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timestamps, Timespec};
+use rustix::io::Errno;
+use xtsync_wire::{Meta, RelPath};
+
+/// Prefix of the temporary names new versions are assembled under. The source never
+/// sends entries with this prefix, and stale ones are swept at the start of a pass.
+pub const TEMP_PREFIX: &str = ".xtsync-tmp.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("{path}: {op}: {errno}")]
+    Sys { path: String, op: &'static str, errno: Errno },
+    #[error("{path}: refused: resolving it would leave the job's root or follow a symlink")]
+    Escape { path: String },
+}
+
+impl FsError {
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, FsError::Sys { errno, .. } if *errno == Errno::NOSPC || *errno == Errno::DQUOT)
+    }
+}
+
+fn sys<'a>(path: &'a [u8], op: &'static str) -> impl FnOnce(Errno) -> FsError + 'a {
+    move |errno| {
+        let path = String::from_utf8_lossy(path).into_owned();
+        if errno == Errno::XDEV || errno == Errno::LOOP {
+            FsError::Escape { path }
+        } else {
+            FsError::Sys { path, op, errno }
+        }
+    }
+}
+
+const RESOLVE: ResolveFlags =
+    ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
+
+/// The job's root at the target.
+pub struct TargetRoot {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl TargetRoot {
+    /// Opens the root, creating it (and its parents) if needed.
+    pub fn open(path: &Path) -> Result<TargetRoot, FsError> {
+        let bytes = path.as_os_str().as_encoded_bytes();
+        std::fs::create_dir_all(path)
+            .map_err(|e| sys(bytes, "create root")(Errno::from_io_error(&e).unwrap_or(Errno::IO)))?;
+        let fd = rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(sys(bytes, "open root"))?;
+        Ok(TargetRoot { fd, path: path.to_path_buf() })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Absolute path of an entry (for the chunk index and records).
+    pub fn absolute(&self, rel: &RelPath) -> Vec<u8> {
+        let mut v = self.path.as_os_str().as_encoded_bytes().to_vec();
+        if !rel.is_root() {
+            v.push(b'/');
+            v.extend_from_slice(rel.as_bytes());
+        }
+        v
+    }
+
+    /// Opens directory `rel` beneath the root; with `create`, missing components are
+    /// created (mode 0700 until the pass applies the source's metadata) and a
+    /// non-directory in the way is replaced.
+    pub fn dir(&self, rel: &RelPath, create: bool) -> Result<OwnedFd, FsError> {
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        let path = if rel.is_root() { &b"."[..] } else { rel.as_bytes() };
+        match rustix::fs::openat2(&self.fd, path, flags, Mode::empty(), RESOLVE) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if create && (e == Errno::NOENT || e == Errno::NOTDIR) => {}
+            Err(e) => return Err(sys(path, "open directory")(e)),
+        }
+        let mut cur = rustix::fs::openat2(&self.fd, ".", flags, Mode::empty(), RESOLVE).map_err(sys(b".", "open root"))?;
+        for comp in rel.as_bytes().split(|&b| b == b'/') {
+            let open = |d: &OwnedFd| rustix::fs::openat2(d, comp, flags, Mode::empty(), RESOLVE);
+            let next = match open(&cur) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => {
+                    match rustix::fs::mkdirat(&cur, comp, Mode::from_raw_mode(0o700)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(sys(rel.as_bytes(), "mkdir")(e)),
+                    }
+                    open(&cur).map_err(sys(rel.as_bytes(), "open directory"))?
+                }
+                Err(Errno::NOTDIR) => {
+                    // A file where the source now has a directory: replace it.
+                    remove_tree(cur.as_fd(), comp).map_err(|e| sys(rel.as_bytes(), "replace file by directory")(e))?;
+                    rustix::fs::mkdirat(&cur, comp, Mode::from_raw_mode(0o700)).map_err(sys(rel.as_bytes(), "mkdir"))?;
+                    open(&cur).map_err(sys(rel.as_bytes(), "open directory"))?
+                }
+                Err(e) => return Err(sys(rel.as_bytes(), "open directory")(e)),
+            };
+            cur = next;
+        }
+        Ok(cur)
+    }
+
+    /// The parent directory of `rel` (created if missing) and its last component.
+    pub fn parent<'a>(&self, rel: &'a RelPath) -> Result<(OwnedFd, &'a [u8]), FsError> {
+        let (parent, name) = rel.split_last().ok_or_else(|| FsError::Escape { path: String::new() })?;
+        Ok((self.dir(&parent, true)?, name))
+    }
+}
+
+/// Creates an empty temporary file in `dir` (0600; permissions are set before rename).
+pub fn create_temp(dir: BorrowedFd<'_>, tag: &str) -> Result<(OwnedFd, String), FsError> {
+    let name = format!("{TEMP_PREFIX}{tag}");
+    let flags = OFlags::CREATE | OFlags::TRUNC | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let fd = rustix::fs::openat(dir, name.as_str(), flags, Mode::from_raw_mode(0o600))
+        .map_err(sys(name.as_bytes(), "create temporary file"))?;
+    Ok((fd, name))
+}
+
+/// Atomically puts `tmp` in place of `name` in the same directory. A directory in the
+/// way (the source replaced a directory by a file) is removed first.
+pub fn replace(dir: BorrowedFd<'_>, tmp: &str, name: &[u8]) -> Result<(), FsError> {
+    match rustix::fs::renameat(dir, tmp, dir, name) {
+        Err(Errno::ISDIR) | Err(Errno::NOTEMPTY) | Err(Errno::EXIST) => {
+            remove_tree(dir, name).map_err(sys(name, "remove directory in the way"))?;
+            rustix::fs::renameat(dir, tmp, dir, name).map_err(sys(name, "rename"))
+        }
+        other => other.map_err(sys(name, "rename")),
+    }
+}
+
+/// Removes `name` in `dir`, recursively if it is a directory; never follows symlinks.
+pub fn remove_tree(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::ISDIR) => {}
+        Err(e) => return Err(e),
+    }
+    let sub = rustix::fs::openat2(dir, name, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), RESOLVE)?;
+    for child in list_dir(sub.as_fd())? {
+        remove_tree(sub.as_fd(), &child)?;
+    }
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}
+
+/// Names in a directory, without `.` and `..`.
+pub fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
+    let dup = rustix::fs::openat(dir, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::new(dup)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    Ok(names)
+}
+
+fn timestamps(meta: &Meta) -> Timestamps {
+    let t = Timespec { tv_sec: meta.mtime_s, tv_nsec: meta.mtime_ns as _ };
+    Timestamps { last_access: t, last_modification: t }
+}
+
+/// Whether ownership is applied: only root may give files away.
+pub fn can_chown() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Applies mode, owner, `user.*` xattrs and mtime to an open file or directory. The
+/// mtime goes last so that nothing after it changes it.
+pub fn apply_meta_fd(fd: BorrowedFd<'_>, meta: &Meta, what: &[u8]) -> Result<(), FsError> {
+    if can_chown() {
+        rustix::fs::fchown(fd, Some(rustix::fs::Uid::from_raw(meta.uid)), Some(rustix::fs::Gid::from_raw(meta.gid)))
+            .map_err(sys(what, "chown"))?;
+    }
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode & 0o7777)).map_err(sys(what, "chmod"))?;
+    for (name, value) in &meta.xattrs {
+        // Only the user namespace crosses hosts; anything else is ignored.
+        if name.starts_with(b"user.") {
+            rustix::fs::fsetxattr(fd, name.as_slice(), value, rustix::fs::XattrFlags::empty())
+                .map_err(sys(what, "setxattr"))?;
+        }
+    }
+    rustix::fs::futimens(fd, &timestamps(meta)).map_err(sys(what, "set mtime"))
+}
+
+/// Applies owner and mtime to a symlink (mode is meaningless for symlinks on Linux).
+pub fn apply_meta_symlink(dir: BorrowedFd<'_>, name: &[u8], meta: &Meta) -> Result<(), FsError> {
+    if can_chown() {
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(rustix::fs::Uid::from_raw(meta.uid)),
+            Some(rustix::fs::Gid::from_raw(meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(sys(name, "lchown"))?;
+    }
+    rustix::fs::utimensat(dir, name, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW).map_err(sys(name, "set symlink mtime"))
+}
+
+/// Creates or replaces a symlink atomically (via a temporary name).
+pub fn put_symlink(dir: BorrowedFd<'_>, name: &[u8], target: &[u8], tag: &str) -> Result<(), FsError> {
+    let tmp = format!("{TEMP_PREFIX}{tag}");
+    let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
+    rustix::fs::symlinkat(target, dir, tmp.as_str()).map_err(sys(name, "symlink"))?;
+    replace(dir, &tmp, name)
+}
+
+/// Makes `name` another link to `to_dir/to_name`, atomically replacing what was there.
+pub fn put_hardlink(
+    to_dir: BorrowedFd<'_>,
+    to_name: &[u8],
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    tag: &str,
+) -> Result<(), FsError> {
+    let existing = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok();
+    let source = rustix::fs::statat(to_dir, to_name, AtFlags::SYMLINK_NOFOLLOW).map_err(sys(to_name, "stat link source"))?;
+    if existing.is_some_and(|e| e.st_ino == source.st_ino && e.st_dev == source.st_dev) {
+        return Ok(());
+    }
+    let tmp = format!("{TEMP_PREFIX}{tag}");
+    let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
+    rustix::fs::linkat(to_dir, to_name, dir, tmp.as_str(), AtFlags::empty()).map_err(sys(name, "link"))?;
+    replace(dir, &tmp, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_inside_root_cannot_be_used_to_escape() {
+        let outside = tempfile::tempdir().unwrap();
+        let root_dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root_dir.path().join("evil")).unwrap();
+        let root = TargetRoot::open(root_dir.path()).unwrap();
+        let rel = RelPath::new("evil/file").unwrap();
+        let err = root.parent(&rel).err().expect("must refuse a symlinked parent");
+        assert!(matches!(err, FsError::Escape { .. }), "{err}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn parents_are_created_and_files_replace_directories() {
+        let root_dir = tempfile::tempdir().unwrap();
+        let root = TargetRoot::open(root_dir.path()).unwrap();
+        std::fs::create_dir_all(root_dir.path().join("a/b/old")).unwrap();
+        std::fs::write(root_dir.path().join("a/b/old/x"), b"x").unwrap();
+        let rel = RelPath::new("a/b/old").unwrap();
+        let (dir, name) = root.parent(&rel).unwrap();
+        let (_fd, tmp) = create_temp(dir.as_fd(), "1").unwrap();
+        replace(dir.as_fd(), &tmp, name).unwrap();
+        assert!(root_dir.path().join("a/b/old").is_file());
+        // And a file in the way of a directory is replaced by the directory.
+        let deeper = RelPath::new("a/b/old/c/d").unwrap();
+        root.parent(&deeper).unwrap();
+        assert!(root_dir.path().join("a/b/old/c").is_dir());
+    }
+}

@@ -1,0 +1,14 @@
+//! Target role: accept sessions, assemble new file versions from local chunks and
+//! received ones (each re-hashed), and make them durable before acknowledging.
+//!
+//! `session.rs` runs the ordered frame loop of one connection; `assemble.rs` holds the
+//! files being built; `durability.rs` is the fsync barrier that renames finished
+//! files into place in batches; `entries.rs` applies directories, symlinks, hard links
+//! and deletions; `fsops.rs` is the openat2-based filesystem layer under all of them.
+
+pub mod assemble;
+pub mod durability;
+pub mod entries;
+pub mod fsops;
+pub mod listener;
+pub mod session;

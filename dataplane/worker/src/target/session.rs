@@ -1,0 +1,557 @@
+//! One target session: the ordered frame loop of a connection from a source.
+//!
+//! Frames are handled in arrival order. Manifests (entries, segments) are answered at
+//! once so the source can keep streaming; the work they imply waits in an ordered queue
+//! that is drained as chunk data arrives. Protocol violations end the session (never
+//! the worker); a file that cannot be written fails alone and keeps its old version.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::AsyncReadExt;
+use xtsync_chunker::{ChunkCodec, ChunkName, Encoding};
+use xtsync_store::{ChunkLocation, StoreBatch, StoreOp, TargetRecord, WorkerStore};
+use xtsync_wire::{ChunkData, Entries, EntriesReply, FileBegin, FileDone, HelloAck, Message, PassDone, Segment, Want};
+
+use crate::frames::{read_message, FrameError};
+use crate::metrics::WorkerMetrics;
+use crate::target::assemble::{read_verified, ChunkSource, LocalReaders, OpenFile, PendingSegment};
+use crate::target::durability::{Barrier, Ready};
+use crate::target::entries::{apply_entries, end_of_pass, files_needing_content, PassMemory};
+use crate::target::fsops::{create_temp, TargetRoot};
+use crate::writer::{spawn_writer, FrameSender};
+
+/// Files a source may have begun and not ended at once.
+const OPEN_FILES_MAX: usize = 4096;
+/// How long finished files may wait for their barrier when no frame arrives.
+const BARRIER_IDLE: Duration = Duration::from_millis(3);
+
+pub struct TargetContext {
+    pub store: Arc<dyn WorkerStore>,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub metrics: Arc<WorkerMetrics>,
+    pub core: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+enum Pending {
+    Entries(Vec<xtsync_wire::Entry>),
+    Segment(PendingSegment),
+    FileEnd { file_id: u64, digest: [u8; 32], aborted: bool },
+}
+
+/// Serves one accepted connection to the end.
+pub async fn serve(tcp: glommio::net::TcpStream, ctx: Rc<TargetContext>) {
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let _ = tcp.set_nodelay(true);
+    let tls = match futures_rustls::TlsAcceptor::from(ctx.tls.clone()).accept(tcp).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "refused connection: TLS handshake failed");
+            ctx.metrics.tls_handshakes_refused_total.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let (mut reader, writer) = tls.split();
+    let (sender, writer_task) = spawn_writer(writer);
+    let (frames_tx, frames_rx) = flume::bounded::<Result<Message, FrameError>>(64);
+    let reader_task = glommio::spawn_local(async move {
+        loop {
+            let next = read_message(&mut reader).await;
+            let stop = !matches!(next, Ok(Some(_)));
+            let item = match next {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => Err(FrameError::Closed),
+                Err(e) => Err(e),
+            };
+            if frames_tx.send_async(item).await.is_err() || stop {
+                break;
+            }
+        }
+    })
+    .detach();
+
+    ctx.metrics.sessions_target_active.fetch_add(1, Ordering::Relaxed);
+    let mut session = TargetSession::new(ctx.clone(), sender.clone());
+    let result = session.run(&frames_rx).await;
+    ctx.metrics.sessions_target_active.fetch_sub(1, Ordering::Relaxed);
+    session.abandon();
+    if let Err(e) = &result {
+        if matches!(e, TargetError::Frame(FrameError::Wire(_)) | TargetError::Protocol(_)) {
+            ctx.metrics.frames_malformed_total.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::warn!(%peer, error = %e, "session closed");
+        let _ = sender.send(&Message::Error(xtsync_wire::ErrorMsg { message: e.to_string() })).await;
+    }
+    drop(session);
+    drop(sender);
+    let _ = writer_task.await;
+    drop(reader_task);
+}
+
+struct TargetSession {
+    ctx: Rc<TargetContext>,
+    sender: FrameSender,
+    root: Option<Arc<TargetRoot>>,
+    delete: bool,
+    tag: String,
+    files: std::collections::HashMap<u64, OpenFile>,
+    queue: VecDeque<Pending>,
+    barrier: Barrier,
+    readers: LocalReaders,
+    codec: ChunkCodec,
+    memory: PassMemory,
+    files_committed: u64,
+    tmp_counter: u64,
+}
+
+impl TargetSession {
+    fn new(ctx: Rc<TargetContext>, sender: FrameSender) -> Self {
+        TargetSession {
+            ctx,
+            sender,
+            root: None,
+            delete: false,
+            tag: String::new(),
+            files: Default::default(),
+            queue: VecDeque::new(),
+            barrier: Barrier::default(),
+            readers: LocalReaders::default(),
+            codec: ChunkCodec::default(),
+            memory: PassMemory::default(),
+            files_committed: 0,
+            tmp_counter: 0,
+        }
+    }
+
+    fn root(&self) -> Result<&Arc<TargetRoot>, TargetError> {
+        self.root.as_ref().ok_or_else(|| TargetError::Protocol("frame before Hello".into()))
+    }
+
+    async fn send(&self, msg: &Message) -> Result<(), TargetError> {
+        self.sender.send(msg).await.map_err(|e| TargetError::Frame(FrameError::Io(e)))
+    }
+
+    fn next_tag(&mut self) -> String {
+        self.tmp_counter += 1;
+        format!("{}.{}", self.tag, self.tmp_counter)
+    }
+
+    async fn run(&mut self, frames: &flume::Receiver<Result<Message, FrameError>>) -> Result<(), TargetError> {
+        match frames.recv_async().await {
+            Ok(Ok(Message::Hello(h))) => self.hello(h).await?,
+            Ok(Ok(other)) => return Err(TargetError::Protocol(format!("expected Hello, got {other:?}"))),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Ok(()),
+        }
+        loop {
+            self.drain().await?;
+            let next = if self.barrier.is_empty() {
+                frames.recv_async().await
+            } else {
+                let sleep = glommio::timer::sleep(BARRIER_IDLE);
+                match futures::future::select(frames.recv_async(), std::pin::pin!(sleep)).await {
+                    futures::future::Either::Left((m, _)) => m,
+                    futures::future::Either::Right(_) => {
+                        self.flush().await?;
+                        continue;
+                    }
+                }
+            };
+            let msg = match next {
+                Ok(Ok(m)) => m,
+                Ok(Err(FrameError::Closed)) | Err(_) => {
+                    return Err(TargetError::Protocol("source closed the connection mid-pass".into()))
+                }
+                Ok(Err(e)) => return Err(e.into()),
+            };
+            if let Message::EndOfPass(_) = msg {
+                return self.end_of_pass().await;
+            }
+            self.handle(msg).await?;
+        }
+    }
+
+    async fn hello(&mut self, h: xtsync_wire::Hello) -> Result<(), TargetError> {
+        let path = Path::new(&h.target_root);
+        let clean = path.is_absolute()
+            && path.components().all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)));
+        if !clean {
+            return Err(TargetError::Refused(format!("target root {:?} must be an absolute path without `..`", h.target_root)));
+        }
+        let root = TargetRoot::open(path).map_err(|e| TargetError::Refused(e.to_string()))?;
+        self.root = Some(Arc::new(root));
+        self.delete = h.flags & xtsync_wire::Hello::FLAG_DELETE != 0;
+        self.tag = format!("{}.{}.{}", h.run_id, h.session_index, std::process::id());
+        let session_id = h.run_id << 16 | h.session_index as u64;
+        self.send(&Message::HelloAck(HelloAck { session_id })).await
+    }
+
+    async fn handle(&mut self, msg: Message) -> Result<(), TargetError> {
+        match msg {
+            Message::Entries(e) => self.on_entries(e).await,
+            Message::FileBegin(f) => self.on_file_begin(f),
+            Message::Segment(s) => self.on_segment(s).await,
+            Message::ChunkData(c) => self.on_chunk(c).await,
+            Message::FileEnd(f) => {
+                if !self.files.contains_key(&f.file_id) {
+                    return Err(TargetError::Protocol(format!("FileEnd for unknown file {}", f.file_id)));
+                }
+                self.queue.push_back(Pending::FileEnd { file_id: f.file_id, digest: f.digest, aborted: f.aborted });
+                Ok(())
+            }
+            other => Err(TargetError::Protocol(format!("unexpected frame {other:?}"))),
+        }
+    }
+
+    async fn on_entries(&mut self, e: Entries) -> Result<(), TargetError> {
+        let root = self.root()?.clone();
+        let store = self.ctx.store.clone();
+        let entries = Arc::new(e.entries);
+        let for_check = entries.clone();
+        let need = glommio::executor()
+            .spawn_blocking(move || files_needing_content(&root, store.as_ref(), &for_check))
+            .await;
+        self.send(&Message::EntriesReply(EntriesReply { batch: e.batch, need })).await?;
+        let entries = Arc::try_unwrap(entries).unwrap_or_else(|a| (*a).clone());
+        self.queue.push_back(Pending::Entries(entries));
+        Ok(())
+    }
+
+    fn on_file_begin(&mut self, f: FileBegin) -> Result<(), TargetError> {
+        if self.files.len() >= OPEN_FILES_MAX || self.files.contains_key(&f.file_id) {
+            return Err(TargetError::Protocol(format!("file {} reused or too many open files", f.file_id)));
+        }
+        if f.path.is_root() {
+            return Err(TargetError::Protocol("a file cannot be the root".into()));
+        }
+        let tag = self.next_tag();
+        let root = self.root()?.clone();
+        let opened = root.parent(&f.path).and_then(|(dir, name)| {
+            let tmp = create_temp(dir.as_fd(), &tag)?;
+            Ok((dir, name.to_vec(), tmp))
+        });
+        let file = match opened {
+            Ok((dir, name, tmp)) => OpenFile::new(f.path, f.meta, f.size, Some((dir, name, tmp))),
+            Err(e) => {
+                tracing::warn!(path = ?f.path, error = %e, "file refused");
+                let mut file = OpenFile::new(f.path, f.meta, f.size, None);
+                file.fail(e.to_string());
+                file
+            }
+        };
+        self.files.insert(f.file_id, file);
+        Ok(())
+    }
+
+    async fn on_segment(&mut self, s: Segment) -> Result<(), TargetError> {
+        let file = self
+            .files
+            .get_mut(&s.file_id)
+            .ok_or_else(|| TargetError::Protocol(format!("segment for unknown file {}", s.file_id)))?;
+        let start = file.next_offset;
+        let mut sources = vec![ChunkSource::Zero; s.chunks.len()];
+        let mut lookup: Vec<usize> = Vec::new();
+        let mut offset = start;
+        for (i, c) in s.chunks.iter().enumerate() {
+            file.digest.push(&ChunkName(c.name), c.len);
+            if c.zero || file.error.is_some() {
+                // Holes stay holes; a failed file takes no more data.
+            } else if let Some(&earlier) = file.placed.get(&ChunkName(c.name)) {
+                sources[i] = ChunkSource::Earlier { offset: earlier };
+            } else {
+                file.placed.insert(ChunkName(c.name), offset);
+                lookup.push(i);
+            }
+            offset += c.len as u64;
+        }
+        if offset > file.size {
+            return Err(TargetError::Protocol(format!("segments of file {} exceed its size", s.file_id)));
+        }
+        file.next_offset = offset;
+        if !lookup.is_empty() {
+            let names: Vec<[u8; 32]> = lookup.iter().map(|&i| s.chunks[i].name).collect();
+            let store = self.ctx.store.clone();
+            let found = glommio::executor().spawn_blocking(move || store.chunk_locations(&names)).await;
+            let found = found.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "chunk index lookup failed; asking the source for everything");
+                vec![None; lookup.len()]
+            });
+            for (&i, loc) in lookup.iter().zip(found) {
+                sources[i] = match loc {
+                    Some(l) if l.len == s.chunks[i].len => ChunkSource::Local(l),
+                    _ => ChunkSource::Wire,
+                };
+            }
+        }
+        let flags: Vec<bool> = sources.iter().map(|s| matches!(s, ChunkSource::Wire)).collect();
+        self.send(&Message::Want(Want::from_flags(s.file_id, s.seg_no, &flags))).await?;
+        self.queue.push_back(Pending::Segment(PendingSegment {
+            file_id: s.file_id,
+            seg_no: s.seg_no,
+            chunks: s.chunks,
+            sources,
+            next: 0,
+            offset: start,
+        }));
+        Ok(())
+    }
+
+    async fn on_chunk(&mut self, c: ChunkData) -> Result<(), TargetError> {
+        let Some(Pending::Segment(seg)) = self.queue.front_mut() else {
+            return Err(TargetError::Protocol("chunk data that nothing waits for".into()));
+        };
+        let expected = (seg.file_id, seg.seg_no, seg.next as u32);
+        if (c.file_id, c.seg_no, c.index) != expected || !matches!(seg.sources.get(seg.next), Some(ChunkSource::Wire)) {
+            return Err(TargetError::Protocol(format!(
+                "chunk {}/{}/{} out of order (expected {}/{}/{})",
+                c.file_id, c.seg_no, c.index, expected.0, expected.1, expected.2
+            )));
+        }
+        let chunk = seg.chunks[seg.next];
+        let offset = seg.offset;
+        seg.next += 1;
+        seg.offset += chunk.len as u64;
+        let m = &self.ctx.metrics;
+        let data = match Encoding::from_u8(c.encoding) {
+            _ if c.raw_len != chunk.len => Err("chunk length differs from its manifest".to_string()),
+            Some(Encoding::Raw) => Ok(c.data),
+            Some(enc) => {
+                let mut out = Vec::with_capacity(chunk.len as usize);
+                self.codec.decompress(enc, &c.data, chunk.len as usize, &mut out).map(|()| out).map_err(|e| e.to_string())
+            }
+            None => Err(format!("unknown chunk encoding {}", c.encoding)),
+        };
+        // Every chunk is hashed again here, and must match its name.
+        let data = data.and_then(|d| {
+            if ChunkName::of(&d).0 == chunk.name {
+                Ok(d)
+            } else {
+                m.chunk_hash_mismatches_total.fetch_add(1, Ordering::Relaxed);
+                Err("received chunk does not match its name (corrupt or forged)".into())
+            }
+        });
+        m.chunks_received_total.fetch_add(1, Ordering::Relaxed);
+        let file = self.files.get_mut(&expected.0).ok_or_else(|| TargetError::Protocol("chunk for closed file".into()))?;
+        file.chunks_received += 1;
+        match data {
+            Ok(d) => write_chunk(file, ChunkName(chunk.name), d, offset).await,
+            Err(e) => file.fail(e),
+        }
+        Ok(())
+    }
+
+    /// Places every chunk and finishes every file that needs no more wire data.
+    async fn drain(&mut self) -> Result<(), TargetError> {
+        loop {
+            match self.queue.front_mut() {
+                None => return Ok(()),
+                Some(Pending::Entries(_)) => {
+                    let Some(Pending::Entries(entries)) = self.queue.pop_front() else { unreachable!() };
+                    let tag = self.next_tag();
+                    let root = self.root()?.clone();
+                    apply_entries(&root, entries, &tag, self.delete, &mut self.memory);
+                }
+                Some(Pending::FileEnd { .. }) => {
+                    let Some(Pending::FileEnd { file_id, digest, aborted }) = self.queue.pop_front() else {
+                        unreachable!()
+                    };
+                    self.finish_file(file_id, digest, aborted).await?;
+                }
+                Some(Pending::Segment(seg)) => {
+                    while seg.next < seg.chunks.len() {
+                        let chunk = seg.chunks[seg.next];
+                        let file = self.files.get_mut(&seg.file_id).expect("segment of an open file");
+                        match &seg.sources[seg.next] {
+                            ChunkSource::Wire => return Ok(()),
+                            ChunkSource::Zero => {}
+                            ChunkSource::Local(loc) => {
+                                place_local(file, &mut self.readers, &self.ctx, loc.clone(), chunk.name, seg.offset).await
+                            }
+                            ChunkSource::Earlier { offset } => {
+                                let verified = match &file.target {
+                                    Some(t) => read_verified(&t.file, *offset, chunk.len, &chunk.name).await,
+                                    None => Err("no file".into()),
+                                };
+                                match verified {
+                                    Ok(d) => write_chunk(file, ChunkName(chunk.name), d, seg.offset).await,
+                                    Err(e) => file.fail(e),
+                                }
+                            }
+                        }
+                        seg.offset += chunk.len as u64;
+                        seg.next += 1;
+                    }
+                    self.queue.pop_front();
+                }
+            }
+            if self.barrier.should_flush() {
+                self.flush().await?;
+            }
+        }
+    }
+
+    async fn finish_file(&mut self, file_id: u64, digest: [u8; 32], aborted: bool) -> Result<(), TargetError> {
+        let mut file = self.files.remove(&file_id).ok_or_else(|| TargetError::Protocol("FileEnd twice".into()))?;
+        if aborted {
+            file.fail("the source saw the file change while reading it".into());
+        } else if file.next_offset != file.size {
+            file.fail(format!("manifest covers {} bytes, file has {}", file.next_offset, file.size));
+        } else if file.digest.finish() != digest {
+            file.fail("manifest digest mismatch".into());
+        }
+        let (reused, received) = (file.chunks_reused, file.chunks_received);
+        let ready = match (file.error.take(), file.target.take()) {
+            (None, Some(t)) => finalize(&t, &file).map(|record| (t, record)),
+            (Some(e), t) => {
+                if let Some(t) = t {
+                    let _ = rustix::fs::unlinkat(t.dir.as_fd(), t.tmp_name.as_str(), rustix::fs::AtFlags::empty());
+                }
+                Err(e)
+            }
+            (None, None) => Err("no temporary file".into()),
+        };
+        match ready {
+            Ok((t, record)) => {
+                let abs = self.root()?.absolute(&file.path);
+                drop(t.file);
+                self.barrier.push(Ready {
+                    file_id,
+                    dir: t.dir,
+                    tmp_name: t.tmp_name,
+                    name: t.name,
+                    abs,
+                    record,
+                    written: std::mem::take(&mut file.written),
+                    chunks_reused: reused,
+                    chunks_received: received,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(path = ?file.path, error = %e, "file not committed");
+                let done = FileDone { file_id, error: Some(e), chunks_reused: reused, chunks_received: received };
+                self.send(&Message::FileDone(done)).await
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), TargetError> {
+        let root = self.root()?.clone();
+        let dup = rustix::io::fcntl_dupfd_cloexec(root.fd(), 0)
+            .map_err(|e| TargetError::Refused(format!("cannot duplicate the root fd: {e}")))?;
+        let acks = self.barrier.flush(dup, self.ctx.store.clone()).await;
+        for a in acks {
+            if a.error.is_none() {
+                self.files_committed += 1;
+                self.ctx.metrics.files_committed_total.fetch_add(1, Ordering::Relaxed);
+                self.ctx.metrics.chunks_reused_total.fetch_add(a.chunks_reused as u64, Ordering::Relaxed);
+            }
+            let done = FileDone {
+                file_id: a.file_id,
+                error: a.error,
+                chunks_reused: a.chunks_reused,
+                chunks_received: a.chunks_received,
+            };
+            self.send(&Message::FileDone(done)).await?;
+        }
+        Ok(())
+    }
+
+    async fn end_of_pass(&mut self) -> Result<(), TargetError> {
+        self.drain().await?;
+        if !self.queue.is_empty() || !self.files.is_empty() {
+            return Err(TargetError::Protocol("EndOfPass while files are still open".into()));
+        }
+        self.flush().await?;
+        let root = self.root()?.clone();
+        let memory = std::mem::take(&mut self.memory);
+        let deleted = glommio::executor().spawn_blocking(move || end_of_pass(root, memory)).await;
+        let done = PassDone { entries_deleted: deleted, files_committed: self.files_committed };
+        self.send(&Message::PassDone(done)).await
+    }
+
+    /// Removes the temporary files of a session that ended early.
+    fn abandon(&mut self) {
+        for (_, mut f) in self.files.drain() {
+            if let Some(t) = f.target.take() {
+                let _ = rustix::fs::unlinkat(t.dir.as_fd(), t.tmp_name.as_str(), rustix::fs::AtFlags::empty());
+            }
+        }
+        self.barrier.abandon();
+    }
+}
+
+/// Sets the final size (trailing holes) and metadata on the temporary file.
+fn finalize(t: &crate::target::assemble::TempFile, file: &OpenFile) -> Result<TargetRecord, String> {
+    // SAFETY: the glommio file owns this fd and outlives the borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(t.file.as_raw_fd()) };
+    rustix::fs::ftruncate(fd, file.size).map_err(|e| format!("truncate: {e}"))?;
+    crate::target::fsops::apply_meta_fd(fd, &file.meta, file.path.as_bytes()).map_err(|e| e.to_string())?;
+    let st = rustix::fs::fstat(fd).map_err(|e| format!("fstat: {e}"))?;
+    Ok(TargetRecord {
+        ino: st.st_ino,
+        size: file.size,
+        mtime_ns: file.meta.mtime_s * 1_000_000_000 + file.meta.mtime_ns as i64,
+        digest: file.digest.finish(),
+    })
+}
+
+async fn write_chunk(file: &mut OpenFile, name: ChunkName, data: Vec<u8>, offset: u64) {
+    if file.error.is_some() {
+        return;
+    }
+    let Some(t) = &file.target else { return };
+    let len = data.len() as u32;
+    match t.file.write_at(data, offset).await {
+        Ok(n) if n == len as usize => file.written.push((name, offset, len)),
+        Ok(n) => file.fail(format!("short write ({n} of {len} bytes)")),
+        Err(e) => file.fail(format!("write: {e}")),
+    }
+}
+
+async fn place_local(
+    file: &mut OpenFile,
+    readers: &mut LocalReaders,
+    ctx: &TargetContext,
+    loc: ChunkLocation,
+    name: [u8; 32],
+    offset: u64,
+) {
+    if file.error.is_some() {
+        return;
+    }
+    let verified = match readers.get(&loc.path).await {
+        Ok(f) => read_verified(&f, loc.offset, loc.len, &name).await,
+        Err(e) => Err(format!("open local copy: {e}")),
+    };
+    match verified {
+        Ok(d) => {
+            file.chunks_reused += 1;
+            write_chunk(file, ChunkName(name), d, offset).await
+        }
+        Err(e) => {
+            // A stale index entry: forget it, and let the source send the file again.
+            readers.forget(&loc.path);
+            let store = ctx.store.clone();
+            let _ = glommio::executor()
+                .spawn_blocking(move || store.apply(StoreBatch { ops: vec![StoreOp::DeleteChunk(name)] }))
+                .await;
+            file.fail(format!("{e}; retry"));
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! `xtsyncctl quickstart`: a single-node coordinator and two workers (sites `a` and
+//! `b`) on loopback, with a CA and certificates generated under the state directory,
+//! replicating SOURCE to TARGET through the same code paths as production.
+
+mod daemons;
+mod sample;
+mod verify;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use xtsync_api::{Job, JobOptions, JobSpec, PassSummary, RunState};
+use xtsync_transport::{issue_node_cert, load_or_create_ca, Role};
+
+use crate::client::Client;
+use crate::output::{print_summary, wait_for_run};
+use daemons::{free_port, sibling_binary, Daemon};
+pub use verify::compare_trees;
+
+#[derive(clap::Args, Debug)]
+pub struct QuickstartArgs {
+    /// Tree to replicate (default: a generated sample tree under the state directory).
+    #[arg(long)]
+    pub source: Option<PathBuf>,
+    /// Where to replicate it (default: STATE/target).
+    #[arg(long)]
+    pub target: Option<PathBuf>,
+    /// State directory: certificates, metadata stores, logs.
+    #[arg(long, default_value = "xtsync-quickstart")]
+    pub state: PathBuf,
+    /// Exit after one complete, verified pass (exit code 0 only then).
+    #[arg(long)]
+    pub once: bool,
+    /// Print the pass summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Executors per worker (default: one per CPU).
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Compression policy: auto, always or never.
+    #[arg(long, default_value = "auto")]
+    pub compression: String,
+    /// Also hash every file's content on both sides when verifying.
+    #[arg(long)]
+    pub verify_content: bool,
+    /// Seconds between passes without --once.
+    #[arg(long, default_value_t = 5)]
+    pub interval_s: u64,
+}
+
+#[derive(Serialize)]
+struct QuickstartReport {
+    #[serde(flatten)]
+    summary: PassSummary,
+    run_id: u64,
+    source: String,
+    target: String,
+    verified: bool,
+    worker_peak_rss_bytes: BTreeMap<String, u64>,
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+    p.canonicalize().with_context(|| format!("resolving {}", p.display()))
+}
+
+pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
+    let state = absolute(&args.state)?;
+    let source = match &args.source {
+        Some(s) => s.canonicalize().with_context(|| format!("source {}", s.display()))?,
+        None => {
+            let s = state.join("sample");
+            if !s.exists() {
+                sample::create_sample_tree(&s).with_context(|| format!("creating the sample tree in {}", s.display()))?;
+            }
+            s.canonicalize()?
+        }
+    };
+    let target = absolute(&args.target.clone().unwrap_or_else(|| state.join("target")))?;
+    if target.starts_with(&source) || source.starts_with(&target) {
+        bail!("source {} and target {} must not contain each other", source.display(), target.display());
+    }
+    let compression = args.compression.parse().map_err(anyhow::Error::msg)?;
+
+    // Certificates: one CA, one certificate per worker.
+    let pki = state.join("pki");
+    let ca = load_or_create_ca(&pki, "quickstart")?;
+    let mut certs = BTreeMap::new();
+    for name in ["a", "b"] {
+        let files = match (pki.join(format!("worker-{name}.crt")), pki.join(format!("worker-{name}.key"))) {
+            (c, k) if c.exists() && k.exists() => xtsync_transport::NodeCertFiles { cert_path: c, key_path: k },
+            _ => issue_node_cert(&ca, &pki, &format!("worker-{name}"), Role::Worker, &[])?,
+        };
+        certs.insert(name, files);
+    }
+
+    let logs = state.join("logs");
+    let coordinator_port = free_port()?;
+    let coordinator_addr = format!("127.0.0.1:{coordinator_port}");
+    let mut coordinator = Daemon::start(
+        "coordinator",
+        &sibling_binary("xtsync-coordinator")?,
+        &[
+            "--http-listen".into(),
+            coordinator_addr.clone(),
+            "--metadata-path".into(),
+            state.join("coordinator").display().to_string(),
+            "--init".into(),
+        ],
+        &logs,
+    )?;
+    let client = Client::new(&coordinator_addr);
+    wait_healthy(&client, &mut coordinator).await?;
+
+    let mut workers = Vec::new();
+    for name in ["a", "b"] {
+        let cert = &certs[name];
+        let mut args_w = vec![
+            "--name".to_string(),
+            format!("worker-{name}"),
+            "--site".into(),
+            name.into(),
+            "--data-listen".into(),
+            format!("127.0.0.1:{}", free_port()?),
+            "--http-listen".into(),
+            format!("127.0.0.1:{}", free_port()?),
+            "--metadata-path".into(),
+            state.join(format!("worker-{name}")).display().to_string(),
+            "--coordinator".into(),
+            coordinator_addr.clone(),
+            "--tls-cert".into(),
+            cert.cert_path.display().to_string(),
+            "--tls-key".into(),
+            cert.key_path.display().to_string(),
+            "--tls-ca".into(),
+            ca.cert_path.display().to_string(),
+        ];
+        if let Some(n) = args.cores {
+            args_w.extend(["--cores".into(), n.to_string()]);
+        }
+        workers.push(Daemon::start(&format!("worker-{name}"), &sibling_binary("xtsync-worker")?, &args_w, &logs)?);
+    }
+    wait_workers(&client, &mut workers).await?;
+
+    let spec = JobSpec {
+        name: "quickstart".into(),
+        source_worker: "worker-a".into(),
+        source_path: source.display().to_string(),
+        target_worker: "worker-b".into(),
+        target_path: target.display().to_string(),
+        options: JobOptions { delete: true, compression, ..JobOptions::default() },
+    };
+    let job = ensure_job(&client, spec).await?;
+    if !args.json {
+        println!("replicating {} (worker-a) -> {} (worker-b); logs in {}", source.display(), target.display(), logs.display());
+    }
+
+    loop {
+        let started = Instant::now();
+        let run = client.start_run(job.id).await?;
+        let finished = tokio::select! {
+            r = wait_for_run(&client, run.id, args.json) => r?,
+            dead = watch(&mut coordinator, &mut workers) => return Err(dead),
+        };
+        let summary = match (&finished.state, finished.summary) {
+            (RunState::Succeeded, Some(s)) => s,
+            (state, _) => bail!("pass {} did not succeed: {}", run.id, crate::output::state_name(state)),
+        };
+        let diffs = compare_trees(&source, &target, args.verify_content, 10)?;
+        let report = QuickstartReport {
+            summary,
+            run_id: run.id,
+            source: source.display().to_string(),
+            target: target.display().to_string(),
+            verified: diffs.is_empty(),
+            worker_peak_rss_bytes: workers
+                .iter()
+                .filter_map(|w| w.peak_rss_bytes().map(|b| (w.name.clone(), b)))
+                .collect(),
+        };
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print_summary(&report.summary);
+            println!(
+                "pass {} {} in {:.2} s",
+                run.id,
+                if diffs.is_empty() { "verified" } else { "NOT verified" },
+                started.elapsed().as_secs_f64()
+            );
+        }
+        if !diffs.is_empty() {
+            bail!("target differs from source:\n{}", diffs.join("\n"));
+        }
+        if args.once {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(args.interval_s)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn wait_healthy(client: &Client, d: &mut Daemon) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        d.check_alive()?;
+        if client.health().await && client.status().await.is_ok_and(|s| s.leader_id.is_some()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the coordinator did not become ready within 60 s (log: {})", d.log.display())
+}
+
+async fn wait_workers(client: &Client, workers: &mut [Daemon]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        for w in workers.iter_mut() {
+            w.check_alive()?;
+        }
+        let registered = client.workers().await.unwrap_or_default();
+        if workers.iter().all(|w| registered.iter().any(|r| r.registration.name == w.name && r.alive)) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the workers did not register within 60 s (logs under {})", workers[0].log.parent().unwrap_or(Path::new(".")).display())
+}
+
+/// Resolves to an error as soon as a daemon dies.
+async fn watch(coordinator: &mut Daemon, workers: &mut [Daemon]) -> anyhow::Error {
+    loop {
+        if let Err(e) = coordinator.check_alive() {
+            return e;
+        }
+        for w in workers.iter_mut() {
+            if let Err(e) = w.check_alive() {
+                return e;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The quickstart job, created or replaced when its definition changed.
+async fn ensure_job(client: &Client, spec: JobSpec) -> anyhow::Result<Job> {
+    if let Some(existing) = client.jobs().await?.into_iter().find(|j| j.spec.name == spec.name) {
+        if existing.spec == spec {
+            return Ok(existing);
+        }
+        client.delete_job(existing.id).await?;
+    }
+    client.create_job(&spec).await
+}
