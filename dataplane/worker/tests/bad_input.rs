@@ -1,0 +1,291 @@
+//! Bad input against a real `xtsync-worker` process: malformed and oversized frames,
+//! paths that try to leave the job's root, certificates from another CA, a broken
+//! config. Each must get a clear refusal, touch nothing outside the root, and leave the
+//! worker serving other sessions.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use xtsync_transport::{client_config, issue_node_cert, load_or_create_ca, Role};
+use xtsync_wire::*;
+
+struct Worker {
+    child: Child,
+    data_port: u16,
+    http_port: u16,
+    pki: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_worker() -> Worker {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let ca = load_or_create_ca(&pki, "test").unwrap();
+    let cert = issue_node_cert(&ca, &pki, "worker-b", Role::Worker, &[]).unwrap();
+    issue_node_cert(&ca, &pki, "client", Role::Worker, &[]).unwrap();
+    let (data_port, http_port) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_xtsync-worker"))
+        .args(["--name", "worker-b", "--cores", "1"])
+        .args(["--data-listen", &format!("127.0.0.1:{data_port}")])
+        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+        // No coordinator runs: the data plane serves sessions regardless.
+        .args(["--coordinator", &format!("127.0.0.1:{}", free_port())])
+        .arg("--metadata-path")
+        .arg(dir.path().join("meta"))
+        .arg("--tls-cert")
+        .arg(&cert.cert_path)
+        .arg("--tls-key")
+        .arg(&cert.key_path)
+        .arg("--tls-ca")
+        .arg(&ca.cert_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", data_port)).is_err() {
+        assert!(Instant::now() < deadline, "worker did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Worker { child, data_port, http_port, pki, _dir: dir }
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn connect_with(w: &Worker, cert: &Path, key: &Path, ca: &Path) -> std::io::Result<Tls> {
+    let config = client_config(cert, key, ca).unwrap();
+    let conn = rustls::ClientConnection::new(config, ServerName::try_from("127.0.0.1").unwrap()).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", w.data_port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    // Drive the handshake to completion (TLS 1.3: the server checks our certificate
+    // after its first flight, so read until it answers or refuses).
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+fn connect(w: &Worker) -> Tls {
+    connect_with(w, &w.pki.join("client.crt"), &w.pki.join("client.key"), &w.pki.join("ca.crt")).unwrap()
+}
+
+fn send(tls: &mut Tls, msg: &Message) {
+    let mut buf = Vec::new();
+    msg.encode(&mut buf);
+    tls.write_all(&buf).unwrap();
+    tls.flush().unwrap();
+}
+
+/// The next frame, or `None` once the worker closed the session.
+fn recv(tls: &mut Tls) -> Option<Message> {
+    let mut h = [0u8; 8];
+    tls.read_exact(&mut h).ok()?;
+    let h = decode_header(&h).expect("the worker sends valid frames");
+    let mut payload = vec![0u8; h.payload_bytes as usize];
+    tls.read_exact(&mut payload).ok()?;
+    Some(Message::decode(h.kind, payload).expect("the worker sends valid frames"))
+}
+
+fn hello(tls: &mut Tls, root: &Path) {
+    let h = Hello {
+        job_id: 1,
+        run_id: 1,
+        session_index: 0,
+        session_count: 1,
+        target_root: root.display().to_string(),
+        flags: 0,
+    };
+    send(tls, &Message::Hello(h));
+    assert!(matches!(recv(tls), Some(Message::HelloAck(_))), "expected HelloAck");
+}
+
+/// The session ends with an Error frame naming the problem, then a close.
+fn expect_refusal(tls: &mut Tls, needle: &str) {
+    match recv(tls) {
+        Some(Message::Error(e)) => assert!(e.message.contains(needle), "error {:?} should mention {needle:?}", e.message),
+        other => panic!("expected an Error frame mentioning {needle:?}, got {other:?}"),
+    }
+    assert!(recv(tls).is_none(), "the session must be closed after the error");
+}
+
+/// A new session still works: one bad peer does not take the worker down.
+fn assert_worker_serves(w: &Worker) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tls = connect(w);
+    hello(&mut tls, dir.path());
+    send(&mut tls, &Message::EndOfPass(EndOfPass { files: 0 }));
+    assert!(matches!(recv(&mut tls), Some(Message::PassDone(_))));
+}
+
+fn metrics(w: &Worker) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", w.http_port)).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn malformed_frame_closes_only_that_session() {
+    let w = start_worker();
+    let mut tls = connect(&w);
+    // A header of protocol version 9.
+    tls.write_all(&[9, 1, 0, 0, 4, 0, 0, 0, 1, 2, 3, 4]).unwrap();
+    tls.flush().unwrap();
+    expect_refusal(&mut tls, "protocol version 9");
+    assert_worker_serves(&w);
+}
+
+#[test]
+fn oversized_frame_is_refused_before_it_is_read() {
+    let w = start_worker();
+    let mut tls = connect(&w);
+    let mut header = vec![PROTOCOL_VERSION, 1, 0, 0];
+    header.extend_from_slice(&(1u32 << 30).to_le_bytes());
+    tls.write_all(&header).unwrap();
+    tls.flush().unwrap();
+    expect_refusal(&mut tls, "exceeds the maximum");
+    assert_worker_serves(&w);
+}
+
+#[test]
+fn relative_or_dotted_target_roots_are_refused() {
+    let w = start_worker();
+    for root in ["relative/dir", "/tmp/../etc"] {
+        let mut tls = connect(&w);
+        let h = Hello { job_id: 1, run_id: 1, session_index: 0, session_count: 1, target_root: root.into(), flags: 0 };
+        send(&mut tls, &Message::Hello(h));
+        expect_refusal(&mut tls, "absolute path without `..`");
+    }
+}
+
+#[test]
+fn a_dotdot_path_on_the_wire_is_refused() {
+    let w = start_worker();
+    let root = tempfile::tempdir().unwrap();
+    let mut tls = connect(&w);
+    hello(&mut tls, &root.path().join("job"));
+    // RelPath cannot hold "..": encode a valid path, then rewrite it in the frame.
+    let begin = FileBegin { file_id: 1, path: RelPath::new("zz/escape").unwrap(), meta: Meta::default(), size: 1 };
+    let mut buf = Vec::new();
+    Message::FileBegin(begin).encode(&mut buf);
+    let at = buf.windows(3).position(|x| x == b"zz/").unwrap();
+    buf[at..at + 3].copy_from_slice(b"../");
+    tls.write_all(&buf).unwrap();
+    tls.flush().unwrap();
+    expect_refusal(&mut tls, "`.` and `..` components are not allowed");
+    assert!(!root.path().join("escape").exists());
+    assert_worker_serves(&w);
+}
+
+#[test]
+fn a_symlink_planted_in_the_root_cannot_be_followed_out() {
+    let w = start_worker();
+    let outside = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.path().join("evil")).unwrap();
+    let mut tls = connect(&w);
+    hello(&mut tls, root.path());
+    let data = b"pwned".to_vec();
+    let name = *blake3::hash(&data).as_bytes();
+    let meta = Meta { mode: 0o644, ..Meta::default() };
+    send(&mut tls, &Message::FileBegin(FileBegin { file_id: 1, path: RelPath::new("evil/pwned").unwrap(), meta, size: 5 }));
+    send(&mut tls, &Message::Segment(Segment { file_id: 1, seg_no: 0, chunks: vec![ChunkRef { name, len: 5, zero: false }] }));
+    match recv(&mut tls) {
+        Some(Message::Want(want)) => assert!(!want.wants(0), "a refused file must not ask for data"),
+        other => panic!("expected Want, got {other:?}"),
+    }
+    let mut digest = blake3::Hasher::new();
+    digest.update(&name);
+    digest.update(&5u32.to_le_bytes());
+    let digest = *digest.finalize().as_bytes();
+    send(&mut tls, &Message::FileEnd(FileEnd { file_id: 1, digest, aborted: false }));
+    match recv(&mut tls) {
+        Some(Message::FileDone(d)) => {
+            let e = d.error.expect("the file must fail");
+            assert!(e.contains("refused"), "{e}");
+        }
+        other => panic!("expected FileDone, got {other:?}"),
+    }
+    send(&mut tls, &Message::EndOfPass(EndOfPass { files: 1 }));
+    assert!(matches!(recv(&mut tls), Some(Message::PassDone(_))));
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing may be written outside the root");
+}
+
+#[test]
+fn a_chunk_that_does_not_match_its_name_is_refused() {
+    let w = start_worker();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("f"), b"old version").unwrap();
+    let mut tls = connect(&w);
+    hello(&mut tls, root.path());
+    let name = *blake3::hash(b"hello").as_bytes();
+    let meta = Meta { mode: 0o644, ..Meta::default() };
+    send(&mut tls, &Message::FileBegin(FileBegin { file_id: 1, path: RelPath::new("f").unwrap(), meta, size: 5 }));
+    send(&mut tls, &Message::Segment(Segment { file_id: 1, seg_no: 0, chunks: vec![ChunkRef { name, len: 5, zero: false }] }));
+    assert!(matches!(recv(&mut tls), Some(Message::Want(w)) if w.wants(0)));
+    let forged = ChunkData { file_id: 1, seg_no: 0, index: 0, encoding: 0, raw_len: 5, data: b"HELLO".to_vec() };
+    send(&mut tls, &Message::ChunkData(forged));
+    let digest = *blake3::Hasher::new().update(&name).update(&5u32.to_le_bytes()).finalize().as_bytes();
+    send(&mut tls, &Message::FileEnd(FileEnd { file_id: 1, digest, aborted: false }));
+    match recv(&mut tls) {
+        Some(Message::FileDone(d)) => assert!(d.error.unwrap().contains("does not match its name")),
+        other => panic!("expected FileDone, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(root.path().join("f")).unwrap(), b"old version", "the old version stays whole");
+    assert!(metrics(&w).contains("xtsync_worker_chunk_hash_mismatches_total 1"));
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
+    let w = start_worker();
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = load_or_create_ca(other.path(), "intruder").unwrap();
+    let intruder = issue_node_cert(&other_ca, other.path(), "intruder", Role::Worker, &[]).unwrap();
+    // The intruder trusts the real CA (it knows the server) but presents its own cert.
+    let result = connect_with(&w, &intruder.cert_path, &intruder.key_path, &w.pki.join("ca.crt")).and_then(|mut tls| {
+        let h = Hello { job_id: 1, run_id: 1, session_index: 0, session_count: 1, target_root: "/tmp/x".into(), flags: 0 };
+        let mut buf = Vec::new();
+        Message::Hello(h).encode(&mut buf);
+        tls.write_all(&buf)?;
+        tls.flush()?;
+        let mut b = [0u8; 1];
+        tls.read_exact(&mut b)
+    });
+    let err = result.expect_err("the worker must refuse the handshake");
+    assert!(err.to_string().contains("UnknownCA"), "the refusal names the reason: {err}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(metrics(&w).contains("xtsync_worker_tls_handshakes_refused_total 1"), "{}", metrics(&w));
+}
+
+#[test]
+fn a_broken_config_names_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("xtsync.yaml");
+    std::fs::write(&path, "transfer:\n  chunk_size_kb: 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtsync-worker")).arg("--config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&path.display().to_string()) && err.contains("transfer.chunk_size_kb") && err.contains("out of range"), "{err}");
+    std::fs::write(&path, "networking:\n  data_port: [1, 2]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtsync-worker")).arg("--config").arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&format!("{}:2:", path.display())), "{err}");
+}
+
