@@ -133,6 +133,12 @@ fn assert_worker_serves(w: &Worker) {
     assert!(matches!(recv(&mut tls), Some(Message::PassDone(_))));
 }
 
+fn metric(w: &Worker, name: &str) -> u64 {
+    let text = metrics(w);
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} missing"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 fn metrics(w: &Worker) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", w.http_port)).unwrap();
     write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
@@ -249,12 +255,13 @@ fn a_chunk_that_does_not_match_its_name_is_refused() {
         other => panic!("expected FileDone, got {other:?}"),
     }
     assert_eq!(std::fs::read(root.path().join("f")).unwrap(), b"old version", "the old version stays whole");
-    assert!(metrics(&w).contains("xtsync_worker_chunk_hash_mismatches_total 1"));
+    assert_eq!(metric(&w, "xtsync_worker_chunk_hash_mismatches_total"), 1);
 }
 
 #[test]
 fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     let w = start_worker();
+    let refused_before = metric(&w, "xtsync_worker_tls_handshakes_refused_total");
     let other = tempfile::tempdir().unwrap();
     let other_ca = load_or_create_ca(other.path(), "intruder").unwrap();
     let intruder = issue_node_cert(&other_ca, other.path(), "intruder", Role::Worker, &[]).unwrap();
@@ -271,7 +278,7 @@ fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     let err = result.expect_err("the worker must refuse the handshake");
     assert!(err.to_string().contains("UnknownCA"), "the refusal names the reason: {err}");
     std::thread::sleep(Duration::from_millis(200));
-    assert!(metrics(&w).contains("xtsync_worker_tls_handshakes_refused_total 1"), "{}", metrics(&w));
+    assert_eq!(metric(&w, "xtsync_worker_tls_handshakes_refused_total"), refused_before + 1);
 }
 
 #[test]
