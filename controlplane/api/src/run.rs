@@ -13,7 +13,9 @@ pub enum RunState {
     Pending,
     Running,
     Succeeded,
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 impl RunState {

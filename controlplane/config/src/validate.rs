@@ -84,7 +84,10 @@ impl Config {
                     if out.iter().any(|o: &CoordinatorAddr| o.id == id) {
                         return Err(c.invalid(&format!("coordinators[{i}].id"), format!("id {id} is used twice")));
                     }
-                    out.push(CoordinatorAddr { id, api_addr: format!("{host}:{}", port.unwrap_or(COORDINATOR_PORT_DEFAULT)) });
+                    out.push(CoordinatorAddr {
+                        id,
+                        api_addr: format!("{host}:{}", port.unwrap_or(COORDINATOR_PORT_DEFAULT)),
+                    });
                 }
                 out
             }
@@ -97,7 +100,8 @@ impl Config {
             retention_days: c.range("storage.retention_days", retention_days.unwrap_or(30), 0, 36500)?,
         };
 
-        let RawNetworking { listen_address, advertise_address, data_port, http_port, tls } = networking.unwrap_or_default();
+        let RawNetworking { listen_address, advertise_address, data_port, http_port, tls } =
+            networking.unwrap_or_default();
         let listen_address = listen_address.unwrap_or_else(|| "127.0.0.1".into());
         let ip: IpAddr = listen_address
             .parse()
@@ -111,7 +115,9 @@ impl Config {
         let tls = match tls {
             None => None,
             Some(RawTls { cert, key, ca }) => {
-                let need = |k: &str, v: Option<String>| v.ok_or_else(|| c.invalid(k, "is required when networking.tls is set"));
+                let need = |k: &str, v: Option<String>| {
+                    v.ok_or_else(|| c.invalid(k, "is required when networking.tls is set"))
+                };
                 Some(TlsConfig {
                     cert_path: c.path("networking.tls.cert", Some(need("networking.tls.cert", cert)?), "")?,
                     key_path: c.path("networking.tls.key", Some(need("networking.tls.key", key)?), "")?,
@@ -128,7 +134,8 @@ impl Config {
 
         let RawTransfer { max_concurrent_transfers, chunk_size_kb, retry_count, compression, compression_level } =
             transfer.unwrap_or_default();
-        let chunk_size_kb = c.range("transfer.chunk_size_kb", chunk_size_kb.unwrap_or(CHUNK_SIZE_KB_DEFAULT), 4, 4096)?;
+        let chunk_size_kb =
+            c.range("transfer.chunk_size_kb", chunk_size_kb.unwrap_or(CHUNK_SIZE_KB_DEFAULT), 4, 4096)?;
         if !chunk_size_kb.is_power_of_two() {
             return Err(c.invalid("transfer.chunk_size_kb", format!("{chunk_size_kb} must be a power of two")));
         }
@@ -152,9 +159,12 @@ impl Config {
         let RawWorker { name, site, cores } = worker.unwrap_or_default();
         let name = name.unwrap_or_else(|| "worker".into());
         if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
-            return Err(c.invalid("worker.name", format!("{name:?} must be non-empty ASCII letters, digits, '-' or '_'")));
+            return Err(
+                c.invalid("worker.name", format!("{name:?} must be non-empty ASCII letters, digits, '-' or '_'"))
+            );
         }
-        let worker = WorkerConfig { name, site: site.unwrap_or_else(|| "default".into()), cores: cores.unwrap_or_default() };
+        let worker =
+            WorkerConfig { name, site: site.unwrap_or_else(|| "default".into()), cores: cores.unwrap_or_default() };
 
         let RawLogging { level, format } = logging.unwrap_or_default();
         let json = match format.as_deref().unwrap_or("text") {
@@ -164,6 +174,14 @@ impl Config {
         };
         let logging = LoggingConfig { level: level.unwrap_or_else(|| "info".into()), json };
 
-        Ok(Config { source_file: path.map(Path::to_path_buf), coordinators, storage, networking, transfer, worker, logging })
+        Ok(Config {
+            source_file: path.map(Path::to_path_buf),
+            coordinators,
+            storage,
+            networking,
+            transfer,
+            worker,
+            logging,
+        })
     }
 }

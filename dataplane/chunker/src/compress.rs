@@ -62,7 +62,13 @@ impl ChunkCodec {
 
     /// Decodes a payload that must produce exactly `raw_len` bytes; a payload that
     /// would produce more fails instead of growing the buffer.
-    pub fn decompress(&mut self, encoding: Encoding, payload: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<(), CompressError> {
+    pub fn decompress(
+        &mut self,
+        encoding: Encoding,
+        payload: &[u8],
+        raw_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CompressError> {
         out.clear();
         match encoding {
             Encoding::Raw => out.extend_from_slice(payload),
@@ -99,7 +105,8 @@ mod tests {
     fn incompressible_goes_raw() {
         let data: Vec<u8> = (0..65536u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         let data = *blake3::hash(&data).as_bytes();
-        let big: Vec<u8> = (0..2048).flat_map(|i| *blake3::keyed_hash(&data, &[i as u8, (i >> 8) as u8]).as_bytes()).collect();
+        let big: Vec<u8> =
+            (0..2048).flat_map(|i| *blake3::keyed_hash(&data, &[i as u8, (i >> 8) as u8]).as_bytes()).collect();
         let mut enc = Vec::new();
         assert_eq!(ChunkCodec::default().compress(&big, 1, true, &mut enc), Encoding::Raw);
         assert_eq!(enc, big);

@@ -118,7 +118,8 @@ pub fn issue_node_cert(
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
-    let files = NodeCertFiles { cert_path: out_dir.join(format!("{name}.crt")), key_path: out_dir.join(format!("{name}.key")) };
+    let files =
+        NodeCertFiles { cert_path: out_dir.join(format!("{name}.crt")), key_path: out_dir.join(format!("{name}.key")) };
     write_private(&files.key_path, &key.serialize_pem(), true)?;
     write_private(&files.cert_path, &cert.pem(), false)?;
     Ok(files)

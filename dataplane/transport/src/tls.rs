@@ -24,7 +24,8 @@ fn file_err(path: &Path, reason: impl ToString) -> TlsSetupError {
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
     let pem = std::fs::read(path).map_err(|e| file_err(path, e))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..]).collect::<Result<_, _>>().map_err(|e| file_err(path, e))?;
+    let certs: Vec<_> =
+        rustls_pemfile::certs(&mut &pem[..]).collect::<Result<_, _>>().map_err(|e| file_err(path, e))?;
     if certs.is_empty() {
         return Err(file_err(path, "no PEM certificate in file"));
     }
@@ -33,7 +34,9 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
     let pem = std::fs::read(path).map_err(|e| file_err(path, e))?;
-    rustls_pemfile::private_key(&mut &pem[..]).map_err(|e| file_err(path, e))?.ok_or_else(|| file_err(path, "no PEM private key in file"))
+    rustls_pemfile::private_key(&mut &pem[..])
+        .map_err(|e| file_err(path, e))?
+        .ok_or_else(|| file_err(path, "no PEM private key in file"))
 }
 
 fn roots(ca_path: &Path) -> Result<RootCertStore, TlsSetupError> {

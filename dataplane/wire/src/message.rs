@@ -58,12 +58,21 @@ pub struct Meta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     /// A directory; `children` lists every name in it when deletions propagate.
-    Dir { children: Option<Vec<Vec<u8>>> },
-    Symlink { target: Vec<u8> },
+    Dir {
+        children: Option<Vec<Vec<u8>>>,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// Another name of a file already sent in this pass.
-    HardLink { to: RelPath },
+    HardLink {
+        to: RelPath,
+    },
     /// A file whose content digest the source knows without reading it.
-    File { size: u64, digest: [u8; 32] },
+    File {
+        size: u64,
+        digest: [u8; 32],
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,18 +1,36 @@
 use super::*;
 
 fn meta() -> Meta {
-    Meta { mode: 0o644, uid: 1000, gid: 1000, mtime_s: 1_700_000_000, mtime_ns: 5, xattrs: vec![(b"user.k".to_vec(), b"v".to_vec())] }
+    Meta {
+        mode: 0o644,
+        uid: 1000,
+        gid: 1000,
+        mtime_s: 1_700_000_000,
+        mtime_ns: 5,
+        xattrs: vec![(b"user.k".to_vec(), b"v".to_vec())],
+    }
 }
 
 fn samples() -> Vec<Message> {
     let p = |s: &str| RelPath::new(s).unwrap();
     vec![
-        Message::Hello(Hello { job_id: 1, run_id: 2, session_index: 0, session_count: 2, target_root: "/t".into(), flags: Hello::FLAG_DELETE }),
+        Message::Hello(Hello {
+            job_id: 1,
+            run_id: 2,
+            session_index: 0,
+            session_count: 2,
+            target_root: "/t".into(),
+            flags: Hello::FLAG_DELETE,
+        }),
         Message::HelloAck(HelloAck { session_id: 9 }),
         Message::Entries(Entries {
             batch: 3,
             entries: vec![
-                Entry { path: RelPath::root(), meta: meta(), kind: EntryKind::Dir { children: Some(vec![b"a".to_vec(), b"b c".to_vec()]) } },
+                Entry {
+                    path: RelPath::root(),
+                    meta: meta(),
+                    kind: EntryKind::Dir { children: Some(vec![b"a".to_vec(), b"b c".to_vec()]) },
+                },
                 Entry { path: p("a/l"), meta: meta(), kind: EntryKind::Symlink { target: b"../x".to_vec() } },
                 Entry { path: p("a/h"), meta: meta(), kind: EntryKind::HardLink { to: p("a/f") } },
                 Entry { path: p("a/f"), meta: meta(), kind: EntryKind::File { size: 10, digest: [7; 32] } },
@@ -20,11 +38,27 @@ fn samples() -> Vec<Message> {
         }),
         Message::EntriesReply(EntriesReply { batch: 3, need: vec![3] }),
         Message::FileBegin(FileBegin { file_id: 4, path: p("a/f"), meta: meta(), size: 1 << 40 }),
-        Message::Segment(Segment { file_id: 4, seg_no: 0, chunks: vec![ChunkRef { name: [1; 32], len: 5, zero: false }] }),
+        Message::Segment(Segment {
+            file_id: 4,
+            seg_no: 0,
+            chunks: vec![ChunkRef { name: [1; 32], len: 5, zero: false }],
+        }),
         Message::Want(Want::from_flags(4, 0, &[true, false, true])),
-        Message::ChunkData(ChunkData { file_id: 4, seg_no: 0, index: 2, encoding: 1, raw_len: 5, data: b"hello".to_vec() }),
+        Message::ChunkData(ChunkData {
+            file_id: 4,
+            seg_no: 0,
+            index: 2,
+            encoding: 1,
+            raw_len: 5,
+            data: b"hello".to_vec(),
+        }),
         Message::FileEnd(FileEnd { file_id: 4, digest: [2; 32], aborted: false }),
-        Message::FileDone(FileDone { file_id: 4, error: Some("disk full".into()), chunks_reused: 1, chunks_received: 2 }),
+        Message::FileDone(FileDone {
+            file_id: 4,
+            error: Some("disk full".into()),
+            chunks_reused: 1,
+            chunks_received: 2,
+        }),
         Message::EndOfPass(EndOfPass { files: 12 }),
         Message::PassDone(PassDone { entries_deleted: 1, files_committed: 2 }),
         Message::Error(ErrorMsg { message: "no".into() }),
@@ -78,7 +112,8 @@ fn paths_that_leave_the_root_are_refused() {
     assert!(RelPath::new("a/b c/ü").is_ok());
     // A path smuggled inside an otherwise valid frame is refused by the decoder.
     let mut buf = Vec::new();
-    Message::FileBegin(FileBegin { file_id: 1, path: RelPath::new("a/b").unwrap(), meta: Meta::default(), size: 0 }).encode(&mut buf);
+    Message::FileBegin(FileBegin { file_id: 1, path: RelPath::new("a/b").unwrap(), meta: Meta::default(), size: 0 })
+        .encode(&mut buf);
     let pos = buf.windows(3).position(|w| w == b"a/b").unwrap();
     buf[pos..pos + 3].copy_from_slice(b"../");
     let (h, payload) = split(&buf);

@@ -36,9 +36,19 @@ impl CoordinatorClient {
         CoordinatorClient { base, http }
     }
 
-    async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(&self, path: &str, body: &B) -> Result<R, ClientError> {
+    async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<R, ClientError> {
         let url = format!("{}{path}", self.base);
-        let resp = self.http.post(&url).json(body).send().await.map_err(|e| ClientError::Unreachable(self.base.clone(), e.to_string()))?;
+        let resp = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable(self.base.clone(), e.to_string()))?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let body = resp.text().await.unwrap_or_default();
@@ -151,12 +161,20 @@ async fn register_until_done(client: &CoordinatorClient, registration: &WorkerRe
 async fn run_assignment(client: &CoordinatorClient, ctx: &PassContext, a: Assignment, name: &str) {
     let run_id = a.run_id;
     tracing::info!(run_id, job = %a.job.spec.name, target = %a.target_data_addr, "pass starting");
-    let running = RunReport { worker: name.into(), state: RunState::Running, progress: RunProgress::default(), summary: None };
+    let running =
+        RunReport { worker: name.into(), state: RunState::Running, progress: RunProgress::default(), summary: None };
     let _ = client.report(run_id, &running).await;
     let mut sink = CoordinatorSink { client: client.clone(), worker: name.into(), run_id, job_id: a.job.id };
     let (state, summary) = match run_pass(ctx, &a, &mut sink).await {
         Ok(summary) => {
-            tracing::info!(run_id, files = summary.files, transferred = summary.files_transferred, bytes_on_wire = summary.bytes_on_wire, seconds = summary.duration_s, "pass succeeded");
+            tracing::info!(
+                run_id,
+                files = summary.files,
+                transferred = summary.files_transferred,
+                bytes_on_wire = summary.bytes_on_wire,
+                seconds = summary.duration_s,
+                "pass succeeded"
+            );
             (RunState::Succeeded, Some(summary))
         }
         Err(e) => {
@@ -182,7 +200,10 @@ pub async fn serve_http(addr: SocketAddr, name: String, metrics: Arc<WorkerMetri
     use axum::routing::get;
     let health_name = name.clone();
     let app = axum::Router::new()
-        .route("/health", get(move || async move { axum::Json(serde_json::json!({"status": "ok", "worker": health_name})) }))
+        .route(
+            "/health",
+            get(move || async move { axum::Json(serde_json::json!({"status": "ok", "worker": health_name})) }),
+        )
         .route(
             "/metrics",
             get(move || {

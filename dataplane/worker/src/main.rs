@@ -68,7 +68,11 @@ fn main() -> anyhow::Result<()> {
     }
     let http_listen = args.http_listen.unwrap_or(config.networking.http_listen);
     let advertise = args.advertise.clone().unwrap_or_else(|| {
-        if args.data_listen.is_some() { data_listen.to_string() } else { config.networking.data_advertise.clone() }
+        if args.data_listen.is_some() {
+            data_listen.to_string()
+        } else {
+            config.networking.data_advertise.clone()
+        }
     });
     let metadata_path = args.metadata_path.clone().unwrap_or(config.storage.metadata_path.join("worker"));
     let coordinator = args.coordinator.clone().unwrap_or_else(|| config.coordinators[0].api_addr.clone());
@@ -82,7 +86,8 @@ fn main() -> anyhow::Result<()> {
 
     raise_memlock_limit()?;
     std::fs::create_dir_all(&metadata_path).with_context(|| format!("creating {}", metadata_path.display()))?;
-    let store: Arc<dyn xtsync_store::WorkerStore> = Arc::new(xtsync_store::RocksStore::open(&metadata_path.join("store"))?);
+    let store: Arc<dyn xtsync_store::WorkerStore> =
+        Arc::new(xtsync_store::RocksStore::open(&metadata_path.join("store"))?);
     let server_tls = xtsync_transport::server_config(&cert, &key, &ca)?;
     let client_tls = xtsync_transport::client_config(&cert, &key, &ca)?;
     let metrics = Arc::new(WorkerMetrics::default());

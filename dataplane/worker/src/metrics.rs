@@ -31,15 +31,55 @@ impl WorkerMetrics {
             ("xtsync_worker_target_sessions_active", "gauge", "Target sessions running", &self.sessions_target_active),
             ("xtsync_worker_passes_total", "counter", "Passes run as source", &self.passes_total),
             ("xtsync_worker_passes_failed_total", "counter", "Passes that failed", &self.passes_failed_total),
-            ("xtsync_worker_files_committed_total", "counter", "File versions made durable here", &self.files_committed_total),
+            (
+                "xtsync_worker_files_committed_total",
+                "counter",
+                "File versions made durable here",
+                &self.files_committed_total,
+            ),
             ("xtsync_worker_chunks_sent_total", "counter", "Chunks sent as source", &self.chunks_sent_total),
-            ("xtsync_worker_chunk_bytes_sent_total", "counter", "Raw bytes of chunks sent", &self.chunk_bytes_sent_total),
-            ("xtsync_worker_chunks_received_total", "counter", "Chunks received as target", &self.chunks_received_total),
-            ("xtsync_worker_chunks_reused_total", "counter", "Chunks copied from local data", &self.chunks_reused_total),
-            ("xtsync_worker_chunk_hash_mismatches_total", "counter", "Received chunks refused by hash", &self.chunk_hash_mismatches_total),
-            ("xtsync_worker_sessions_refused_protocol_total", "counter", "Sessions closed for protocol violations", &self.frames_malformed_total),
-            ("xtsync_worker_tls_handshakes_refused_total", "counter", "Connections refused at the TLS handshake", &self.tls_handshakes_refused_total),
-            ("xtsync_worker_bytes_sent_total", "counter", "Bytes on the wire of source sessions", &self.bytes_sent_total),
+            (
+                "xtsync_worker_chunk_bytes_sent_total",
+                "counter",
+                "Raw bytes of chunks sent",
+                &self.chunk_bytes_sent_total,
+            ),
+            (
+                "xtsync_worker_chunks_received_total",
+                "counter",
+                "Chunks received as target",
+                &self.chunks_received_total,
+            ),
+            (
+                "xtsync_worker_chunks_reused_total",
+                "counter",
+                "Chunks copied from local data",
+                &self.chunks_reused_total,
+            ),
+            (
+                "xtsync_worker_chunk_hash_mismatches_total",
+                "counter",
+                "Received chunks refused by hash",
+                &self.chunk_hash_mismatches_total,
+            ),
+            (
+                "xtsync_worker_sessions_refused_protocol_total",
+                "counter",
+                "Sessions closed for protocol violations",
+                &self.frames_malformed_total,
+            ),
+            (
+                "xtsync_worker_tls_handshakes_refused_total",
+                "counter",
+                "Connections refused at the TLS handshake",
+                &self.tls_handshakes_refused_total,
+            ),
+            (
+                "xtsync_worker_bytes_sent_total",
+                "counter",
+                "Bytes on the wire of source sessions",
+                &self.bytes_sent_total,
+            ),
         ];
         for (name, kind, help, v) in rows {
             write_metric(&mut out, name, kind, help, g(v));

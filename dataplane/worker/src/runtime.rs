@@ -21,9 +21,9 @@ pub fn raise_memlock_limit() -> Result<(), RuntimeError> {
     }
     let wanted = Rlimit { current: current.maximum, maximum: current.maximum };
     let unlimited = Rlimit { current: None, maximum: None };
-    setrlimit(Resource::Memlock, unlimited).or_else(|_| setrlimit(Resource::Memlock, wanted)).map_err(|e| {
-        RuntimeError::Memlock { current: format!("{:?}", current.current), reason: e.to_string() }
-    })
+    setrlimit(Resource::Memlock, unlimited)
+        .or_else(|_| setrlimit(Resource::Memlock, wanted))
+        .map_err(|e| RuntimeError::Memlock { current: format!("{:?}", current.current), reason: e.to_string() })
 }
 
 /// The CPUs this process may run on, in order.
@@ -58,9 +58,14 @@ where
             .spin_before_park(Duration::from_micros(0))
             .spawn(move || body(index))
             .map_err(|e| RuntimeError::Executor { cpu, reason: e.to_string() })?;
-        handles.push(std::thread::Builder::new().name(format!("xtsync-join{index}")).spawn(move || {
-            let _ = handle.join();
-        }).expect("spawning a join thread"));
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("xtsync-join{index}"))
+                .spawn(move || {
+                    let _ = handle.join();
+                })
+                .expect("spawning a join thread"),
+        );
     }
     Ok(handles)
 }

@@ -118,7 +118,9 @@ fn hello(tls: &mut Tls, root: &Path) {
 /// The session ends with an Error frame naming the problem, then a close.
 fn expect_refusal(tls: &mut Tls, needle: &str) {
     match recv(tls) {
-        Some(Message::Error(e)) => assert!(e.message.contains(needle), "error {:?} should mention {needle:?}", e.message),
+        Some(Message::Error(e)) => {
+            assert!(e.message.contains(needle), "error {:?} should mention {needle:?}", e.message)
+        }
         other => panic!("expected an Error frame mentioning {needle:?}, got {other:?}"),
     }
     assert!(recv(tls).is_none(), "the session must be closed after the error");
@@ -211,8 +213,14 @@ fn a_symlink_planted_in_the_root_cannot_be_followed_out() {
     let data = b"pwned".to_vec();
     let name = *blake3::hash(&data).as_bytes();
     let meta = Meta { mode: 0o644, ..Meta::default() };
-    send(&mut tls, &Message::FileBegin(FileBegin { file_id: 1, path: RelPath::new("evil/pwned").unwrap(), meta, size: 5 }));
-    send(&mut tls, &Message::Segment(Segment { file_id: 1, seg_no: 0, chunks: vec![ChunkRef { name, len: 5, zero: false }] }));
+    send(
+        &mut tls,
+        &Message::FileBegin(FileBegin { file_id: 1, path: RelPath::new("evil/pwned").unwrap(), meta, size: 5 }),
+    );
+    send(
+        &mut tls,
+        &Message::Segment(Segment { file_id: 1, seg_no: 0, chunks: vec![ChunkRef { name, len: 5, zero: false }] }),
+    );
     match recv(&mut tls) {
         Some(Message::Want(want)) => assert!(!want.wants(0), "a refused file must not ask for data"),
         other => panic!("expected Want, got {other:?}"),
@@ -244,7 +252,10 @@ fn a_chunk_that_does_not_match_its_name_is_refused() {
     let name = *blake3::hash(b"hello").as_bytes();
     let meta = Meta { mode: 0o644, ..Meta::default() };
     send(&mut tls, &Message::FileBegin(FileBegin { file_id: 1, path: RelPath::new("f").unwrap(), meta, size: 5 }));
-    send(&mut tls, &Message::Segment(Segment { file_id: 1, seg_no: 0, chunks: vec![ChunkRef { name, len: 5, zero: false }] }));
+    send(
+        &mut tls,
+        &Message::Segment(Segment { file_id: 1, seg_no: 0, chunks: vec![ChunkRef { name, len: 5, zero: false }] }),
+    );
     assert!(matches!(recv(&mut tls), Some(Message::Want(w)) if w.wants(0)));
     let forged = ChunkData { file_id: 1, seg_no: 0, index: 0, encoding: 0, raw_len: 5, data: b"HELLO".to_vec() };
     send(&mut tls, &Message::ChunkData(forged));
@@ -266,15 +277,23 @@ fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     let other_ca = load_or_create_ca(other.path(), "intruder").unwrap();
     let intruder = issue_node_cert(&other_ca, other.path(), "intruder", Role::Worker, &[]).unwrap();
     // The intruder trusts the real CA (it knows the server) but presents its own cert.
-    let result = connect_with(&w, &intruder.cert_path, &intruder.key_path, &w.pki.join("ca.crt")).and_then(|mut tls| {
-        let h = Hello { job_id: 1, run_id: 1, session_index: 0, session_count: 1, target_root: "/tmp/x".into(), flags: 0 };
-        let mut buf = Vec::new();
-        Message::Hello(h).encode(&mut buf);
-        tls.write_all(&buf)?;
-        tls.flush()?;
-        let mut b = [0u8; 1];
-        tls.read_exact(&mut b)
-    });
+    let result =
+        connect_with(&w, &intruder.cert_path, &intruder.key_path, &w.pki.join("ca.crt")).and_then(|mut tls| {
+            let h = Hello {
+                job_id: 1,
+                run_id: 1,
+                session_index: 0,
+                session_count: 1,
+                target_root: "/tmp/x".into(),
+                flags: 0,
+            };
+            let mut buf = Vec::new();
+            Message::Hello(h).encode(&mut buf);
+            tls.write_all(&buf)?;
+            tls.flush()?;
+            let mut b = [0u8; 1];
+            tls.read_exact(&mut b)
+        });
     let err = result.expect_err("the worker must refuse the handshake");
     assert!(err.to_string().contains("UnknownCA"), "the refusal names the reason: {err}");
     std::thread::sleep(Duration::from_millis(200));
@@ -289,10 +308,14 @@ fn a_broken_config_names_file_key_and_reason() {
     let out = Command::new(env!("CARGO_BIN_EXE_xtsync-worker")).arg("--config").arg(&path).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&path.display().to_string()) && err.contains("transfer.chunk_size_kb") && err.contains("out of range"), "{err}");
+    assert!(
+        err.contains(&path.display().to_string())
+            && err.contains("transfer.chunk_size_kb")
+            && err.contains("out of range"),
+        "{err}"
+    );
     std::fs::write(&path, "networking:\n  data_port: [1, 2]\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_xtsync-worker")).arg("--config").arg(&path).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(&format!("{}:2:", path.display())), "{err}");
 }
-

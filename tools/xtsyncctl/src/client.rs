@@ -13,7 +13,8 @@ pub struct Client {
 
 impl Client {
     pub fn new(addr: &str) -> Client {
-        let base = if addr.starts_with("http") { addr.trim_end_matches('/').to_string() } else { format!("http://{addr}") };
+        let base =
+            if addr.starts_with("http") { addr.trim_end_matches('/').to_string() } else { format!("http://{addr}") };
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("reqwest client");
         Client { base, http }
     }
@@ -35,7 +36,13 @@ impl Client {
     }
 
     pub async fn post<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
-        let resp = self.http.post(format!("{}{path}", self.base)).json(body).send().await.with_context(|| self.unreachable())?;
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .with_context(|| self.unreachable())?;
         self.decode(&format!("POST {path}"), resp).await
     }
 

@@ -57,15 +57,24 @@ enum JobCommand {
         compression: String,
     },
     List,
-    Show { id: u64 },
+    Show {
+        id: u64,
+    },
     /// Start a pass and wait for it.
-    Run { id: u64 },
-    Delete { id: u64 },
+    Run {
+        id: u64,
+    },
+    Delete {
+        id: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_env("XTSYNC_LOG")).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("XTSYNC_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let client = Client::new(&cli.coordinator);
@@ -73,7 +82,11 @@ fn main() -> anyhow::Result<()> {
             Command::Status => status(&client, cli.json).await,
             Command::InitDb => {
                 let r = client.init().await?;
-                if cli.json { println!("{r}") } else { println!("metadata store initialized") }
+                if cli.json {
+                    println!("{r}")
+                } else {
+                    println!("metadata store initialized")
+                }
                 Ok(())
             }
             Command::Job(cmd) => job(&client, cmd, cli.json).await,
@@ -131,7 +144,11 @@ async fn job(client: &Client, cmd: JobCommand, json: bool) -> anyhow::Result<()>
                 options: JobOptions { delete, compression, ..JobOptions::default() },
             };
             let job = client.create_job(&spec).await?;
-            if json { println!("{}", serde_json::to_string(&job)?) } else { println!("job {} created", job.id) }
+            if json {
+                println!("{}", serde_json::to_string(&job)?)
+            } else {
+                println!("job {} created", job.id)
+            }
         }
         JobCommand::List => {
             let jobs = client.jobs().await?;
@@ -142,7 +159,12 @@ async fn job(client: &Client, cmd: JobCommand, json: bool) -> anyhow::Result<()>
                     .iter()
                     .map(|j| {
                         let s = &j.spec;
-                        vec![j.id.to_string(), s.name.clone(), format!("{}:{}", s.source_worker, s.source_path), format!("{}:{}", s.target_worker, s.target_path)]
+                        vec![
+                            j.id.to_string(),
+                            s.name.clone(),
+                            format!("{}:{}", s.source_worker, s.source_path),
+                            format!("{}:{}", s.target_worker, s.target_path),
+                        ]
                     })
                     .collect();
                 table(&["id", "name", "source", "target"], &rows);
@@ -150,16 +172,32 @@ async fn job(client: &Client, cmd: JobCommand, json: bool) -> anyhow::Result<()>
         }
         JobCommand::Show { id } => {
             let job = client.job(id).await?;
-            let runs: Vec<xtsync_api::Run> = client.get(&format!("/v1/jobs/{id}/runs")).await.context("listing runs")?;
+            let runs: Vec<xtsync_api::Run> =
+                client.get(&format!("/v1/jobs/{id}/runs")).await.context("listing runs")?;
             if json {
                 println!("{}", serde_json::json!({"job": job, "runs": runs}));
             } else {
-                println!("job {} {:?}: {}:{} -> {}:{}", job.id, job.spec.name, job.spec.source_worker, job.spec.source_path, job.spec.target_worker, job.spec.target_path);
+                println!(
+                    "job {} {:?}: {}:{} -> {}:{}",
+                    job.id,
+                    job.spec.name,
+                    job.spec.source_worker,
+                    job.spec.source_path,
+                    job.spec.target_worker,
+                    job.spec.target_path
+                );
                 let rows: Vec<Vec<String>> = runs
                     .iter()
                     .rev()
                     .take(10)
-                    .map(|r| vec![r.id.to_string(), state_name(&r.state), r.progress.files_done.to_string(), bytes(r.summary.as_ref().map(|s| s.bytes_on_wire).unwrap_or(0))])
+                    .map(|r| {
+                        vec![
+                            r.id.to_string(),
+                            state_name(&r.state),
+                            r.progress.files_done.to_string(),
+                            bytes(r.summary.as_ref().map(|s| s.bytes_on_wire).unwrap_or(0)),
+                        ]
+                    })
                     .collect();
                 table(&["run", "state", "files done", "on wire"], &rows);
             }

@@ -40,12 +40,26 @@ pub fn bytes(n: u64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 pub fn print_summary(s: &PassSummary) {
     table(
-        &["files", "transferred", "unchanged", "scanned", "on wire", "chunks sent", "chunks reused", "deleted", "seconds"],
+        &[
+            "files",
+            "transferred",
+            "unchanged",
+            "scanned",
+            "on wire",
+            "chunks sent",
+            "chunks reused",
+            "deleted",
+            "seconds",
+        ],
         &[vec![
             s.files.to_string(),
             s.files_transferred.to_string(),

@@ -93,7 +93,8 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Seen> {
             } else {
                 "file"
             };
-            let link_group = (kind == "file" && m.nlink() > 1).then(|| inodes.entry(m.ino()).or_insert(rel.clone()).clone());
+            let link_group =
+                (kind == "file" && m.nlink() > 1).then(|| inodes.entry(m.ino()).or_insert(rel.clone()).clone());
             out.insert(
                 rel,
                 Seen {
@@ -123,7 +124,11 @@ fn assert_same_tree(source: &Path, target: &Path) {
         assert_eq!(Some(seen), b.get(path), "{} differs", path.display());
     }
     let (ra, rb) = (std::fs::metadata(source).unwrap(), std::fs::metadata(target).unwrap());
-    assert_eq!((ra.mode() & 0o7777, ra.mtime(), ra.mtime_nsec()), (rb.mode() & 0o7777, rb.mtime(), rb.mtime_nsec()), "root metadata");
+    assert_eq!(
+        (ra.mode() & 0o7777, ra.mtime(), ra.mtime_nsec()),
+        (rb.mode() & 0o7777, rb.mtime(), rb.mtime_nsec()),
+        "root metadata"
+    );
 }
 
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
@@ -165,8 +170,13 @@ fn build_tree(root: &Path) {
     std::os::unix::fs::symlink("/nonexistent/absolute/target", root.join("src/dangling")).unwrap();
     std::fs::hard_link(root.join("src/file-001.txt"), root.join("src/hard-a")).unwrap();
     std::fs::hard_link(root.join("src/file-001.txt"), root.join("empty/hard-b")).unwrap();
-    rustix::fs::setxattr(root.join("src/file-002.txt").as_path(), "user.origin", b"site-a", rustix::fs::XattrFlags::empty())
-        .unwrap();
+    rustix::fs::setxattr(
+        root.join("src/file-002.txt").as_path(),
+        "user.origin",
+        b"site-a",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
     rustix::fs::setxattr(root.join("src").as_path(), "user.dir-tag", b"x", rustix::fs::XattrFlags::empty()).unwrap();
     // Sparse: 16 MiB with 8 KiB of data at 8 MiB.
     let f = std::fs::File::create(root.join("src/sparse.img")).unwrap();
@@ -222,7 +232,10 @@ fn incremental_pass_sends_only_changes_and_applies_renames_and_deletions() {
     assert_same_tree(&source, &target);
     // Renamed, moved and deleted files, and the removed empty directory.
     assert_eq!(second["entries_deleted"], 4, "{second}");
-    assert!(second["chunks_reused"].as_u64().unwrap() >= 30, "big.bin's unchanged chunks come from the target: {second}");
+    assert!(
+        second["chunks_reused"].as_u64().unwrap() >= 30,
+        "big.bin's unchanged chunks come from the target: {second}"
+    );
     // 3 MiB file edited, yet only the chunks around the edit cross the wire.
     assert!(second["bytes_on_wire"].as_u64().unwrap() < 600_000, "{second}");
 }
@@ -252,7 +265,11 @@ fn readers_of_the_target_never_see_a_torn_file() {
                 for n in &names {
                     let data = std::fs::read(target.join(n)).expect("the file exists throughout");
                     let h = *blake3::hash(&data).as_bytes();
-                    assert!(allowed.contains(&h), "{n}: a reader saw content that is neither version ({} bytes)", data.len());
+                    assert!(
+                        allowed.contains(&h),
+                        "{n}: a reader saw content that is neither version ({} bytes)",
+                        data.len()
+                    );
                     reads += 1;
                 }
             }

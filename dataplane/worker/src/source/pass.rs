@@ -56,7 +56,12 @@ pub async fn run_pass(ctx: &PassContext, a: &Assignment, sink: &mut impl PassSin
     result
 }
 
-async fn run(ctx: &PassContext, a: &Assignment, sink: &mut impl PassSink, started: Instant) -> Result<PassSummary, PassError> {
+async fn run(
+    ctx: &PassContext,
+    a: &Assignment,
+    sink: &mut impl PassSink,
+    started: Instant,
+) -> Result<PassSummary, PassError> {
     let options = &a.job.spec.options;
     let sessions = match options.sessions {
         0 => ctx.cores.len(),

@@ -100,7 +100,11 @@ async fn on_want(session: &Rc<Session>, w: Want, codec: &mut ChunkCodec) -> Resu
         if let Message::ChunkData(c) = msg {
             encoded = c.data;
         }
-        session.sender.send_encoded(frame).await.map_err(|e| SessionError::Protocol(format!("connection lost: {e}")))?;
+        session
+            .sender
+            .send_encoded(frame)
+            .await
+            .map_err(|e| SessionError::Protocol(format!("connection lost: {e}")))?;
         sent += 1;
         total += len as u64;
     }

@@ -41,7 +41,14 @@ impl FileStat {
     }
 
     pub fn record(&self, digest: [u8; 32]) -> SourceRecord {
-        SourceRecord { dev: self.dev, ino: self.ino, size: self.size, mtime_ns: self.mtime_ns, ctime_ns: self.ctime_ns, digest }
+        SourceRecord {
+            dev: self.dev,
+            ino: self.ino,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
+            digest,
+        }
     }
 }
 

@@ -56,11 +56,22 @@ pub struct SessionStats {
 #[derive(Debug)]
 pub enum SessionEvent {
     Committed(FileVersion),
-    FileFailed { path: String, error: String },
+    FileFailed {
+        path: String,
+        error: String,
+    },
     /// Every entry of this session is durable at the target (or failed).
-    ContentDone { session: u16 },
-    Finished { session: u16, stats: SessionStats },
-    Failed { session: u16, error: String },
+    ContentDone {
+        session: u16,
+    },
+    Finished {
+        session: u16,
+        stats: SessionStats,
+    },
+    Failed {
+        session: u16,
+        error: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +145,10 @@ pub async fn run_session(
     });
 }
 
-async fn connect(params: &SessionParams, wire_bytes: Rc<Cell<u64>>) -> Result<(FrameSender, impl futures_lite::AsyncRead + Unpin), SessionError> {
+async fn connect(
+    params: &SessionParams,
+    wire_bytes: Rc<Cell<u64>>,
+) -> Result<(FrameSender, impl futures_lite::AsyncRead + Unpin), SessionError> {
     let addr = params.target_addr.clone();
     let tcp = glommio::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10))
         .await

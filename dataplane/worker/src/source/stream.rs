@@ -9,9 +9,9 @@ use glommio::sync::StaticPermit;
 use xtsync_chunker::{is_all_zero, ChunkName, DigestBuilder, StreamChunker};
 use xtsync_wire::{ChunkRef, FileBegin, FileEnd, Message, Segment, CHUNKS_PER_SEGMENT_MAX};
 
+use crate::source::scan::WalkItem;
 use crate::source::scan::{FileStat, WalkKind};
 use crate::source::session::{InFlightFile, Session, SessionError, SessionEvent};
-use crate::source::scan::WalkItem;
 
 /// Bytes of chunk data a session may hold while waiting for wants.
 pub const SEGMENTS_IN_FLIGHT_BYTES_MAX: u64 = 96 << 20;
@@ -84,7 +84,9 @@ impl Session {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(path = %item.abs.display(), error = %e, "cannot open source file; skipping it");
-                let _ = self.events.send(SessionEvent::FileFailed { path: item.path.to_string_lossy(), error: e.to_string() });
+                let _ = self
+                    .events
+                    .send(SessionEvent::FileFailed { path: item.path.to_string_lossy(), error: e.to_string() });
                 self.shared.borrow_mut().stats.files_failed += 1;
                 return Ok(());
             }
@@ -127,7 +129,8 @@ impl Session {
                 break;
             }
         }
-        let changed = fstat(unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) }).is_none_or(|now| now != stat || pos != stat.size);
+        let changed = fstat(unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) })
+            .is_none_or(|now| now != stat || pos != stat.size);
         let _ = file.close().await;
         if !seg.refs.is_empty() {
             self.send_segment(seg).await?;
@@ -149,7 +152,10 @@ impl Session {
         let permit = self.segment_budget.acquire_static_permit(units).await.map_err(|_| SessionError::Cancelled)?;
         let key = (b.file_id, b.seg_no);
         let msg = Message::Segment(Segment { file_id: b.file_id, seg_no: b.seg_no, chunks: b.refs });
-        self.shared.borrow_mut().segments.insert(key, SegmentBuf { data: b.data, chunks: b.spans, _permit: Some(permit) });
+        self.shared
+            .borrow_mut()
+            .segments
+            .insert(key, SegmentBuf { data: b.data, chunks: b.spans, _permit: Some(permit) });
         self.send(&msg).await
     }
 

@@ -52,7 +52,12 @@ pub struct OpenFile {
 }
 
 impl OpenFile {
-    pub fn new(path: RelPath, meta: Meta, size: u64, target: Option<(OwnedFd, Vec<u8>, (OwnedFd, String))>) -> OpenFile {
+    pub fn new(
+        path: RelPath,
+        meta: Meta,
+        size: u64,
+        target: Option<(OwnedFd, Vec<u8>, (OwnedFd, String))>,
+    ) -> OpenFile {
         let target = target.map(|(dir, name, (fd, tmp_name))| {
             // SAFETY: the fd was just created and is owned by nobody else.
             let file = unsafe { BufferedFile::from_raw_fd(fd.into_raw_fd()) };

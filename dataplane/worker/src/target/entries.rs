@@ -101,11 +101,15 @@ pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory) -> u64 {
             match fsops::remove_tree(fd.as_fd(), name) {
                 Ok(()) if !name.starts_with(TEMP_PREFIX.as_bytes()) => deleted += 1,
                 Ok(()) => {}
-                Err(e) => tracing::warn!(dir = ?dir, name = %String::from_utf8_lossy(name), error = %e, "cannot delete"),
+                Err(e) => {
+                    tracing::warn!(dir = ?dir, name = %String::from_utf8_lossy(name), error = %e, "cannot delete")
+                }
             }
         }
     }
-    memory.dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_bytes().iter().filter(|&&b| b == b'/').count() + !p.is_root() as usize));
+    memory.dirs.sort_by_key(|(p, _)| {
+        std::cmp::Reverse(p.as_bytes().iter().filter(|&&b| b == b'/').count() + !p.is_root() as usize)
+    });
     for (path, meta) in &memory.dirs {
         let applied = root.dir(path, false).and_then(|fd| fsops::apply_meta_fd(fd.as_fd(), meta, path.as_bytes()));
         if let Err(e) = applied {

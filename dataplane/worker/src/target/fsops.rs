@@ -10,7 +10,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timestamps, Timespec};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use xtsync_wire::{Meta, RelPath};
 
@@ -43,8 +43,7 @@ fn sys<'a>(path: &'a [u8], op: &'static str) -> impl FnOnce(Errno) -> FsError + 
     }
 }
 
-const RESOLVE: ResolveFlags =
-    ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
 
 /// The job's root at the target.
 pub struct TargetRoot {
@@ -92,7 +91,8 @@ impl TargetRoot {
             Err(e) if create && (e == Errno::NOENT || e == Errno::NOTDIR) => {}
             Err(e) => return Err(sys(path, "open directory")(e)),
         }
-        let mut cur = rustix::fs::openat2(&self.fd, ".", flags, Mode::empty(), RESOLVE).map_err(sys(b".", "open root"))?;
+        let mut cur =
+            rustix::fs::openat2(&self.fd, ".", flags, Mode::empty(), RESOLVE).map_err(sys(b".", "open root"))?;
         for comp in rel.as_bytes().split(|&b| b == b'/') {
             let open = |d: &OwnedFd| rustix::fs::openat2(d, comp, flags, Mode::empty(), RESOLVE);
             let next = match open(&cur) {
@@ -107,7 +107,8 @@ impl TargetRoot {
                 Err(Errno::NOTDIR) => {
                     // A file where the source now has a directory: replace it.
                     remove_tree(cur.as_fd(), comp).map_err(|e| sys(rel.as_bytes(), "replace file by directory")(e))?;
-                    rustix::fs::mkdirat(&cur, comp, Mode::from_raw_mode(0o700)).map_err(sys(rel.as_bytes(), "mkdir"))?;
+                    rustix::fs::mkdirat(&cur, comp, Mode::from_raw_mode(0o700))
+                        .map_err(sys(rel.as_bytes(), "mkdir"))?;
                     open(&cur).map_err(sys(rel.as_bytes(), "open directory"))?
                 }
                 Err(e) => return Err(sys(rel.as_bytes(), "open directory")(e)),
@@ -152,7 +153,8 @@ pub fn remove_tree(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
         Err(Errno::ISDIR) => {}
         Err(e) => return Err(e),
     }
-    let sub = rustix::fs::openat2(dir, name, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), RESOLVE)?;
+    let sub =
+        rustix::fs::openat2(dir, name, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), RESOLVE)?;
     for child in list_dir(sub.as_fd())? {
         remove_tree(sub.as_fd(), &child)?;
     }
@@ -213,7 +215,8 @@ pub fn apply_meta_symlink(dir: BorrowedFd<'_>, name: &[u8], meta: &Meta) -> Resu
         )
         .map_err(sys(name, "lchown"))?;
     }
-    rustix::fs::utimensat(dir, name, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW).map_err(sys(name, "set symlink mtime"))
+    rustix::fs::utimensat(dir, name, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(sys(name, "set symlink mtime"))
 }
 
 /// Creates or replaces a symlink atomically (via a temporary name).
@@ -233,7 +236,8 @@ pub fn put_hardlink(
     tag: &str,
 ) -> Result<(), FsError> {
     let existing = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok();
-    let source = rustix::fs::statat(to_dir, to_name, AtFlags::SYMLINK_NOFOLLOW).map_err(sys(to_name, "stat link source"))?;
+    let source =
+        rustix::fs::statat(to_dir, to_name, AtFlags::SYMLINK_NOFOLLOW).map_err(sys(to_name, "stat link source"))?;
     if existing.is_some_and(|e| e.st_ino == source.st_ino && e.st_dev == source.st_dev) {
         return Ok(());
     }

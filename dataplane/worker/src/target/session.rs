@@ -191,7 +191,10 @@ impl TargetSession {
         let clean = path.is_absolute()
             && path.components().all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)));
         if !clean {
-            return Err(TargetError::Refused(format!("target root {:?} must be an absolute path without `..`", h.target_root)));
+            return Err(TargetError::Refused(format!(
+                "target root {:?} must be an absolute path without `..`",
+                h.target_root
+            )));
         }
         let root = TargetRoot::open(path).map_err(|e| TargetError::Refused(e.to_string()))?;
         self.root = Some(Arc::new(root));
@@ -223,9 +226,8 @@ impl TargetSession {
         let store = self.ctx.store.clone();
         let entries = Arc::new(e.entries);
         let for_check = entries.clone();
-        let need = glommio::executor()
-            .spawn_blocking(move || files_needing_content(&root, store.as_ref(), &for_check))
-            .await;
+        let need =
+            glommio::executor().spawn_blocking(move || files_needing_content(&root, store.as_ref(), &for_check)).await;
         self.send(&Message::EntriesReply(EntriesReply { batch: e.batch, need })).await?;
         let entries = Arc::try_unwrap(entries).unwrap_or_else(|a| (*a).clone());
         self.queue.push_back(Pending::Entries(entries));
@@ -332,7 +334,10 @@ impl TargetSession {
             Some(Encoding::Raw) => Ok(c.data),
             Some(enc) => {
                 let mut out = Vec::with_capacity(chunk.len as usize);
-                self.codec.decompress(enc, &c.data, chunk.len as usize, &mut out).map(|()| out).map_err(|e| e.to_string())
+                self.codec
+                    .decompress(enc, &c.data, chunk.len as usize, &mut out)
+                    .map(|()| out)
+                    .map_err(|e| e.to_string())
             }
             None => Err(format!("unknown chunk encoding {}", c.encoding)),
         };
@@ -346,7 +351,8 @@ impl TargetSession {
             }
         });
         m.chunks_received_total.fetch_add(1, Ordering::Relaxed);
-        let file = self.files.get_mut(&expected.0).ok_or_else(|| TargetError::Protocol("chunk for closed file".into()))?;
+        let file =
+            self.files.get_mut(&expected.0).ok_or_else(|| TargetError::Protocol("chunk for closed file".into()))?;
         file.chunks_received += 1;
         match data {
             Ok(d) => write_chunk(file, ChunkName(chunk.name), d, offset).await,
@@ -380,7 +386,8 @@ impl TargetSession {
                             ChunkSource::Wire => return Ok(()),
                             ChunkSource::Zero => {}
                             ChunkSource::Local(loc) => {
-                                place_local(file, &mut self.readers, &self.ctx, loc.clone(), chunk.name, seg.offset).await
+                                place_local(file, &mut self.readers, &self.ctx, loc.clone(), chunk.name, seg.offset)
+                                    .await
                             }
                             ChunkSource::Earlier { offset } => {
                                 let verified = match &file.target {

@@ -74,7 +74,8 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         None => {
             let s = state.join("sample");
             if !s.exists() {
-                sample::create_sample_tree(&s).with_context(|| format!("creating the sample tree in {}", s.display()))?;
+                sample::create_sample_tree(&s)
+                    .with_context(|| format!("creating the sample tree in {}", s.display()))?;
             }
             s.canonicalize()?
         }
@@ -155,7 +156,12 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     };
     let job = ensure_job(&client, spec).await?;
     if !args.json {
-        println!("replicating {} (worker-a) -> {} (worker-b); logs in {}", source.display(), target.display(), logs.display());
+        println!(
+            "replicating {} (worker-a) -> {} (worker-b); logs in {}",
+            source.display(),
+            target.display(),
+            logs.display()
+        );
     }
 
     loop {
@@ -229,7 +235,10 @@ async fn wait_workers(client: &Client, workers: &mut [Daemon]) -> anyhow::Result
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("the workers did not register within 60 s (logs under {})", workers[0].log.parent().unwrap_or(Path::new(".")).display())
+    bail!(
+        "the workers did not register within 60 s (logs under {})",
+        workers[0].log.parent().unwrap_or(Path::new(".")).display()
+    )
 }
 
 /// Resolves to an error as soon as a daemon dies.

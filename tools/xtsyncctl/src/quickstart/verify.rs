@@ -32,7 +32,8 @@ fn facts(root: &Path, content: bool) -> std::io::Result<BTreeMap<PathBuf, Facts>
             } else {
                 "file"
             };
-            let digest = if content && kind == "file" { Some(*blake3::hash(&std::fs::read(&path)?).as_bytes()) } else { None };
+            let digest =
+                if content && kind == "file" { Some(*blake3::hash(&std::fs::read(&path)?).as_bytes()) } else { None };
             out.insert(
                 rel,
                 Facts {
