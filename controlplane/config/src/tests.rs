@@ -66,3 +66,12 @@ fn tls_needs_all_three_files() {
     let err = parse("networking:\n  tls:\n    cert: /a.crt\n").unwrap_err();
     assert!(err.to_string().contains("networking.tls.key"), "{err}");
 }
+
+#[test]
+fn shipped_tuning_profiles_are_valid() {
+    for (name, text) in
+        [("lan.yaml", include_str!("../../../tuning/lan.yaml")), ("wan.yaml", include_str!("../../../tuning/wan.yaml"))]
+    {
+        Config::parse(text, Some(Path::new(name))).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -29,7 +29,7 @@ pub fn decode_header(bytes: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHeader, Wi
 
 /// Appends a header for a payload that the caller has already appended after
 /// `header_at` (reserve 8 bytes there first): lets messages encode in place.
-pub fn encode_frame(out: &mut Vec<u8>, header_at: usize, kind: u8) {
+pub fn encode_frame(out: &mut [u8], header_at: usize, kind: u8) {
     let payload_bytes = (out.len() - header_at - FRAME_HEADER_BYTES) as u32;
     let h = &mut out[header_at..header_at + FRAME_HEADER_BYTES];
     h[0] = PROTOCOL_VERSION;

@@ -258,7 +258,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), root_dir.path().join("evil")).unwrap();
         let root = TargetRoot::open(root_dir.path()).unwrap();
         let rel = RelPath::new("evil/file").unwrap();
-        let err = root.parent(&rel).err().expect("must refuse a symlinked parent");
+        let err = root.parent(&rel).expect_err("must refuse a symlinked parent");
         assert!(matches!(err, FsError::Escape { .. }), "{err}");
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
