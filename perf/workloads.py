@@ -76,8 +76,10 @@ def tree_stats(root: str) -> dict:
 
 
 def random_file(path: str, size: int, index: int) -> None:
-    """Incompressible, deterministic: AES-128-CTR keystream (IV = index)."""
-    iv = f"{index:032x}"
+    """Incompressible, deterministic: AES-128-CTR keystream. The file index is in the
+    high 64 bits of the IV: with IV = index, file i+1 would be file i shifted by one
+    16-byte block (the counters overlap), which chunk dedup finds."""
+    iv = f"{index:016x}{0:016x}"
     if shutil.which("openssl"):
         sh(f"openssl enc -aes-128-ctr -K {AES_KEY} -iv {iv} -nosalt -in /dev/zero 2>/dev/null"
            f" | head -c {size} > '{path}'")

@@ -12,7 +12,7 @@ use xtsync_config::Config;
 use xtsync_worker::control::{control_loop, serve_http, CoordinatorClient};
 use xtsync_worker::cores::{core_main, CoreSetup};
 use xtsync_worker::metrics::WorkerMetrics;
-use xtsync_worker::runtime::{allowed_cpus, raise_memlock_limit, start_executors};
+use xtsync_worker::runtime::{allowed_cpus, raise_memlock_limit, raise_nofile_limit, start_executors};
 use xtsync_worker::source::pass::PassContext;
 
 #[derive(Parser, Debug)]
@@ -85,6 +85,7 @@ fn main() -> anyhow::Result<()> {
     };
 
     raise_memlock_limit()?;
+    raise_nofile_limit();
     std::fs::create_dir_all(&metadata_path).with_context(|| format!("creating {}", metadata_path.display()))?;
     let store: Arc<dyn xtsync_store::WorkerStore> =
         Arc::new(xtsync_store::RocksStore::open(&metadata_path.join("store"))?);

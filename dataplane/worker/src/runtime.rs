@@ -26,6 +26,14 @@ pub fn raise_memlock_limit() -> Result<(), RuntimeError> {
         .map_err(|e| RuntimeError::Memlock { current: format!("{:?}", current.current), reason: e.to_string() })
 }
 
+/// Raises the open-files limit to its hard maximum: a target session keeps up to a
+/// thousand temporary files open, and a worker runs one session per core and job.
+pub fn raise_nofile_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let current = getrlimit(Resource::Nofile);
+    let _ = setrlimit(Resource::Nofile, Rlimit { current: current.maximum, maximum: current.maximum });
+}
+
 /// The CPUs this process may run on, in order.
 pub fn allowed_cpus() -> Vec<usize> {
     let set = rustix::thread::sched_getaffinity(None).ok();

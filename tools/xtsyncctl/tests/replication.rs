@@ -313,3 +313,21 @@ fn a_missing_source_fails_the_pass_with_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does-not-exist"), "{err}");
 }
+
+#[test]
+fn many_small_files_flow_within_the_sessions_bounds() {
+    // More files than a target session may hold open at once (4096): the source must
+    // pace itself instead of being cut off.
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    for d in 0..10 {
+        let sub = source.join(format!("d{d}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..600 {
+            std::fs::write(sub.join(format!("f{f}")), format!("{d}/{f}\n")).unwrap();
+        }
+    }
+    let out = pass(&source, &target, &state, &["--cores", "1"]);
+    assert_eq!(out["files_transferred"], 6000, "{out}");
+    assert_same_tree(&source, &target);
+}

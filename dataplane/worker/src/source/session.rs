@@ -17,7 +17,7 @@ use crate::frames::{read_message, Counted, FrameError};
 use crate::metrics::WorkerMetrics;
 use crate::source::replies::handle_replies;
 use crate::source::scan::{WalkItem, WalkKind};
-use crate::source::stream::{SegmentBuf, SEGMENTS_IN_FLIGHT_BYTES_MAX};
+use crate::source::stream::{SegmentBuf, FILES_IN_FLIGHT_MAX, SEGMENTS_IN_FLIGHT_BYTES_MAX};
 use crate::writer::{spawn_writer, FrameSender};
 
 /// Entries per `Entries` frame (well under the wire limit, so the frame stays small).
@@ -94,6 +94,8 @@ pub enum SessionError {
 pub struct InFlightFile {
     pub item: WalkItem,
     pub digest: Option<[u8; 32]>,
+    /// Held until the file's FileDone: bounds the files a session has open at the target.
+    pub _permit: glommio::sync::StaticPermit,
 }
 
 /// State shared by the producer and the reply handler (same executor: RefCell).
@@ -126,6 +128,7 @@ pub struct Session {
     pub producer_tx: flume::Sender<ProducerEvent>,
     pub next_file_id: Cell<u64>,
     pub segment_budget: Rc<glommio::sync::Semaphore>,
+    pub file_budget: Rc<glommio::sync::Semaphore>,
 }
 
 /// Runs a session to the end and reports `Finished` or `Failed` on `events`.
@@ -202,6 +205,7 @@ async fn run(
         producer_tx,
         next_file_id: Cell::new(1),
         segment_budget: Rc::new(glommio::sync::Semaphore::new(SEGMENTS_IN_FLIGHT_BYTES_MAX)),
+        file_budget: Rc::new(glommio::sync::Semaphore::new(FILES_IN_FLIGHT_MAX)),
     });
     let replies = glommio::spawn_local(handle_replies(session.clone(), reader)).detach();
 

@@ -15,6 +15,9 @@ use crate::source::session::{InFlightFile, Session, SessionError, SessionEvent};
 
 /// Bytes of chunk data a session may hold while waiting for wants.
 pub const SEGMENTS_IN_FLIGHT_BYTES_MAX: u64 = 96 << 20;
+/// Files a session may have begun and not seen acknowledged (well under the target's
+/// limit of open files per session).
+pub const FILES_IN_FLIGHT_MAX: u64 = 1024;
 /// Bytes per segment before it is sent (or fewer at the end of a file).
 const SEGMENT_BYTES_MAX: usize = 8 << 20;
 /// Bytes per io_uring read.
@@ -91,10 +94,11 @@ impl Session {
                 return Ok(());
             }
         };
+        let permit = self.file_budget.acquire_static_permit(1).await.map_err(|_| SessionError::Cancelled)?;
         let file_id = self.next_file_id.get();
         self.next_file_id.set(file_id + 1);
         let begin = FileBegin { file_id, path: item.path.clone(), meta: item.meta.clone(), size: stat.size };
-        self.shared.borrow_mut().files.insert(file_id, InFlightFile { item, digest: None });
+        self.shared.borrow_mut().files.insert(file_id, InFlightFile { item, digest: None, _permit: permit });
         self.send(&Message::FileBegin(begin)).await?;
 
         let mut chunker = StreamChunker::new(self.params.chunk_params);
