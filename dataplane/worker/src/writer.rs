@@ -41,7 +41,7 @@ impl FrameSender {
 }
 
 /// Starts the writer task for `w`; it ends when every sender is dropped (after
-/// flushing) or on the first write error, which it returns.
+/// flushing and closing the stream's write side) or on the first write error.
 pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
     mut w: W,
 ) -> (FrameSender, glommio::task::JoinHandle<Result<W, std::io::Error>>) {
@@ -65,7 +65,9 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
                 w.flush().await?;
             }
         }
-        w.flush().await?;
+        // Close our direction (TLS close_notify, then FIN) so that the peer sees the
+        // end of the session even while our reader still waits for its frames.
+        w.close().await?;
         Ok(w)
     })
     .detach();

@@ -272,6 +272,13 @@ fn a_chunk_that_does_not_match_its_name_is_refused() {
 #[test]
 fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     let w = start_worker();
+    // start_worker's readiness probe (a bare TCP connect) is itself a refused handshake:
+    // wait until it is counted, so that the baseline is stable.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&w, "xtsync_worker_tls_handshakes_refused_total") < 1 {
+        assert!(Instant::now() < deadline, "the probe's refusal was never counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let refused_before = metric(&w, "xtsync_worker_tls_handshakes_refused_total");
     let other = tempfile::tempdir().unwrap();
     let other_ca = load_or_create_ca(other.path(), "intruder").unwrap();
