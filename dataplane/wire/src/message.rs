@@ -101,6 +101,9 @@ pub struct FileBegin {
     pub path: RelPath,
     pub meta: Meta,
     pub size: u64,
+    /// The content digest when the source knows it before sending the manifest (files
+    /// of one segment): a target that holds exactly this file skips assembling it.
+    pub digest: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,6 +381,13 @@ impl Message {
                 put_path(out, &f.path);
                 put_meta(out, &f.meta);
                 put_u64(out, f.size);
+                match &f.digest {
+                    None => put_u8(out, 0),
+                    Some(d) => {
+                        put_u8(out, 1);
+                        out.extend_from_slice(d);
+                    }
+                }
             }
             Message::Segment(s) => {
                 put_u64(out, s.file_id);
@@ -466,6 +476,11 @@ impl Message {
                 path: read_path(&mut r, "file_begin.path")?,
                 meta: read_meta(&mut r)?,
                 size: r.u64("file_begin.size")?,
+                digest: match r.u8("file_begin.digest flag")? {
+                    0 => None,
+                    1 => Some(r.hash("file_begin.digest")?),
+                    _ => return Err(WireError::Invalid("file_begin.digest flag")),
+                },
             }),
             kind::SEGMENT => {
                 let file_id = r.u64("segment.file_id")?;

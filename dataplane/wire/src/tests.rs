@@ -37,7 +37,13 @@ fn samples() -> Vec<Message> {
             ],
         }),
         Message::EntriesReply(EntriesReply { batch: 3, need: vec![3] }),
-        Message::FileBegin(FileBegin { file_id: 4, path: p("a/f"), meta: meta(), size: 1 << 40 }),
+        Message::FileBegin(FileBegin {
+            file_id: 4,
+            path: p("a/f"),
+            meta: meta(),
+            size: 1 << 40,
+            digest: Some([3; 32]),
+        }),
         Message::Segment(Segment {
             file_id: 4,
             seg_no: 0,
@@ -112,8 +118,14 @@ fn paths_that_leave_the_root_are_refused() {
     assert!(RelPath::new("a/b c/ü").is_ok());
     // A path smuggled inside an otherwise valid frame is refused by the decoder.
     let mut buf = Vec::new();
-    Message::FileBegin(FileBegin { file_id: 1, path: RelPath::new("a/b").unwrap(), meta: Meta::default(), size: 0 })
-        .encode(&mut buf);
+    Message::FileBegin(FileBegin {
+        file_id: 1,
+        path: RelPath::new("a/b").unwrap(),
+        meta: Meta::default(),
+        size: 0,
+        digest: None,
+    })
+    .encode(&mut buf);
     let pos = buf.windows(3).position(|w| w == b"a/b").unwrap();
     buf[pos..pos + 3].copy_from_slice(b"../");
     let (h, payload) = split(&buf);

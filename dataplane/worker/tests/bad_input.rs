@@ -190,7 +190,13 @@ fn a_dotdot_path_on_the_wire_is_refused() {
     let mut tls = connect(&w);
     hello(&mut tls, &root.path().join("job"));
     // RelPath cannot hold "..": encode a valid path, then rewrite it in the frame.
-    let begin = FileBegin { file_id: 1, path: RelPath::new("zz/escape").unwrap(), meta: Meta::default(), size: 1 };
+    let begin = FileBegin {
+        file_id: 1,
+        path: RelPath::new("zz/escape").unwrap(),
+        meta: Meta::default(),
+        size: 1,
+        digest: None,
+    };
     let mut buf = Vec::new();
     Message::FileBegin(begin).encode(&mut buf);
     let at = buf.windows(3).position(|x| x == b"zz/").unwrap();
@@ -215,7 +221,13 @@ fn a_symlink_planted_in_the_root_cannot_be_followed_out() {
     let meta = Meta { mode: 0o644, ..Meta::default() };
     send(
         &mut tls,
-        &Message::FileBegin(FileBegin { file_id: 1, path: RelPath::new("evil/pwned").unwrap(), meta, size: 5 }),
+        &Message::FileBegin(FileBegin {
+            file_id: 1,
+            path: RelPath::new("evil/pwned").unwrap(),
+            meta,
+            size: 5,
+            digest: None,
+        }),
     );
     send(
         &mut tls,
@@ -251,7 +263,10 @@ fn a_chunk_that_does_not_match_its_name_is_refused() {
     hello(&mut tls, root.path());
     let name = *blake3::hash(b"hello").as_bytes();
     let meta = Meta { mode: 0o644, ..Meta::default() };
-    send(&mut tls, &Message::FileBegin(FileBegin { file_id: 1, path: RelPath::new("f").unwrap(), meta, size: 5 }));
+    send(
+        &mut tls,
+        &Message::FileBegin(FileBegin { file_id: 1, path: RelPath::new("f").unwrap(), meta, size: 5, digest: None }),
+    );
     send(
         &mut tls,
         &Message::Segment(Segment { file_id: 1, seg_no: 0, chunks: vec![ChunkRef { name, len: 5, zero: false }] }),

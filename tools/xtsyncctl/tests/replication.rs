@@ -331,3 +331,24 @@ fn many_small_files_flow_within_the_sessions_bounds() {
     assert_eq!(out["files_transferred"], 6000, "{out}");
     assert_same_tree(&source, &target);
 }
+
+#[test]
+fn a_source_tree_swapped_for_an_identical_copy_rewrites_nothing() {
+    // A restored or recopied source (new inodes and ctimes, same content and mtimes)
+    // misses every source record: files are read again, but the target, which holds
+    // them exactly, must neither receive nor rewrite them.
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    build_tree(&source);
+    pass(&source, &target, &state, &[]);
+    let inode_before = std::fs::metadata(target.join("src/file-100.txt")).unwrap().ino();
+    let copy = dir.path().join("copy");
+    let status = Command::new("cp").arg("-a").arg(&source).arg(&copy).status().unwrap();
+    assert!(status.success());
+    std::fs::remove_dir_all(&source).unwrap();
+    std::fs::rename(&copy, &source).unwrap();
+    let out = pass(&source, &target, &state, &[]);
+    assert_same_tree(&source, &target);
+    assert_eq!(out["chunks_sent"], 0, "{out}");
+    assert_eq!(std::fs::metadata(target.join("src/file-100.txt")).unwrap().ino(), inode_before, "rewritten");
+}

@@ -97,9 +97,14 @@ impl Session {
         let permit = self.file_budget.acquire_static_permit(1).await.map_err(|_| SessionError::Cancelled)?;
         let file_id = self.next_file_id.get();
         self.next_file_id.set(file_id + 1);
-        let begin = FileBegin { file_id, path: item.path.clone(), meta: item.meta.clone(), size: stat.size };
+        let mut begin = Some(FileBegin {
+            file_id,
+            path: item.path.clone(),
+            meta: item.meta.clone(),
+            size: stat.size,
+            digest: None,
+        });
         self.shared.borrow_mut().files.insert(file_id, InFlightFile { item, digest: None, _permit: permit });
-        self.send(&Message::FileBegin(begin)).await?;
 
         let mut chunker = StreamChunker::new(self.params.chunk_params);
         let mut digest = DigestBuilder::default();
@@ -127,6 +132,10 @@ impl Session {
                 }
             });
             for b in ready {
+                // A file of more than one segment is announced before its digest is known.
+                if let Some(begin) = begin.take() {
+                    self.send(&Message::FileBegin(begin)).await?;
+                }
                 self.send_segment(b).await?;
             }
             if eof {
@@ -136,15 +145,20 @@ impl Session {
         let changed = fstat(unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) })
             .is_none_or(|now| now != stat || pos != stat.size);
         let _ = file.close().await;
-        if !seg.refs.is_empty() {
-            self.send_segment(seg).await?;
-        }
         self.shared.borrow_mut().stats.bytes_read += pos;
         let aborted = changed || read_error.is_some();
         if let Some(e) = &read_error {
             tracing::warn!(file_id, error = %e, "read failed; the target keeps its old version");
         }
         let digest = digest.finish();
+        // A one-segment file is announced with its digest: the target can skip it.
+        if let Some(mut begin) = begin.take() {
+            begin.digest = (!aborted).then_some(digest);
+            self.send(&Message::FileBegin(begin)).await?;
+        }
+        if !seg.refs.is_empty() {
+            self.send_segment(seg).await?;
+        }
         if let Some(f) = self.shared.borrow_mut().files.get_mut(&file_id) {
             f.digest = (!aborted).then_some(digest);
         }

@@ -49,6 +49,8 @@ pub struct OpenFile {
     pub chunks_received: u32,
     /// First failure; later chunks are consumed but not written.
     pub error: Option<String>,
+    /// The target already holds exactly this version: nothing is written.
+    pub unchanged: bool,
 }
 
 impl OpenFile {
@@ -75,6 +77,7 @@ impl OpenFile {
             chunks_reused: 0,
             chunks_received: 0,
             error: None,
+            unchanged: false,
         }
     }
 

@@ -207,7 +207,7 @@ impl TargetSession {
     async fn handle(&mut self, msg: Message) -> Result<(), TargetError> {
         match msg {
             Message::Entries(e) => self.on_entries(e).await,
-            Message::FileBegin(f) => self.on_file_begin(f),
+            Message::FileBegin(f) => self.on_file_begin(f).await,
             Message::Segment(s) => self.on_segment(s).await,
             Message::ChunkData(c) => self.on_chunk(c).await,
             Message::FileEnd(f) => {
@@ -234,15 +234,23 @@ impl TargetSession {
         Ok(())
     }
 
-    fn on_file_begin(&mut self, f: FileBegin) -> Result<(), TargetError> {
+    async fn on_file_begin(&mut self, f: FileBegin) -> Result<(), TargetError> {
         if self.files.len() >= OPEN_FILES_MAX || self.files.contains_key(&f.file_id) {
             return Err(TargetError::Protocol(format!("file {} reused or too many open files", f.file_id)));
         }
         if f.path.is_root() {
             return Err(TargetError::Protocol("a file cannot be the root".into()));
         }
-        let tag = self.next_tag();
         let root = self.root()?.clone();
+        if let Some(digest) = f.digest {
+            if self.holds_identical(&root, &f, digest).await {
+                let mut file = OpenFile::new(f.path, f.meta, f.size, None);
+                file.unchanged = true;
+                self.files.insert(f.file_id, file);
+                return Ok(());
+            }
+        }
+        let tag = self.next_tag();
         let opened = root.parent(&f.path).and_then(|(dir, name)| {
             let tmp = create_temp(dir.as_fd(), &tag)?;
             Ok((dir, name.to_vec(), tmp))
@@ -260,6 +268,28 @@ impl TargetSession {
         Ok(())
     }
 
+    /// Whether the target already holds exactly this file (content and metadata). A
+    /// stat on the executor rules out the common case (a new path) without a store
+    /// lookup; the record lookup runs off the executor.
+    async fn holds_identical(&self, root: &Arc<TargetRoot>, f: &FileBegin, digest: [u8; 32]) -> bool {
+        let Some((parent, name)) = f.path.split_last() else { return false };
+        let exists = root
+            .dir(&parent, false)
+            .is_ok_and(|dir| rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok());
+        if !exists {
+            return false;
+        }
+        let entry = xtsync_wire::Entry {
+            path: f.path.clone(),
+            meta: f.meta.clone(),
+            kind: xtsync_wire::EntryKind::File { size: f.size, digest },
+        };
+        let (root, store) = (root.clone(), self.ctx.store.clone());
+        let need =
+            glommio::executor().spawn_blocking(move || files_needing_content(&root, store.as_ref(), &[entry])).await;
+        need.is_empty()
+    }
+
     async fn on_segment(&mut self, s: Segment) -> Result<(), TargetError> {
         let file = self
             .files
@@ -271,8 +301,8 @@ impl TargetSession {
         let mut offset = start;
         for (i, c) in s.chunks.iter().enumerate() {
             file.digest.push(&ChunkName(c.name), c.len);
-            if c.zero || file.error.is_some() {
-                // Holes stay holes; a failed file takes no more data.
+            if c.zero || file.error.is_some() || file.unchanged {
+                // Holes stay holes; a failed or unchanged file takes no data.
             } else if let Some(&earlier) = file.placed.get(&ChunkName(c.name)) {
                 sources[i] = ChunkSource::Earlier { offset: earlier };
             } else {
@@ -422,6 +452,11 @@ impl TargetSession {
             file.fail("manifest digest mismatch".into());
         }
         let (reused, received) = (file.chunks_reused, file.chunks_received);
+        if file.unchanged && file.error.is_none() {
+            // Already in place, exactly: nothing to write, nothing to sync.
+            let done = FileDone { file_id, error: None, chunks_reused: 0, chunks_received: 0 };
+            return self.send(&Message::FileDone(done)).await;
+        }
         let ready = match (file.error.take(), file.target.take()) {
             (None, Some(t)) => finalize(&t, &file).map(|record| (t, record)),
             (Some(e), t) => {
