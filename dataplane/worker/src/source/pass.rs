@@ -71,6 +71,7 @@ async fn run(
     let (item_txs, item_rxs): (Vec<_>, Vec<_>) = (0..sessions).map(|_| flume::bounded(ITEMS_QUEUED_MAX)).unzip();
     let (events_tx, events_rx) = flume::unbounded();
     let mut end_txs = Vec::new();
+    let target_cores_taken = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     for (i, items) in item_rxs.into_iter().enumerate() {
         let (end_tx, end_rx) = flume::bounded(1);
         end_txs.push(end_tx);
@@ -88,6 +89,7 @@ async fn run(
             tls: ctx.client_tls.clone(),
             store: ctx.store.clone(),
             metrics: ctx.metrics.clone(),
+            target_cores_taken: target_cores_taken.clone(),
         };
         let cmd = CoreCommand::StartSource { params, items, events: events_tx.clone(), end_of_pass: end_rx };
         ctx.cores[i % ctx.cores.len()].send(cmd).map_err(|_| PassError::Walk("executors stopped".into()))?;

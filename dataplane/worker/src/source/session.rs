@@ -38,7 +38,14 @@ pub struct SessionParams {
     pub tls: Arc<rustls::ClientConfig>,
     pub store: Arc<dyn WorkerStore>,
     pub metrics: Arc<WorkerMetrics>,
+    /// Target executors already serving a session of this pass. SO_REUSEPORT spreads
+    /// connections by hash, so two sessions can land on one target core; a session
+    /// that lands on a taken core reconnects (a few times) to spread the load.
+    pub target_cores_taken: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
 }
+
+/// Connection attempts a session makes to land on a target core of its own.
+const SPREAD_ATTEMPTS_MAX: usize = 6;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SessionStats {
@@ -169,14 +176,31 @@ async fn connect(
     Ok((sender, reader))
 }
 
-async fn run(
-    params: SessionParams,
-    items: flume::Receiver<WalkItem>,
-    events: flume::Sender<SessionEvent>,
-    end_of_pass: flume::Receiver<()>,
-) -> Result<SessionStats, SessionError> {
-    let wire_bytes = Rc::new(Cell::new(0u64));
-    let (sender, mut reader) = connect(&params, wire_bytes.clone()).await?;
+/// Connects and says Hello until the target serves this session on an executor no
+/// other session of the pass uses (or the attempts run out).
+async fn open_session(
+    params: &SessionParams,
+    wire_bytes: Rc<Cell<u64>>,
+) -> Result<(FrameSender, impl futures_lite::AsyncRead + Unpin), SessionError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (sender, mut reader) = connect(params, wire_bytes.clone()).await?;
+        let target_core = hello(params, &sender, &mut reader).await?;
+        let mut taken = params.target_cores_taken.lock().unwrap_or_else(|p| p.into_inner());
+        if taken.insert(target_core) || attempt >= SPREAD_ATTEMPTS_MAX {
+            return Ok((sender, reader));
+        }
+        // Dropping both halves closes this connection; the target drops it quietly.
+    }
+}
+
+/// Sends Hello, waits for HelloAck; returns the target executor serving the session.
+async fn hello<R: futures_lite::AsyncRead + Unpin>(
+    params: &SessionParams,
+    sender: &FrameSender,
+    reader: &mut R,
+) -> Result<u64, SessionError> {
     let flags = if params.delete { Hello::FLAG_DELETE } else { 0 };
     sender
         .send(&Message::Hello(Hello {
@@ -189,12 +213,22 @@ async fn run(
         }))
         .await
         .map_err(|e| SessionError::Connect { addr: params.target_addr.clone(), reason: e.to_string() })?;
-    match read_message(&mut reader).await? {
-        Some(Message::HelloAck(_)) => {}
-        Some(Message::Error(e)) => return Err(SessionError::Refused(e.message)),
-        Some(other) => return Err(SessionError::Protocol(format!("expected HelloAck, got {other:?}"))),
-        None => return Err(SessionError::Refused("connection closed after Hello".into())),
+    match read_message(reader).await? {
+        Some(Message::HelloAck(ack)) => Ok(ack.session_id & 0xffff),
+        Some(Message::Error(e)) => Err(SessionError::Refused(e.message)),
+        Some(other) => Err(SessionError::Protocol(format!("expected HelloAck, got {other:?}"))),
+        None => Err(SessionError::Refused("connection closed after Hello".into())),
     }
+}
+
+async fn run(
+    params: SessionParams,
+    items: flume::Receiver<WalkItem>,
+    events: flume::Sender<SessionEvent>,
+    end_of_pass: flume::Receiver<()>,
+) -> Result<SessionStats, SessionError> {
+    let wire_bytes = Rc::new(Cell::new(0u64));
+    let (sender, reader) = open_session(&params, wire_bytes.clone()).await?;
 
     let (producer_tx, producer_rx) = flume::unbounded();
     let session = Rc::new(Session {

@@ -158,6 +158,7 @@ impl TargetSession {
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Ok(()),
         }
+        let mut frames_seen = 0u64;
         loop {
             self.drain().await?;
             let next = if self.barrier.is_empty() {
@@ -174,11 +175,14 @@ impl TargetSession {
             };
             let msg = match next {
                 Ok(Ok(m)) => m,
+                // A source that closes right after Hello is trying another core.
+                Ok(Err(FrameError::Closed)) | Err(_) if frames_seen == 0 => return Ok(()),
                 Ok(Err(FrameError::Closed)) | Err(_) => {
                     return Err(TargetError::Protocol("source closed the connection mid-pass".into()))
                 }
                 Ok(Err(e)) => return Err(e.into()),
             };
+            frames_seen += 1;
             if let Message::EndOfPass(_) = msg {
                 return self.end_of_pass().await;
             }
@@ -200,7 +204,9 @@ impl TargetSession {
         self.root = Some(Arc::new(root));
         self.delete = h.flags & xtsync_wire::Hello::FLAG_DELETE != 0;
         self.tag = format!("{}.{}.{}", h.run_id, h.session_index, std::process::id());
-        let session_id = h.run_id << 16 | h.session_index as u64;
+        // The low 16 bits name the executor serving the session (the source uses them
+        // to spread its sessions over the target's cores).
+        let session_id = h.run_id << 16 | (self.ctx.core as u64 & 0xffff);
         self.send(&Message::HelloAck(HelloAck { session_id })).await
     }
 
