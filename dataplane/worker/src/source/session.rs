@@ -321,22 +321,7 @@ async fn produce(
         if !walk_done {
             match items.try_recv() {
                 Ok(item) => {
-                    match &item.kind {
-                        WalkKind::File { cached_digest: None, .. } => {
-                            session.send_batch(&mut batch, &mut batch_files, &mut next_batch).await?;
-                            session.stream_file(item).await?;
-                        }
-                        WalkKind::HardLink { .. } => deferred_links.push(item),
-                        _ => {
-                            if let WalkKind::File { .. } = item.kind {
-                                batch_files.insert(batch.len() as u32, item.clone());
-                            }
-                            batch.push(entry_of(&item));
-                            if batch.len() >= ENTRIES_PER_FRAME {
-                                session.send_batch(&mut batch, &mut batch_files, &mut next_batch).await?;
-                            }
-                        }
-                    }
+                    session.take_item(item, &mut batch, &mut batch_files, &mut next_batch, &mut deferred_links).await?;
                     continue;
                 }
                 Err(flume::TryRecvError::Empty) => {
@@ -381,17 +366,7 @@ async fn produce(
             let either = futures::future::select(items.recv_async(), producer_rx.recv_async()).await;
             match either {
                 futures::future::Either::Left((Ok(item), _)) => {
-                    // Put it back in front by handling it now.
-                    match &item.kind {
-                        WalkKind::File { cached_digest: None, .. } => session.stream_file(item).await?,
-                        WalkKind::HardLink { .. } => deferred_links.push(item),
-                        _ => {
-                            if let WalkKind::File { .. } = item.kind {
-                                batch_files.insert(batch.len() as u32, item.clone());
-                            }
-                            batch.push(entry_of(&item));
-                        }
-                    }
+                    session.take_item(item, &mut batch, &mut batch_files, &mut next_batch, &mut deferred_links).await?
                 }
                 futures::future::Either::Left((Err(_), _)) => walk_done = true,
                 futures::future::Either::Right((Ok(ProducerEvent::Need(item)), _)) => session.stream_file(item).await?,
@@ -419,6 +394,38 @@ pub fn entry_of(item: &WalkItem) -> Entry {
 }
 
 impl Session {
+    /// One walk item: a file without a known digest is streamed now (after the entries
+    /// before it); hard links wait for the end; everything else joins the batch.
+    async fn take_item(
+        &self,
+        item: WalkItem,
+        batch: &mut Vec<Entry>,
+        batch_files: &mut HashMap<u32, WalkItem>,
+        next_batch: &mut u32,
+        deferred_links: &mut Vec<WalkItem>,
+    ) -> Result<(), SessionError> {
+        match &item.kind {
+            WalkKind::File { cached_digest: None, .. } => {
+                self.send_batch(batch, batch_files, next_batch).await?;
+                self.stream_file(item).await
+            }
+            WalkKind::HardLink { .. } => {
+                deferred_links.push(item);
+                Ok(())
+            }
+            _ => {
+                if let WalkKind::File { .. } = item.kind {
+                    batch_files.insert(batch.len() as u32, item.clone());
+                }
+                batch.push(entry_of(&item));
+                if batch.len() >= ENTRIES_PER_FRAME {
+                    self.send_batch(batch, batch_files, next_batch).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     async fn send_batch(
         &self,
         batch: &mut Vec<Entry>,
