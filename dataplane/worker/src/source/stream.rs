@@ -14,14 +14,14 @@ use crate::source::scan::{FileStat, WalkKind};
 use crate::source::session::{InFlightFile, Session, SessionError, SessionEvent};
 
 /// Bytes of chunk data a session may hold while waiting for wants.
-pub const SEGMENTS_IN_FLIGHT_BYTES_MAX: u64 = 96 << 20;
+pub const SEGMENTS_IN_FLIGHT_BYTES_MAX: u64 = 32 << 20;
 /// Files a session may have begun and not seen acknowledged (well under the target's
 /// limit of open files per session).
 pub const FILES_IN_FLIGHT_MAX: u64 = 1024;
 /// Bytes per segment before it is sent (or fewer at the end of a file).
 const SEGMENT_BYTES_MAX: usize = 8 << 20;
 /// Bytes per io_uring read.
-const READ_BYTES_MAX: u64 = 4 << 20;
+const READ_BYTES_MAX: u64 = 1 << 20;
 /// How often a file that keeps changing while read is tried again.
 pub const RETRIES_MAX: u8 = 3;
 
@@ -42,8 +42,11 @@ struct Builder {
 }
 
 impl Builder {
-    fn new(file_id: u64) -> Builder {
-        Builder { file_id, seg_no: 0, refs: Vec::new(), data: Vec::new(), spans: Vec::new() }
+    /// `bytes_hint`: what is left of the file, so that the buffer is allocated once
+    /// (growing an 8 MiB Vec by doubling left large freed blocks behind).
+    fn new(file_id: u64, seg_no: u32, bytes_hint: u64) -> Builder {
+        let capacity = bytes_hint.min(SEGMENT_BYTES_MAX as u64 + (1 << 20)) as usize;
+        Builder { file_id, seg_no, refs: Vec::new(), data: Vec::with_capacity(capacity), spans: Vec::new() }
     }
 
     fn push(&mut self, chunk: &[u8], digest: &mut DigestBuilder) {
@@ -108,7 +111,7 @@ impl Session {
 
         let mut chunker = StreamChunker::new(self.params.chunk_params);
         let mut digest = DigestBuilder::default();
-        let mut seg = Builder::new(file_id);
+        let mut seg = Builder::new(file_id, 0, stat.size);
         let mut pos = 0u64;
         let mut read_error = None;
         loop {
@@ -127,7 +130,9 @@ impl Session {
             chunker.push(&block, eof, |chunk| {
                 seg.push(chunk, &mut digest);
                 if seg.full() {
-                    let next = Builder { seg_no: seg.seg_no + 1, ..Builder::new(file_id) };
+                    // `pos` is already past this block: what is left, plus the block.
+                    let left = stat.size.saturating_sub(pos) + READ_BYTES_MAX;
+                    let next = Builder::new(file_id, seg.seg_no + 1, left);
                     ready.push(std::mem::replace(&mut seg, next));
                 }
             });
