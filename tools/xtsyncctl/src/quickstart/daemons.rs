@@ -19,7 +19,17 @@ impl Daemon {
         std::fs::create_dir_all(log_dir)?;
         let log = log_dir.join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        // If xtsyncctl dies without running its destructors (SIGTERM, SIGKILL), the
+        // kernel stops the daemons too instead of leaving them orphaned.
+        // SAFETY: prctl is async-signal-safe and touches only the child being spawned.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
