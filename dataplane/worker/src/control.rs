@@ -89,16 +89,17 @@ impl PassSink for CoordinatorSink {
         let batch = VersionBatch { job_id: self.job_id, versions };
         // A commit is retried: the versions are durable at the target already.
         let mut delay = Duration::from_millis(100);
-        for attempt in 0..6 {
+        let mut attempts_left = 5;
+        loop {
             match self.client.commit(self.run_id, &batch).await {
                 Ok(_) => return Ok(()),
-                Err(e) if attempt == 5 => return Err(e.to_string()),
+                Err(e) if attempts_left == 0 => return Err(e.to_string()),
                 Err(e) => tracing::warn!(error = %e, "catalog commit failed; retrying"),
             }
+            attempts_left -= 1;
             tokio::time::sleep(delay).await;
             delay *= 2;
         }
-        unreachable!("the loop returns")
     }
 
     fn progress(&mut self, progress: RunProgress) {

@@ -17,7 +17,7 @@ pub struct WorkerMetrics {
     pub chunks_received_total: AtomicU64,
     pub chunks_reused_total: AtomicU64,
     pub chunk_hash_mismatches_total: AtomicU64,
-    pub frames_malformed_total: AtomicU64,
+    pub sessions_refused_protocol_total: AtomicU64,
     pub tls_handshakes_refused_total: AtomicU64,
     pub bytes_sent_total: AtomicU64,
 }
@@ -66,7 +66,7 @@ impl WorkerMetrics {
                 "xtsync_worker_sessions_refused_protocol_total",
                 "counter",
                 "Sessions closed for protocol violations",
-                &self.frames_malformed_total,
+                &self.sessions_refused_protocol_total,
             ),
             (
                 "xtsync_worker_tls_handshakes_refused_total",

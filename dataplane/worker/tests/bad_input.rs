@@ -341,3 +341,32 @@ fn a_broken_config_names_file_key_and_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(&format!("{}:2:", path.display())), "{err}");
 }
+
+#[test]
+fn a_segment_after_its_files_end_is_refused_without_harming_the_worker() {
+    let w = start_worker();
+    let root = tempfile::tempdir().unwrap();
+    let mut tls = connect(&w);
+    hello(&mut tls, root.path());
+    let meta = Meta { mode: 0o644, ..Meta::default() };
+    send(
+        &mut tls,
+        &Message::FileBegin(FileBegin { file_id: 1, path: RelPath::new("f").unwrap(), meta, size: 0, digest: None }),
+    );
+    send(&mut tls, &Message::FileEnd(FileEnd { file_id: 1, digest: [0; 32], aborted: false }));
+    let name = *blake3::hash(b"late").as_bytes();
+    send(
+        &mut tls,
+        &Message::Segment(Segment { file_id: 1, seg_no: 0, chunks: vec![ChunkRef { name, len: 4, zero: false }] }),
+    );
+    // FileDone for the (bad-digest) empty file may come first; then the refusal.
+    let mut refused = false;
+    while let Some(m) = recv(&mut tls) {
+        if let Message::Error(e) = m {
+            assert!(e.message.contains("unknown or ended file"), "{}", e.message);
+            refused = true;
+        }
+    }
+    assert!(refused, "the late segment must end the session with an error");
+    assert_worker_serves(&w);
+}

@@ -116,7 +116,8 @@ impl Session {
         let mut read_error = None;
         loop {
             let want = (stat.size.saturating_sub(pos)).min(READ_BYTES_MAX);
-            // Read one byte past the expected end to notice a file that grew.
+            // An empty file is read for one byte, to notice that it grew; other growth
+            // or change is caught by the fstat after the last read.
             let block = match file.read_at(pos, (want.max(1)) as usize).await {
                 Ok(b) => b,
                 Err(e) => {

@@ -51,6 +51,8 @@ pub struct OpenFile {
     pub error: Option<String>,
     /// The target already holds exactly this version: nothing is written.
     pub unchanged: bool,
+    /// The source sent FileEnd: no more segments may follow.
+    pub ended: bool,
 }
 
 impl OpenFile {
@@ -78,6 +80,7 @@ impl OpenFile {
             chunks_received: 0,
             error: None,
             unchanged: false,
+            ended: false,
         }
     }
 

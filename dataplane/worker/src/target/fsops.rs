@@ -26,12 +26,6 @@ pub enum FsError {
     Escape { path: String },
 }
 
-impl FsError {
-    pub fn is_no_space(&self) -> bool {
-        matches!(self, FsError::Sys { errno, .. } if *errno == Errno::NOSPC || *errno == Errno::DQUOT)
-    }
-}
-
 fn sys<'a>(path: &'a [u8], op: &'static str) -> impl FnOnce(Errno) -> FsError + 'a {
     move |errno| {
         let path = String::from_utf8_lossy(path).into_owned();

@@ -92,7 +92,7 @@ pub async fn serve(tcp: glommio::net::TcpStream, ctx: Rc<TargetContext>) {
     session.abandon();
     if let Err(e) = &result {
         if matches!(e, TargetError::Frame(FrameError::Wire(_)) | TargetError::Protocol(_)) {
-            ctx.metrics.frames_malformed_total.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.sessions_refused_protocol_total.fetch_add(1, Ordering::Relaxed);
         }
         tracing::warn!(%peer, error = %e, "session closed");
         let _ = sender.send(&Message::Error(xtsync_wire::ErrorMsg { message: e.to_string() })).await;
@@ -217,8 +217,12 @@ impl TargetSession {
             Message::Segment(s) => self.on_segment(s).await,
             Message::ChunkData(c) => self.on_chunk(c).await,
             Message::FileEnd(f) => {
-                if !self.files.contains_key(&f.file_id) {
-                    return Err(TargetError::Protocol(format!("FileEnd for unknown file {}", f.file_id)));
+                let file = self
+                    .files
+                    .get_mut(&f.file_id)
+                    .ok_or_else(|| TargetError::Protocol(format!("FileEnd for unknown file {}", f.file_id)))?;
+                if std::mem::replace(&mut file.ended, true) {
+                    return Err(TargetError::Protocol(format!("FileEnd twice for file {}", f.file_id)));
                 }
                 self.queue.push_back(Pending::FileEnd { file_id: f.file_id, digest: f.digest, aborted: f.aborted });
                 Ok(())
@@ -300,7 +304,8 @@ impl TargetSession {
         let file = self
             .files
             .get_mut(&s.file_id)
-            .ok_or_else(|| TargetError::Protocol(format!("segment for unknown file {}", s.file_id)))?;
+            .filter(|f| !f.ended)
+            .ok_or_else(|| TargetError::Protocol(format!("segment for unknown or ended file {}", s.file_id)))?;
         let start = file.next_offset;
         let mut sources = vec![ChunkSource::Zero; s.chunks.len()];
         let mut lookup: Vec<usize> = Vec::new();
@@ -402,50 +407,31 @@ impl TargetSession {
         loop {
             match self.queue.front_mut() {
                 None => return Ok(()),
-                Some(Pending::Entries(_)) => {
-                    let Some(Pending::Entries(entries)) = self.queue.pop_front() else { unreachable!() };
-                    let tag = self.next_tag();
-                    let root = self.root()?.clone();
-                    apply_entries(&root, entries, &tag, self.delete, &mut self.memory);
-                }
-                Some(Pending::FileEnd { .. }) => {
-                    let Some(Pending::FileEnd { file_id, digest, aborted }) = self.queue.pop_front() else {
-                        unreachable!()
-                    };
-                    self.finish_file(file_id, digest, aborted).await?;
-                }
                 Some(Pending::Segment(seg)) => {
-                    while seg.next < seg.chunks.len() {
-                        let chunk = seg.chunks[seg.next];
-                        let file = self.files.get_mut(&seg.file_id).expect("segment of an open file");
-                        match &seg.sources[seg.next] {
-                            ChunkSource::Wire => return Ok(()),
-                            ChunkSource::Zero => {}
-                            ChunkSource::Local(loc) => {
-                                place_local(file, &mut self.readers, &self.ctx, loc.clone(), chunk.name, seg.offset)
-                                    .await
-                            }
-                            ChunkSource::Earlier { offset } => {
-                                let verified = match &file.target {
-                                    Some(t) => read_verified(&t.file, *offset, chunk.len, &chunk.name).await,
-                                    None => Err("no file".into()),
-                                };
-                                match verified {
-                                    Ok(d) => write_chunk(file, ChunkName(chunk.name), d, seg.offset).await,
-                                    Err(e) => file.fail(e),
-                                }
-                            }
-                        }
-                        seg.offset += chunk.len as u64;
-                        seg.next += 1;
+                    let file = self
+                        .files
+                        .get_mut(&seg.file_id)
+                        .ok_or_else(|| TargetError::Protocol(format!("segment of closed file {}", seg.file_id)))?;
+                    if !place_ready_chunks(seg, file, &mut self.readers, &self.ctx).await {
+                        return Ok(()); // waits for chunk data from the wire
                     }
-                    let (file_id, end) = (seg.file_id, seg.offset);
-                    let start = end - seg.chunks.iter().map(|c| c.len as u64).sum::<u64>();
+                    let start = seg.offset - seg.chunks.iter().map(|c| c.len as u64).sum::<u64>();
+                    if let Some(t) = &file.target {
+                        start_writeback(t, start, seg.offset - start);
+                    }
                     self.queue.pop_front();
-                    if let Some(t) = self.files.get(&file_id).and_then(|f| f.target.as_ref()) {
-                        start_writeback(t, start, end - start);
-                    }
                 }
+                Some(_) => match self.queue.pop_front() {
+                    Some(Pending::Entries(entries)) => {
+                        let tag = self.next_tag();
+                        let root = self.root()?.clone();
+                        apply_entries(&root, entries, &tag, self.delete, &mut self.memory);
+                    }
+                    Some(Pending::FileEnd { file_id, digest, aborted }) => {
+                        self.finish_file(file_id, digest, aborted).await?
+                    }
+                    _ => {}
+                },
             }
             if self.barrier.should_flush() {
                 self.flush().await?;
@@ -562,6 +548,37 @@ fn finalize(t: &crate::target::assemble::TempFile, file: &OpenFile) -> Result<Ta
         mtime_ns: file.meta.mtime_s * 1_000_000_000 + file.meta.mtime_ns as i64,
         digest: file.digest.finish(),
     })
+}
+
+/// Places the chunks of `seg` that need no wire data, in order. Returns false when it
+/// stops at a chunk that must arrive from the source, true when the segment is done.
+async fn place_ready_chunks(
+    seg: &mut PendingSegment,
+    file: &mut OpenFile,
+    readers: &mut LocalReaders,
+    ctx: &TargetContext,
+) -> bool {
+    while seg.next < seg.chunks.len() {
+        let chunk = seg.chunks[seg.next];
+        match &seg.sources[seg.next] {
+            ChunkSource::Wire => return false,
+            ChunkSource::Zero => {}
+            ChunkSource::Local(loc) => place_local(file, readers, ctx, loc.clone(), chunk.name, seg.offset).await,
+            ChunkSource::Earlier { offset } => {
+                let verified = match &file.target {
+                    Some(t) => read_verified(&t.file, *offset, chunk.len, &chunk.name).await,
+                    None => Err("no file".into()),
+                };
+                match verified {
+                    Ok(d) => write_chunk(file, ChunkName(chunk.name), d, seg.offset).await,
+                    Err(e) => file.fail(e),
+                }
+            }
+        }
+        seg.offset += chunk.len as u64;
+        seg.next += 1;
+    }
+    true
 }
 
 /// Starts writing a finished segment back to disk now (without waiting), so that the
