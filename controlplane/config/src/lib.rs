@@ -56,6 +56,33 @@ pub struct TransferConfig {
     pub retry_count: u32,
     pub compression: Compression,
     pub compression_level: i32,
+    /// Kernel TLS on the data plane.
+    pub ktls: KtlsMode,
+}
+
+/// `transfer.ktls`: who encrypts data-plane sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KtlsMode {
+    /// The kernel where the kernel, the cipher and the socket accept it, else rustls
+    /// in user space (per session).
+    #[default]
+    Auto,
+    /// The kernel or nothing: a worker whose kernel lacks TLS refuses to start.
+    On,
+    /// Always rustls in user space.
+    Off,
+}
+
+impl std::str::FromStr for KtlsMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(KtlsMode::Auto),
+            "on" => Ok(KtlsMode::On),
+            "off" => Ok(KtlsMode::Off),
+            other => Err(format!("{other:?} is not one of auto, on, off")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

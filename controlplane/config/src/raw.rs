@@ -55,6 +55,7 @@ pub struct RawTransfer {
     pub retry_count: Option<u32>,
     pub compression: Option<String>,
     pub compression_level: Option<i32>,
+    pub ktls: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -48,6 +48,14 @@ fn out_of_range_value_names_key() {
 }
 
 #[test]
+fn ktls_mode_is_parsed_and_checked() {
+    assert_eq!(parse("").unwrap().transfer.ktls, KtlsMode::Auto);
+    assert_eq!(parse("transfer:\n  ktls: off\n").unwrap().transfer.ktls, KtlsMode::Off);
+    let err = parse("transfer:\n  ktls: yes\n").unwrap_err().to_string();
+    assert!(err.contains("transfer.ktls") && err.contains("auto, on, off"), "{err}");
+}
+
+#[test]
 fn bad_compression_and_relative_path_are_refused() {
     let err = parse("transfer:\n  compression: lz5\n").unwrap_err();
     assert!(err.to_string().contains("transfer.compression"), "{err}");

@@ -132,7 +132,7 @@ impl Config {
             tls,
         };
 
-        let RawTransfer { max_concurrent_transfers, chunk_size_kb, retry_count, compression, compression_level } =
+        let RawTransfer { max_concurrent_transfers, chunk_size_kb, retry_count, compression, compression_level, ktls } =
             transfer.unwrap_or_default();
         let chunk_size_kb =
             c.range("transfer.chunk_size_kb", chunk_size_kb.unwrap_or(CHUNK_SIZE_KB_DEFAULT), 4, 4096)?;
@@ -154,6 +154,7 @@ impl Config {
                 .parse()
                 .map_err(|e: String| c.invalid("transfer.compression", e))?,
             compression_level: c.range("transfer.compression_level", compression_level.unwrap_or(1), -7, 19)?,
+            ktls: ktls.as_deref().unwrap_or("auto").parse().map_err(|e: String| c.invalid("transfer.ktls", e))?,
         };
 
         let RawWorker { name, site, cores } = worker.unwrap_or_default();

@@ -1,9 +1,10 @@
 //! TLS for the data plane: rustls configurations with mutual authentication built from
 //! PEM files named in the config, and a small certificate authority (rcgen) for the
 //! quickstart and for `xtsyncctl cert` (a later issue extends it with roles and
-//! revocation). No sockets here: the worker wraps its own streams (the hand-off point
-//! to kernel TLS will sit beside `tls.rs`).
+//! revocation). No async runtime here: the worker wraps its own streams; `ktls` hands a
+//! finished rustls session to the kernel on a raw socket.
 
+pub mod ktls;
 mod pki;
 mod tls;
 

@@ -56,19 +56,25 @@ pub fn server_config(cert_path: &Path, key_path: &Path, ca_path: &Path) -> Resul
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_path)?), provider())
         .build()
         .map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
-    let config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(cert_path)?, load_key(key_path)?)?;
+    // Kernel TLS takes the session keys after the handshake, and a TLS 1.3 session
+    // ticket sent after the handshake would reach a kTLS socket as a record it cannot
+    // parse: sessions are never resumed, so no tickets.
+    config.enable_secret_extraction = true;
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
 /// Client side: verifies the server against `ca_path` and presents our certificate.
 pub fn client_config(cert_path: &Path, key_path: &Path, ca_path: &Path) -> Result<Arc<ClientConfig>, TlsSetupError> {
-    let config = ClientConfig::builder_with_provider(provider())
+    let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(ca_path)?)
         .with_client_auth_cert(load_certs(cert_path)?, load_key(key_path)?)?;
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

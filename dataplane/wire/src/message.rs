@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! source                                   target
+//!       ◄───────────────────────────────── Ready (the target speaks first)
 //! Hello ─────────────────────────────────► (checks root, job)
 //!       ◄───────────────────────────────── HelloAck
 //! Entries{dirs, links, known files} ─────► EntriesReply{which files need content}
@@ -35,6 +36,15 @@ pub struct Hello {
 impl Hello {
     /// Propagate deletions.
     pub const FLAG_DELETE: u32 = 1;
+}
+
+/// The target's first frame after the TLS handshake. The source sends nothing before
+/// it, so neither side's TLS library can have read application data past the
+/// handshake: each side may hand its session keys to the kernel (kTLS) safely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    /// The target encrypts and decrypts this session in the kernel (informational).
+    pub target_kernel_tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +201,7 @@ pub struct ErrorMsg {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
+    Ready(Ready),
     Hello(Hello),
     HelloAck(HelloAck),
     Entries(Entries),
@@ -220,6 +231,7 @@ mod kind {
     pub const END_OF_PASS: u8 = 11;
     pub const PASS_DONE: u8 = 12;
     pub const ERROR: u8 = 13;
+    pub const READY: u8 = 14;
 }
 
 const MESSAGE_BYTES_MAX: usize = 64 * 1024;
@@ -332,6 +344,7 @@ fn read_entry(r: &mut Reader<'_>) -> Result<Entry, WireError> {
 impl Message {
     fn kind(&self) -> u8 {
         match self {
+            Message::Ready(_) => kind::READY,
             Message::Hello(_) => kind::HELLO,
             Message::HelloAck(_) => kind::HELLO_ACK,
             Message::Entries(_) => kind::ENTRIES,
@@ -353,6 +366,7 @@ impl Message {
         let at = out.len();
         out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
         match self {
+            Message::Ready(r) => out.push(u8::from(r.target_kernel_tls)),
             Message::Hello(h) => {
                 put_u64(out, h.job_id);
                 put_u64(out, h.run_id);
@@ -447,6 +461,7 @@ impl Message {
         }
         let mut r = Reader::new(&payload);
         let msg = match kind {
+            kind::READY => Message::Ready(Ready { target_kernel_tls: r.bool("ready.target_kernel_tls")? }),
             kind::HELLO => Message::Hello(Hello {
                 job_id: r.u64("hello.job_id")?,
                 run_id: r.u64("hello.run_id")?,

@@ -22,6 +22,7 @@ fn samples() -> Vec<Message> {
             target_root: "/t".into(),
             flags: Hello::FLAG_DELETE,
         }),
+        Message::Ready(Ready { target_kernel_tls: true }),
         Message::HelloAck(HelloAck { session_id: 9 }),
         Message::Entries(Entries {
             batch: 3,

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::metrics::WorkerMetrics;
+use crate::secure::KtlsPolicy;
 use crate::source::scan::WalkItem;
 use crate::source::session::{run_session, SessionEvent, SessionParams};
 use crate::target::listener::accept_loop;
@@ -26,6 +27,7 @@ pub struct CoreSetup {
     pub data_listen: SocketAddr,
     pub store: Arc<dyn xtsync_store::WorkerStore>,
     pub server_tls: Arc<rustls::ServerConfig>,
+    pub ktls: KtlsPolicy,
     pub metrics: Arc<WorkerMetrics>,
 }
 
@@ -34,6 +36,7 @@ pub async fn core_main(core: usize, setup: Arc<CoreSetup>, commands: flume::Rece
     let ctx = Rc::new(TargetContext {
         store: setup.store.clone(),
         tls: setup.server_tls.clone(),
+        ktls: setup.ktls,
         metrics: setup.metrics.clone(),
         core,
     });

@@ -50,6 +50,9 @@ impl<S> Counted<S> {
     pub fn new(inner: S, bytes: Rc<Cell<u64>>) -> Self {
         Counted { inner, bytes }
     }
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {

@@ -6,6 +6,7 @@
 //!   `replies`) and the pass that drives them (`pass`).
 //! - `target/`: sessions that assemble and commit files (`session`, `assemble`,
 //!   `durability`, `entries`) over an openat2-confined filesystem layer (`fsops`).
+//! - `secure`: a session's stream after the handshake, rustls or kernel TLS.
 //! - `frames`, `writer`: frame I/O over a TLS stream; the codec is `xtsync-wire`.
 //! - `control`: the tokio thread that talks to the coordinator and serves HTTP.
 
@@ -14,6 +15,7 @@ pub mod cores;
 pub mod frames;
 pub mod metrics;
 pub mod runtime;
+pub mod secure;
 pub mod source;
 pub mod target;
 pub mod writer;

@@ -13,6 +13,7 @@ use xtsync_worker::control::{control_loop, serve_http, CoordinatorClient};
 use xtsync_worker::cores::{core_main, CoreSetup};
 use xtsync_worker::metrics::WorkerMetrics;
 use xtsync_worker::runtime::{allowed_cpus, raise_memlock_limit, raise_nofile_limit, start_executors};
+use xtsync_worker::secure::KtlsPolicy;
 use xtsync_worker::source::pass::PassContext;
 
 #[derive(Parser, Debug)]
@@ -49,6 +50,9 @@ struct Args {
     /// Number of executors (first N allowed CPUs); default: worker.cores or all.
     #[arg(long)]
     cores: Option<usize>,
+    /// Kernel TLS: auto, on or off (overrides transfer.ktls).
+    #[arg(long)]
+    ktls: Option<xtsync_config::KtlsMode>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,6 +96,8 @@ fn main() -> anyhow::Result<()> {
     let server_tls = xtsync_transport::server_config(&cert, &key, &ca)?;
     let client_tls = xtsync_transport::client_config(&cert, &key, &ca)?;
     let metrics = Arc::new(WorkerMetrics::default());
+    let ktls = KtlsPolicy::from_mode(args.ktls.unwrap_or(config.transfer.ktls))
+        .context("transfer.ktls is on, but this kernel cannot take TLS keys")?;
 
     let mut cpus = if config.worker.cores.is_empty() { allowed_cpus() } else { config.worker.cores.clone() };
     if let Some(n) = args.cores {
@@ -100,7 +106,7 @@ fn main() -> anyhow::Result<()> {
         }
         cpus.truncate(n);
     }
-    let setup = Arc::new(CoreSetup { data_listen, store: store.clone(), server_tls, metrics: metrics.clone() });
+    let setup = Arc::new(CoreSetup { data_listen, store: store.clone(), server_tls, ktls, metrics: metrics.clone() });
     let (core_txs, core_rxs): (Vec<_>, Vec<_>) = cpus.iter().map(|_| flume::unbounded()).unzip();
     let core_rxs = Arc::new(std::sync::Mutex::new(core_rxs.into_iter().map(Some).collect::<Vec<_>>()));
     let _executors = start_executors(&cpus, move |core| {
@@ -111,7 +117,8 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(%name, %data_listen, %http_listen, cores = ?cpus, "worker started");
 
     let chunk_params = ChunkParams::from_avg(config.transfer.chunk_bytes_avg)?;
-    let ctx = Arc::new(PassContext { cores: core_txs, store, client_tls, metrics: metrics.clone(), chunk_params });
+    let ctx =
+        Arc::new(PassContext { cores: core_txs, store, client_tls, ktls, metrics: metrics.clone(), chunk_params });
     let registration = WorkerRegistration {
         name: name.clone(),
         site,

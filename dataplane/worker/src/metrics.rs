@@ -20,13 +20,17 @@ pub struct WorkerMetrics {
     pub sessions_refused_protocol_total: AtomicU64,
     pub tls_handshakes_refused_total: AtomicU64,
     pub bytes_sent_total: AtomicU64,
+    pub tls_sessions_kernel_total: AtomicU64,
+    pub tls_sessions_userspace_total: AtomicU64,
+    pub ktls_fallbacks_total: AtomicU64,
+    pub ktls_handoffs_failed_total: AtomicU64,
 }
 
 impl WorkerMetrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 17] = [
             ("xtsync_worker_source_sessions_active", "gauge", "Source sessions running", &self.sessions_source_active),
             ("xtsync_worker_target_sessions_active", "gauge", "Target sessions running", &self.sessions_target_active),
             ("xtsync_worker_passes_total", "counter", "Passes run as source", &self.passes_total),
@@ -77,8 +81,32 @@ impl WorkerMetrics {
             (
                 "xtsync_worker_bytes_sent_total",
                 "counter",
-                "Bytes on the wire of source sessions",
+                "Bytes on the wire of source sessions (under kernel TLS: plaintext, records add ~0.1%)",
                 &self.bytes_sent_total,
+            ),
+            (
+                "xtsync_worker_tls_sessions_kernel_total",
+                "counter",
+                "Data-plane sessions (either end) encrypted by the kernel (kTLS)",
+                &self.tls_sessions_kernel_total,
+            ),
+            (
+                "xtsync_worker_tls_sessions_userspace_total",
+                "counter",
+                "Data-plane sessions (either end) encrypted by rustls in user space",
+                &self.tls_sessions_userspace_total,
+            ),
+            (
+                "xtsync_worker_ktls_fallbacks_total",
+                "counter",
+                "Sessions that fell back to rustls because the kernel refused kTLS",
+                &self.ktls_fallbacks_total,
+            ),
+            (
+                "xtsync_worker_ktls_handoffs_failed_total",
+                "counter",
+                "Sessions closed because the kernel refused keys after the hand-off began",
+                &self.ktls_handoffs_failed_total,
             ),
         ];
         for (name, kind, help, v) in rows {

@@ -82,7 +82,10 @@ fn connect_with(w: &Worker, cert: &Path, key: &Path, ca: &Path) -> std::io::Resu
 }
 
 fn connect(w: &Worker) -> Tls {
-    connect_with(w, &w.pki.join("client.crt"), &w.pki.join("client.key"), &w.pki.join("ca.crt")).unwrap()
+    let mut tls = connect_with(w, &w.pki.join("client.crt"), &w.pki.join("client.key"), &w.pki.join("ca.crt")).unwrap();
+    // The target speaks first, so that either side may hand its keys to the kernel.
+    assert!(matches!(recv(&mut tls), Some(Message::Ready(_))), "expected Ready first");
+    tls
 }
 
 fn send(tls: &mut Tls, msg: &Message) {

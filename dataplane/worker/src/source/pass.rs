@@ -24,6 +24,7 @@ pub struct PassContext {
     pub cores: Vec<flume::Sender<CoreCommand>>,
     pub store: Arc<dyn xtsync_store::WorkerStore>,
     pub client_tls: Arc<rustls::ClientConfig>,
+    pub ktls: crate::secure::KtlsPolicy,
     pub metrics: Arc<WorkerMetrics>,
     pub chunk_params: ChunkParams,
 }
@@ -87,6 +88,7 @@ async fn run(
             compression_level: options.compression_level,
             chunk_params: ctx.chunk_params,
             tls: ctx.client_tls.clone(),
+            ktls: ctx.ktls,
             store: ctx.store.clone(),
             metrics: ctx.metrics.clone(),
             target_cores_taken: target_cores_taken.clone(),

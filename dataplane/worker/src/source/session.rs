@@ -15,6 +15,7 @@ use xtsync_wire::{Entries, Entry, EntryKind, Hello, Message};
 
 use crate::frames::{read_message, Counted, FrameError};
 use crate::metrics::WorkerMetrics;
+use crate::secure::{establish, KtlsPolicy};
 use crate::source::replies::handle_replies;
 use crate::source::scan::{WalkItem, WalkKind};
 use crate::source::stream::{SegmentBuf, FILES_IN_FLIGHT_MAX, SEGMENTS_IN_FLIGHT_BYTES_MAX};
@@ -36,6 +37,7 @@ pub struct SessionParams {
     pub compression_level: i32,
     pub chunk_params: ChunkParams,
     pub tls: Arc<rustls::ClientConfig>,
+    pub ktls: KtlsPolicy,
     pub store: Arc<dyn WorkerStore>,
     pub metrics: Arc<WorkerMetrics>,
     /// Target executors already serving a session of this pass. SO_REUSEPORT spreads
@@ -171,7 +173,23 @@ async fn connect(
         .connect(server_name, Counted::new(tcp, wire_bytes))
         .await
         .map_err(|e| SessionError::Handshake { addr: addr.clone(), reason: e.to_string() })?;
-    let (reader, writer) = tls.split();
+    let (stream, path) = establish(tls.into(), params.ktls, &params.metrics)
+        .map_err(|e| SessionError::Handshake { addr: addr.clone(), reason: e.to_string() })?;
+    let (mut reader, writer) = stream.split();
+    // The target speaks first (see `Ready`): nothing is sent before the keys moved.
+    let target_kernel_tls = match read_message(&mut reader).await? {
+        Some(Message::Ready(r)) => r.target_kernel_tls,
+        Some(Message::Error(e)) => return Err(SessionError::Refused(e.message)),
+        Some(other) => return Err(SessionError::Protocol(format!("expected Ready, got {other:?}"))),
+        None => return Err(SessionError::Refused("connection closed before Ready".into())),
+    };
+    tracing::info!(
+        target = %addr,
+        session = params.session_index,
+        tls = path.as_str(),
+        target_tls = if target_kernel_tls { "kernel" } else { "userspace" },
+        "source session connected"
+    );
     let (sender, _writer_task) = spawn_writer(writer);
     Ok((sender, reader))
 }

@@ -18,13 +18,15 @@ use xtsync_chunker::{ChunkCodec, ChunkName, Encoding};
 use xtsync_store::{ChunkLocation, StoreBatch, StoreOp, TargetRecord, WorkerStore};
 use xtsync_wire::{ChunkData, Entries, EntriesReply, FileBegin, FileDone, HelloAck, Message, PassDone, Segment, Want};
 
-use crate::frames::{read_message, FrameError};
+use crate::frames::{read_message, Counted, FrameError};
 use crate::metrics::WorkerMetrics;
+use crate::secure::{establish, KtlsPolicy};
 use crate::target::assemble::{read_verified, ChunkSource, LocalReaders, OpenFile, PendingSegment};
 use crate::target::durability::{Barrier, Ready};
 use crate::target::entries::{apply_entries, end_of_pass, files_needing_content, PassMemory};
 use crate::target::fsops::{create_temp, TargetRoot};
 use crate::writer::{spawn_writer, FrameSender};
+use xtsync_transport::ktls::TlsPath;
 
 /// Files a source may have begun and not ended at once.
 const OPEN_FILES_MAX: usize = 4096;
@@ -34,6 +36,7 @@ const BARRIER_IDLE: Duration = Duration::from_millis(3);
 pub struct TargetContext {
     pub store: Arc<dyn WorkerStore>,
     pub tls: Arc<rustls::ServerConfig>,
+    pub ktls: KtlsPolicy,
     pub metrics: Arc<WorkerMetrics>,
     pub core: usize,
 }
@@ -58,16 +61,29 @@ enum Pending {
 pub async fn serve(tcp: glommio::net::TcpStream, ctx: Rc<TargetContext>) {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let _ = tcp.set_nodelay(true);
-    let tls = match futures_rustls::TlsAcceptor::from(ctx.tls.clone()).accept(tcp).await {
-        Ok(t) => t,
+    let tls =
+        match futures_rustls::TlsAcceptor::from(ctx.tls.clone()).accept(Counted::new(tcp, Default::default())).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "refused connection: TLS handshake failed");
+                ctx.metrics.tls_handshakes_refused_total.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+    let (stream, path) = match establish(tls.into(), ctx.ktls, &ctx.metrics) {
+        Ok(s) => s,
         Err(e) => {
-            tracing::warn!(%peer, error = %e, "refused connection: TLS handshake failed");
-            ctx.metrics.tls_handshakes_refused_total.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, error = %e, "session closed: kernel TLS hand-off failed");
             return;
         }
     };
-    let (mut reader, writer) = tls.split();
+    tracing::info!(%peer, core = ctx.core, tls = path.as_str(), "target session accepted");
+    let (mut reader, writer) = stream.split();
     let (sender, writer_task) = spawn_writer(writer);
+    let ready = Message::Ready(xtsync_wire::Ready { target_kernel_tls: path == TlsPath::Kernel });
+    if sender.send(&ready).await.is_err() {
+        return;
+    }
     let (frames_tx, frames_rx) = flume::bounded::<Result<Message, FrameError>>(64);
     let reader_task = glommio::spawn_local(async move {
         loop {

@@ -46,6 +46,9 @@ pub struct QuickstartArgs {
     /// Also hash every file's content on both sides when verifying.
     #[arg(long)]
     pub verify_content: bool,
+    /// Kernel TLS on the data plane: auto (where the kernel has it), on (required) or off.
+    #[arg(long, default_value = "auto")]
+    pub ktls: String,
     /// Seconds between passes without --once.
     #[arg(long, default_value_t = 5)]
     pub interval_s: u64,
@@ -60,6 +63,9 @@ struct QuickstartReport {
     target: String,
     verified: bool,
     worker_peak_rss_bytes: BTreeMap<String, u64>,
+    /// Who encrypted this pass's data-plane sessions at both ends: `kernel`,
+    /// `userspace` or `mixed` (from the workers' /metrics).
+    data_tls: &'static str,
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
@@ -85,6 +91,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         bail!("source {} and target {} must not contain each other", source.display(), target.display());
     }
     let compression = args.compression.parse().map_err(anyhow::Error::msg)?;
+    args.ktls.parse::<xtsync_config::KtlsMode>().map_err(|e| anyhow::anyhow!("--ktls: {e}"))?;
 
     // Certificates: one CA, one certificate per worker.
     let pki = state.join("pki");
@@ -117,8 +124,11 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     wait_healthy(&client, &mut coordinator).await?;
 
     let mut workers = Vec::new();
+    let mut worker_http = Vec::new();
     for name in ["a", "b"] {
         let cert = &certs[name];
+        let http_addr = format!("127.0.0.1:{}", free_port()?);
+        worker_http.push(http_addr.clone());
         let mut args_w = vec![
             "--name".to_string(),
             format!("worker-{name}"),
@@ -127,9 +137,11 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             "--data-listen".into(),
             format!("127.0.0.1:{}", free_port()?),
             "--http-listen".into(),
-            format!("127.0.0.1:{}", free_port()?),
+            http_addr,
             "--metadata-path".into(),
             state.join(format!("worker-{name}")).display().to_string(),
+            "--ktls".into(),
+            args.ktls.clone(),
             "--coordinator".into(),
             coordinator_addr.clone(),
             "--tls-cert".into(),
@@ -164,6 +176,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         );
     }
 
+    let mut tls_before = tls_sessions(&worker_http).await?;
     loop {
         let started = Instant::now();
         let run = client.start_run(job.id).await?;
@@ -176,6 +189,9 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             (state, _) => bail!("pass {} did not succeed: {}", run.id, crate::output::state_name(state)),
         };
         let diffs = compare_trees(&source, &target, args.verify_content, 10)?;
+        let tls_after = tls_sessions(&worker_http).await?;
+        let data_tls = data_tls_path(tls_after.0 - tls_before.0, tls_after.1 - tls_before.1);
+        tls_before = tls_after;
         let report = QuickstartReport {
             summary,
             run_id: run.id,
@@ -186,6 +202,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
                 .iter()
                 .filter_map(|w| w.peak_rss_bytes().map(|b| (w.name.clone(), b)))
                 .collect(),
+            data_tls,
         };
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
@@ -265,4 +282,47 @@ async fn ensure_job(client: &Client, spec: JobSpec) -> anyhow::Result<Job> {
         client.delete_job(existing.id).await?;
     }
     client.create_job(&spec).await
+}
+
+/// (kernel, userspace) TLS sessions counted so far by both workers.
+async fn tls_sessions(worker_http: &[String]) -> anyhow::Result<(u64, u64)> {
+    let mut totals = (0, 0);
+    for addr in worker_http {
+        let text = reqwest::get(format!("http://{addr}/metrics")).await?.text().await?;
+        totals.0 += metric_value(&text, "xtsync_worker_tls_sessions_kernel_total");
+        totals.1 += metric_value(&text, "xtsync_worker_tls_sessions_userspace_total");
+    }
+    Ok(totals)
+}
+
+fn metric_value(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Pure: the JSON `data_tls` value from the session ends counted during a pass.
+fn data_tls_path(kernel: u64, userspace: u64) -> &'static str {
+    match (kernel, userspace) {
+        (0, 0) => "none",
+        (_, 0) => "kernel",
+        (0, _) => "userspace",
+        _ => "mixed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_tls_names_the_path_of_every_session_end() {
+        assert_eq!(data_tls_path(4, 0), "kernel");
+        assert_eq!(data_tls_path(0, 4), "userspace");
+        assert_eq!(data_tls_path(2, 2), "mixed");
+        assert_eq!(data_tls_path(0, 0), "none");
+        let text = "# HELP x\nxtsync_worker_tls_sessions_kernel_total 3\nxtsync_worker_tls_sessions_kernel_totalx 9\n";
+        assert_eq!(metric_value(text, "xtsync_worker_tls_sessions_kernel_total"), 3);
+        assert_eq!(metric_value(text, "xtsync_worker_tls_sessions_userspace_total"), 0);
+    }
 }
