@@ -11,4 +11,7 @@ start=$(date +%s)
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --no-fail-fast
+# The same replication on Debian's 6.1 (kTLS) and 5.10 (no kTLS) kernels under qemu,
+# and on this host, with the debug binaries nextest just built.
+bash scripts/kernel-matrix.sh
 echo "test suite finished in $(( $(date +%s) - start )) s"
