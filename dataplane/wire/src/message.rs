@@ -166,6 +166,29 @@ pub struct ChunkData {
 
 const CHUNK_TRAILER_BYTES: usize = 8 + 4 + 4 + 1 + 4;
 
+/// Appends a whole ChunkData frame whose data is borrowed: the chunk bytes are copied
+/// once, straight from where they were hashed into the frame.
+pub fn encode_chunk_data(
+    out: &mut Vec<u8>,
+    file_id: u64,
+    seg_no: u32,
+    index: u32,
+    encoding: u8,
+    raw_len: u32,
+    data: &[u8],
+) {
+    let at = out.len();
+    out.reserve(FRAME_HEADER_BYTES + data.len() + CHUNK_TRAILER_BYTES);
+    out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+    out.extend_from_slice(data);
+    put_u64(out, file_id);
+    put_u32(out, seg_no);
+    put_u32(out, index);
+    put_u8(out, encoding);
+    put_u32(out, raw_len);
+    encode_frame(out, at, kind::CHUNK_DATA);
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEnd {
     pub file_id: u64,

@@ -180,3 +180,15 @@ fn mutated_frames_never_panic() {
         let _ = Message::decode(kind, f[8..].to_vec());
     }
 }
+
+#[test]
+fn borrowed_chunk_data_encodes_like_the_owned_message() {
+    let owned = ChunkData { file_id: 3, seg_no: 4, index: 5, encoding: 1, raw_len: 9, data: b"zstd bytes".to_vec() };
+    let mut a = Vec::new();
+    Message::ChunkData(owned.clone()).encode(&mut a);
+    let mut b = vec![0xEE];
+    encode_chunk_data(&mut b, 3, 4, 5, 1, 9, b"zstd bytes");
+    assert_eq!(&b[1..], &a[..]);
+    let h = decode_header(b[1..9].try_into().unwrap()).unwrap();
+    assert_eq!(Message::decode(h.kind, b[9..].to_vec()).unwrap(), Message::ChunkData(owned));
+}

@@ -1,6 +1,7 @@
 //! The single writer of a session's stream. Producers encode frames into buffers and
 //! queue them with a byte budget (so a session's queued output is bounded); the writer
-//! coalesces queued frames into large writes.
+//! coalesces small queued frames into large writes and writes large ones (chunk data)
+//! from their own buffers.
 
 use std::rc::Rc;
 
@@ -10,6 +11,10 @@ use xtsync_wire::Message;
 
 /// Bytes of encoded frames a session may have queued for its socket.
 pub const QUEUED_BYTES_MAX: u64 = 32 << 20;
+/// Small frames are coalesced into writes of up to this size.
+const COALESCED_BYTES_MAX: usize = 1 << 20;
+/// Frames at least this large (one TLS record) are written from their own buffer.
+const DIRECT_WRITE_BYTES_MIN: usize = 16 << 10;
 
 struct Queued {
     frame: Vec<u8>,
@@ -48,19 +53,30 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
     let (tx, rx) = flume::bounded::<Queued>(1024);
     let budget = Rc::new(Semaphore::new(QUEUED_BYTES_MAX));
     let handle = glommio::spawn_local(async move {
-        let mut batch = Vec::with_capacity(1 << 20);
+        let mut batch = Vec::with_capacity(COALESCED_BYTES_MAX);
         while let Ok(first) = rx.recv_async().await {
-            batch.clear();
-            batch.extend_from_slice(&first.frame);
-            drop(first);
-            // Coalesce what is already queued into one write (up to 1 MiB).
-            while batch.len() < 1 << 20 {
-                match rx.try_recv() {
-                    Ok(q) => batch.extend_from_slice(&q.frame),
-                    Err(_) => break,
+            // Small frames are coalesced into one write; a frame of a TLS record or more
+            // (chunk data) is written from its own buffer, not copied again.
+            let mut next = Some(first);
+            while let Some(q) = next.take() {
+                if q.frame.len() >= DIRECT_WRITE_BYTES_MIN {
+                    if !batch.is_empty() {
+                        w.write_all(&batch).await?;
+                        batch.clear();
+                    }
+                    w.write_all(&q.frame).await?;
+                } else {
+                    batch.extend_from_slice(&q.frame);
+                }
+                drop(q);
+                if batch.len() < COALESCED_BYTES_MAX {
+                    next = rx.try_recv().ok();
                 }
             }
-            w.write_all(&batch).await?;
+            if !batch.is_empty() {
+                w.write_all(&batch).await?;
+                batch.clear();
+            }
             if rx.is_empty() {
                 w.flush().await?;
             }

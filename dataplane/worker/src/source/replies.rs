@@ -9,7 +9,7 @@ use futures_lite::AsyncRead;
 use xtsync_api::{Compression, FileVersion};
 use xtsync_chunker::{ChunkCodec, Encoding};
 use xtsync_store::StoreOp;
-use xtsync_wire::{ChunkData, FileDone, Message, Want};
+use xtsync_wire::{encode_chunk_data, FileDone, Message, Want};
 
 use crate::frames::read_message;
 use crate::source::scan::{FileStat, WalkKind};
@@ -79,27 +79,16 @@ async fn on_want(session: &Rc<Session>, w: Want, codec: &mut ChunkCodec) -> Resu
         }
         let raw = &seg.data[offset as usize..(offset + len) as usize];
         let encoding = match p.compression {
-            Compression::Never => {
-                encoded.clear();
-                encoded.extend_from_slice(raw);
-                Encoding::Raw
-            }
+            Compression::Never => Encoding::Raw,
             Compression::Auto => codec.compress(raw, p.compression_level, true, &mut encoded),
             Compression::Always => codec.compress(raw, p.compression_level, false, &mut encoded),
         };
-        let msg = Message::ChunkData(ChunkData {
-            file_id: w.file_id,
-            seg_no: w.seg_no,
-            index: index as u32,
-            encoding: encoding as u8,
-            raw_len: len,
-            data: std::mem::take(&mut encoded),
-        });
+        // Raw chunks go from the bytes that were hashed straight into the frame (one
+        // copy; the socket write, or kTLS encryption, reads the frame). Never re-read
+        // from the file: it may have changed since it was hashed.
+        let body = if encoding == Encoding::Raw { raw } else { &encoded[..] };
         let mut frame = Vec::new();
-        msg.encode(&mut frame);
-        if let Message::ChunkData(c) = msg {
-            encoded = c.data;
-        }
+        encode_chunk_data(&mut frame, w.file_id, w.seg_no, index as u32, encoding as u8, len, body);
         session
             .sender
             .send_encoded(frame)
