@@ -88,6 +88,8 @@ fn main() -> anyhow::Result<()> {
         ),
     };
 
+    let ktls = KtlsPolicy::from_mode(args.ktls.unwrap_or(config.transfer.ktls))
+        .context("transfer.ktls is on, but this kernel cannot take TLS keys")?;
     raise_memlock_limit()?;
     raise_nofile_limit();
     std::fs::create_dir_all(&metadata_path).with_context(|| format!("creating {}", metadata_path.display()))?;
@@ -96,8 +98,6 @@ fn main() -> anyhow::Result<()> {
     let server_tls = xtsync_transport::server_config(&cert, &key, &ca)?;
     let client_tls = xtsync_transport::client_config(&cert, &key, &ca)?;
     let metrics = Arc::new(WorkerMetrics::default());
-    let ktls = KtlsPolicy::from_mode(args.ktls.unwrap_or(config.transfer.ktls))
-        .context("transfer.ktls is on, but this kernel cannot take TLS keys")?;
 
     let mut cpus = if config.worker.cores.is_empty() { allowed_cpus() } else { config.worker.cores.clone() };
     if let Some(n) = args.cores {

@@ -33,6 +33,10 @@ fn free_port() -> u16 {
 }
 
 fn start_worker() -> Worker {
+    start_worker_with(&[])
+}
+
+fn start_worker_with(extra_args: &[&str]) -> Worker {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     let ca = load_or_create_ca(&pki, "test").unwrap();
@@ -53,6 +57,7 @@ fn start_worker() -> Worker {
         .arg(&cert.key_path)
         .arg("--tls-ca")
         .arg(&ca.cert_path)
+        .args(extra_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -323,6 +328,32 @@ fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     assert!(err.to_string().contains("UnknownCA"), "the refusal names the reason: {err}");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(metric(&w, "xtsync_worker_tls_handshakes_refused_total"), refused_before + 1);
+}
+
+#[test]
+fn ktls_on_starts_only_where_the_kernel_takes_tls_keys() {
+    let kernel_has_tls = xtsync_transport::ktls::probe().is_ok();
+    if kernel_has_tls {
+        // Serves sessions (start_worker_with waits until it listens), with kTLS.
+        let w = start_worker_with(&["--ktls", "on"]);
+        let root = tempfile::tempdir().unwrap();
+        let mut tls = connect(&w);
+        hello(&mut tls, root.path());
+        assert!(metric(&w, "xtsync_worker_tls_sessions_kernel_total") >= 1);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("xtsync.yaml");
+    std::fs::write(&path, "transfer:\n  ktls: on\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtsync-worker"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--tls-cert", "/nonexistent", "--tls-key", "/nonexistent", "--tls-ca", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a worker told to use kernel TLS must not start without it");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("transfer.ktls") && err.contains("TCP_ULP"), "the error says what is missing: {err}");
 }
 
 #[test]
