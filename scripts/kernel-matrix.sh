@@ -44,7 +44,7 @@ MIRROR=http://deb.debian.org
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # The modules kTLS needs, in load order (each one's modules.dep dependencies go first).
 KTLS_MODULES=(gf128mul ghash-generic ctr gcm seqiv cryptd crypto_simd aesni-intel tls)
-BINARIES=(xtsyncctl xtsync-worker xtsync-coordinator)
+BINARIES=(xtsyncctl xtsync-worker xtsync-coordinator tls-stream)
 M=XTSYNC-KMATRIX # marker prefix of the lines the guest prints for us
 
 log() { echo "kernel-matrix: $*" >&2; }
@@ -281,6 +281,13 @@ if [ -e /proc/net/tls_stat ]; then
   # Where the kernel has TLS, the same pass with kTLS switched off must give the same
   # target (the host compares the digests).
   KMATRIX_MARK=$M-OFF sh /kmatrix/run.sh /kmatrix/bin /tree /work/off "$INNER_TIMEOUT" --ktls off
+  # A longer stream through the worker's session code with kTLS required: 2 sessions
+  # of 48 MiB each way, byte counts checked by the bench (timings mean nothing here).
+  if out=$(timeout "$INNER_TIMEOUT" /kmatrix/bin/tls-stream --sessions 2 --gib-per-session 0.046875 --ktls on 2>&1); then
+    echo "$M-STREAM ok $(echo "$out" | grep '^tls-stream')"
+  else
+    echo "$M-STREAM failed $(echo "$out" | tail -n 3 | tr '\n' ' ')"
+  fi
 else
   echo "$M-TLS-STAT absent"
 fi
@@ -454,6 +461,12 @@ for series in $KERNELS; do
   if [ "$want_tls" = kernel ]; then
     # The same kernel with transfer.ktls off: rustls in user space, identical target.
     VERDICT_LABEL=KTLS-OFF VERDICT_MARK=$M-OFF verdict "$series-ktls-off" "${guest_release:-$release}" "$console" userspace
+    stream=$(tr -d '\r' <"$console" | sed -n "s/^$M-STREAM //p" | tail -n 1)
+    log "$series: kTLS stream: ${stream:-missing}"
+    if [[ $stream != ok*path=kernel* ]]; then
+      log "$series: FAILED: the kTLS stream did not complete on the kernel path"
+      FAILED=1
+    fi
   fi
 done
 

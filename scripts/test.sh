@@ -12,6 +12,7 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --no-fail-fast
 # The same replication on Debian's 6.1 (kTLS) and 5.10 (no kTLS) kernels under qemu,
-# and on this host, with the debug binaries nextest just built.
+# and on this host, with the debug binaries nextest just built (benches' tls-stream
+# too: its integration test makes nextest build it with the same features).
 bash scripts/kernel-matrix.sh
 echo "test suite finished in $(( $(date +%s) - start )) s"
