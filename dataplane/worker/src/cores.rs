@@ -25,7 +25,8 @@ pub enum CoreCommand {
 pub struct CoreSetup {
     pub data_listen: SocketAddr,
     pub store: Arc<dyn xtsync_store::WorkerStore>,
-    pub server_tls: Arc<rustls::ServerConfig>,
+    /// Reloaded on file change or SIGHUP: each accepted connection takes the current one.
+    pub server_tls: xtsync_transport::ReloadingTls,
     pub metrics: Arc<WorkerMetrics>,
 }
 

@@ -33,7 +33,7 @@ const BARRIER_IDLE: Duration = Duration::from_millis(3);
 
 pub struct TargetContext {
     pub store: Arc<dyn WorkerStore>,
-    pub tls: Arc<rustls::ServerConfig>,
+    pub tls: xtsync_transport::ReloadingTls,
     pub metrics: Arc<WorkerMetrics>,
     pub core: usize,
 }
@@ -58,14 +58,21 @@ enum Pending {
 pub async fn serve(tcp: glommio::net::TcpStream, ctx: Rc<TargetContext>) {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let _ = tcp.set_nodelay(true);
-    let tls = match futures_rustls::TlsAcceptor::from(ctx.tls.clone()).accept(tcp).await {
+    // The client certificate and its role (`worker`) are checked inside the handshake
+    // (xtsync_transport::tls): a refused peer gets an alert and no byte of a job.
+    let config = ctx.tls.current().server.clone();
+    let tls = match futures_rustls::TlsAcceptor::from(config).accept(tcp).await {
         Ok(t) => t,
         Err(e) => {
-            tracing::warn!(%peer, error = %e, "refused connection: TLS handshake failed");
+            let reason = xtsync_transport::describe_tls_error(&e);
+            tracing::warn!(%peer, %reason, "refused data-plane connection: TLS handshake failed");
             ctx.metrics.tls_handshakes_refused_total.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
+    if let Ok(id) = xtsync_transport::peer_identity(tls.get_ref().1.peer_certificates()) {
+        tracing::debug!(%peer, source = %id, "data-plane session accepted");
+    }
     let (mut reader, writer) = tls.split();
     let (sender, writer_task) = spawn_writer(writer);
     let (frames_tx, frames_rx) = flume::bounded::<Result<Message, FrameError>>(64);
