@@ -18,4 +18,6 @@ pub mod tls;
 pub use identity::{identity_of, peer_identity, require_role, IdentityError, PeerIdentity, Role, RoleError};
 pub use pki::{load_or_create_ca, CaFiles, CertAuthority, IssueRequest, NodeCertFiles, PkiError};
 pub use reload::{LoadedTls, ReloadingTls};
-pub use tls::{client_config, describe_tls_error, server_config, PeerRefusal, TlsFiles, TlsPolicy, TlsSetupError};
+pub use tls::{
+    client_config, describe_tls_error, find_tls_error, server_config, PeerRefusal, TlsFiles, TlsPolicy, TlsSetupError,
+};

@@ -163,6 +163,9 @@ pub fn server_config(files: &TlsFiles, policy: &TlsPolicy) -> Result<Arc<ServerC
     // be sent after the handshake (the kernel would receive it as data).
     config.enable_secret_extraction = true;
     config.send_tls13_tickets = 0;
+    // Our order (AES-256-GCM first), not the client's: a weak client cannot pick the
+    // weakest suite both sides share.
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
@@ -346,23 +349,29 @@ impl ServerCertVerifier for RoleServerVerifier {
     }
 }
 
-/// A one-line reason for a failed handshake, for the log: walks the error's sources to
-/// the rustls error and prints a [`PeerRefusal`] in full.
-pub fn describe_tls_error(err: &(dyn std::error::Error + 'static)) -> String {
+/// The rustls error behind `err`, if TLS is why it failed (walks the sources).
+pub fn find_tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(tls) = e.downcast_ref::<Error>() {
-            return describe_rustls(tls);
+            return Some(tls);
         }
         // io::Error hides its inner error from source(): look through it.
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(tls) = inner.downcast_ref::<Error>() {
-                    return describe_rustls(tls);
-                }
+        if let Some(tls) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            if let Some(tls) = tls.downcast_ref::<Error>() {
+                return Some(tls);
             }
         }
         cur = e.source();
+    }
+    None
+}
+
+/// A one-line reason for a failed connection, for the log: the rustls error (a
+/// [`PeerRefusal`] in full) when TLS is the cause, else the whole error chain.
+pub fn describe_tls_error(err: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(tls) = find_tls_error(err) {
+        return describe_rustls(tls);
     }
     // Not a TLS error: the whole chain ("error sending request: connection refused").
     let mut text = err.to_string();
@@ -408,7 +417,7 @@ mod tests {
         let ca = CertAuthority::open_or_init(dir.path(), "test").unwrap();
         ca.issue(&IssueRequest::for_days("worker-a", Role::Worker, 1)).unwrap();
         let s = server_config(&files(&ca, "worker-a"), &TlsPolicy::WORKER).unwrap();
-        assert!(s.enable_secret_extraction && s.send_tls13_tickets == 0);
+        assert!(s.enable_secret_extraction && s.send_tls13_tickets == 0 && s.ignore_client_order);
         let c = client_config(&files(&ca, "worker-a"), &TlsPolicy::WORKER).unwrap();
         assert!(c.enable_secret_extraction);
     }
@@ -495,6 +504,12 @@ mod tests {
         let (_, c_err) =
             handshake(worker_server.clone(), client_config(&files(&ca, "w2"), &expects_coordinator).unwrap());
         assert!(describe_tls_error(&c_err.expect("refused")).contains("w1 (role worker"));
+
+        // A source worker refuses a "target" that presents a coordinator certificate.
+        let coordinator_server = server_config(&files(&ca, "c1"), &TlsPolicy::COORDINATOR).unwrap();
+        let (_, c_err) = handshake(coordinator_server, as_worker.clone());
+        let text = describe_tls_error(&c_err.expect("refused"));
+        assert!(text.contains("c1 (role coordinator") && text.contains("accepted here: worker"), "{text}");
 
         // Revoked: the server reads the new CRL when its config is built again.
         ca.revoke("w2").unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde::de::DeserializeOwned;
 use xtsync_api::{ClusterStatus, Job, JobSpec, Run, WorkerStatus};
-use xtsync_transport::{client_config, describe_tls_error, identity_of, TlsFiles, TlsPolicy};
+use xtsync_transport::{client_config, describe_tls_error, find_tls_error, identity_of, TlsFiles, TlsPolicy};
 
 pub struct Client {
     base: String,
@@ -95,6 +95,13 @@ impl Client {
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> anyhow::Error {
+        if find_tls_error(e).is_some() {
+            return anyhow!(
+                "TLS with the coordinator at {} failed: {} (the certificate must come from the cluster CA, be valid and not revoked; see --cert, --key, --ca)",
+                self.base,
+                describe_tls_error(e)
+            );
+        }
         anyhow!(
             "coordinator at {} is unreachable: {} (is xtsync-coordinator running? set --coordinator)",
             self.base,
