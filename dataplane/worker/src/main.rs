@@ -117,8 +117,14 @@ fn main() -> anyhow::Result<()> {
         }
         cpus.truncate(n);
     }
-    let setup =
-        Arc::new(CoreSetup { data_listen, store: store.clone(), server_tls: tls.clone(), metrics: metrics.clone() });
+    let (listening_tx, listening) = flume::unbounded();
+    let setup = Arc::new(CoreSetup {
+        data_listen,
+        store: store.clone(),
+        server_tls: tls.clone(),
+        metrics: metrics.clone(),
+        listening: listening_tx,
+    });
     let (core_txs, core_rxs): (Vec<_>, Vec<_>) = cpus.iter().map(|_| flume::unbounded()).unzip();
     let core_rxs = Arc::new(std::sync::Mutex::new(core_rxs.into_iter().map(Some).collect::<Vec<_>>()));
     let _executors = start_executors(&cpus, move |core| {
@@ -126,6 +132,15 @@ fn main() -> anyhow::Result<()> {
         let rx = core_rxs.lock().unwrap_or_else(|p| p.into_inner())[core].take().expect("one receiver per core");
         async move { core_main(core, setup, rx).await }
     })?;
+    // Register only once every executor accepts sessions: a source handed a pass at
+    // once must not find the port closed.
+    for _ in 0..cpus.len() {
+        match listening.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok((_, Ok(()))) => {}
+            Ok((core, Err(e))) => bail!("executor {core}: {e}"),
+            Err(_) => bail!("the executors did not start listening within 30 s"),
+        }
+    }
     tracing::info!(%name, %data_listen, %http_listen, cores = ?cpus, "worker started");
 
     let chunk_params = ChunkParams::from_avg(config.transfer.chunk_bytes_avg)?;
