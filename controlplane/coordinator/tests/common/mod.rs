@@ -85,7 +85,10 @@ pub fn free_port() -> u16 {
 pub fn start(meta: &Path, port: u16, pki: &Pki) -> Daemon {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let tls = pki.files("coordinator");
-    let log = meta.join(format!("coordinator-{}.log", Instant::now().elapsed().as_nanos() + port as u128));
+    // One log per start: a restart must not truncate the first run's log.
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = meta.join(format!("coordinator-{n}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_xtsync-coordinator"))
         .args(["--node-id", "1", "--init", "--http-listen", &addr.to_string(), "--metadata-path"])
         .arg(meta)
