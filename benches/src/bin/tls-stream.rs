@@ -64,10 +64,16 @@ fn main() -> anyhow::Result<()> {
     let o = parse_args()?;
     raise_memlock_limit()?;
     let dir = tempfile::tempdir()?;
-    let ca = xtsync_transport::load_or_create_ca(dir.path(), "bench")?;
-    let node = xtsync_transport::issue_node_cert(&ca, dir.path(), "bench", xtsync_transport::Role::Worker, &[])?;
-    let server_tls = xtsync_transport::server_config(&node.cert_path, &node.key_path, &ca.cert_path)?;
-    let client_tls = xtsync_transport::client_config(&node.cert_path, &node.key_path, &ca.cert_path)?;
+    let ca = xtsync_transport::CertAuthority::init(dir.path(), "bench")?;
+    let node = ca.issue(&xtsync_transport::IssueRequest::for_days("bench", xtsync_transport::Role::Worker, 1))?.files;
+    let files = xtsync_transport::TlsFiles {
+        cert: node.cert_path,
+        key: node.key_path,
+        ca: ca.ca_files().cert_path,
+        crl: Some(ca.ca_files().crl_path),
+    };
+    let server_tls = xtsync_transport::server_config(&files, &xtsync_transport::TlsPolicy::WORKER)?;
+    let client_tls = xtsync_transport::client_config(&files, &xtsync_transport::TlsPolicy::WORKER)?;
     let policy = KtlsPolicy::from_mode(o.ktls)?;
     let metrics = Arc::new(WorkerMetrics::default());
     let cpus = allowed_cpus();

@@ -59,6 +59,10 @@ pub struct JobSpec {
     pub target_path: String,
     #[serde(default)]
     pub options: JobOptions,
+    /// Agents (certificate names of role `agent`) allowed to read this job; every
+    /// other agent is told it does not exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<String>,
 }
 
 /// A job as stored in the catalog.

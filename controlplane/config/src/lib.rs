@@ -35,6 +35,9 @@ pub struct TlsConfig {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
     pub ca_path: PathBuf,
+    /// The CA's revocation list (`xtsyncctl cert` keeps it beside the CA); without it,
+    /// revoked certificates are not refused.
+    pub crl_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

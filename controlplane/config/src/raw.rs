@@ -45,6 +45,7 @@ pub struct RawTls {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub ca: Option<String>,
+    pub crl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

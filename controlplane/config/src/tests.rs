@@ -76,6 +76,17 @@ fn tls_needs_all_three_files() {
 }
 
 #[test]
+fn tls_crl_is_optional_and_must_be_absolute() {
+    let base = "networking:\n  tls:\n    cert: /a.crt\n    key: /a.key\n    ca: /ca.crt\n";
+    let c = parse(base).unwrap();
+    assert_eq!(c.networking.tls.unwrap().crl_path, None);
+    let c = parse(&format!("{base}    crl: /ca.crl\n")).unwrap();
+    assert_eq!(c.networking.tls.unwrap().crl_path, Some(std::path::PathBuf::from("/ca.crl")));
+    let err = parse(&format!("{base}    crl: ca.crl\n")).unwrap_err().to_string();
+    assert!(err.contains("networking.tls.crl") && err.contains("absolute"), "{err}");
+}
+
+#[test]
 fn shipped_tuning_profiles_are_valid() {
     for (name, text) in
         [("lan.yaml", include_str!("../../../tuning/lan.yaml")), ("wan.yaml", include_str!("../../../tuning/wan.yaml"))]

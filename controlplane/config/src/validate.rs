@@ -114,7 +114,7 @@ impl Config {
         let data_listen = SocketAddr::new(ip, data_port);
         let tls = match tls {
             None => None,
-            Some(RawTls { cert, key, ca }) => {
+            Some(RawTls { cert, key, ca, crl }) => {
                 let need = |k: &str, v: Option<String>| {
                     v.ok_or_else(|| c.invalid(k, "is required when networking.tls is set"))
                 };
@@ -122,6 +122,10 @@ impl Config {
                     cert_path: c.path("networking.tls.cert", Some(need("networking.tls.cert", cert)?), "")?,
                     key_path: c.path("networking.tls.key", Some(need("networking.tls.key", key)?), "")?,
                     ca_path: c.path("networking.tls.ca", Some(need("networking.tls.ca", ca)?), "")?,
+                    crl_path: match crl {
+                        None => None,
+                        Some(crl) => Some(c.path("networking.tls.crl", Some(crl), "")?),
+                    },
                 })
             }
         };

@@ -28,6 +28,9 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("{0}")]
     NotFound(String),
+    /// The peer's certificate does not allow this call (role or name).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]

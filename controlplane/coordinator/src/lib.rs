@@ -8,15 +8,17 @@
 //! - [`state`]: commands, deterministic apply, queries, over a small key-value trait;
 //! - [`assignments`], [`liveness`]: leader-only, in-memory scheduling state (pure);
 //! - [`store`]: RocksDB log store, state machine and read access;
-//! - [`network`]: Raft RPCs over HTTP;
+//! - [`network`]: Raft RPCs over HTTPS;
 //! - [`coordinator`]: the service tying Raft and the in-memory state together;
-//! - [`http`]: the axum REST API; [`metrics`]: Prometheus text;
+//! - [`http`]: the axum REST API and who may call what ([`http::access`]);
+//!   [`https`]: serving it over mutual TLS; [`metrics`]: Prometheus text;
 //! - [`server`]: startup and shutdown, used by the binary.
 
 pub mod assignments;
 pub mod coordinator;
 pub mod error;
 pub mod http;
+pub mod https;
 pub mod liveness;
 pub mod metrics;
 pub mod network;

@@ -8,6 +8,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use xtsync_config::Config;
 use xtsync_coordinator::server::{self, ServerOptions};
+use xtsync_transport::TlsFiles;
 
 #[derive(Debug, Parser)]
 #[command(name = "xtsync-coordinator", version, about = "xtsync control-plane coordinator (Raft on RocksDB, REST API)")]
@@ -27,6 +28,17 @@ struct Args {
     /// Initialize the cluster at start if it is not yet (quickstart, single node).
     #[arg(long)]
     init: bool,
+    /// This coordinator's certificate, role `coordinator` (overrides networking.tls.cert).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// The cluster CA (overrides networking.tls.ca).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// The CA's revocation list (overrides networking.tls.crl).
+    #[arg(long)]
+    tls_crl: Option<PathBuf>,
 }
 
 async fn shutdown_signal() {
@@ -82,7 +94,22 @@ fn main() -> anyhow::Result<()> {
         None => config.networking.http_listen,
     };
 
+    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca, &config.networking.tls) {
+        (Some(cert), Some(key), Some(ca), _) => {
+            TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone(), crl: args.tls_crl.clone() }
+        }
+        (None, None, None, Some(t)) => TlsFiles {
+            cert: t.cert_path.clone(),
+            key: t.key_path.clone(),
+            ca: t.ca_path.clone(),
+            crl: args.tls_crl.clone().or(t.crl_path.clone()),
+        },
+        _ => anyhow::bail!(
+            "TLS is required: set networking.tls (cert, key, ca, crl) in the config or pass --tls-cert, --tls-key, --tls-ca and --tls-crl (xtsyncctl cert issue --role coordinator, or xtsyncctl quickstart, makes them)"
+        ),
+    };
     let opts = ServerOptions {
+        tls,
         node_id: args.node_id,
         http_listen: args.http_listen.unwrap_or(default_listen),
         metadata_path: args.metadata_path.unwrap_or(config.storage.metadata_path.join("coordinator")),

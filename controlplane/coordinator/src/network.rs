@@ -1,5 +1,6 @@
-//! Raft RPCs between coordinators: JSON over HTTP POST to the peer's `/raft/append`,
-//! `/raft/vote` and `/raft/snapshot` (served by [`crate::http::raft`]).
+//! Raft RPCs between coordinators: JSON over HTTPS POST to the peer's `/raft/append`,
+//! `/raft/vote` and `/raft/snapshot` (served by [`crate::http::raft`]). Both ends
+//! present `coordinator` certificates; the peer refuses any other role.
 //!
 //! The peer answers `Result<Response, RaftError<..>>` as JSON, so a refusal by the peer's
 //! Raft (e.g. it is shutting down) comes back as a typed remote error.
@@ -10,8 +11,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
+use std::sync::{Arc, Mutex};
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use xtsync_transport::ReloadingTls;
 
 use crate::raft_types::{Node, NodeId, TypeConfig};
 
@@ -19,15 +24,35 @@ pub const PATH_APPEND: &str = "/raft/append";
 pub const PATH_VOTE: &str = "/raft/vote";
 pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 
-/// Creates one [`HttpPeer`] per target; all share one connection pool.
-#[derive(Clone, Default)]
+/// Creates one [`HttpPeer`] per target; all share one connection pool per TLS
+/// generation (a certificate reload builds a new pool: reqwest takes its rustls
+/// configuration at build time).
+#[derive(Clone)]
 pub struct HttpNetworkFactory {
-    client: reqwest::Client,
+    tls: ReloadingTls,
+    client: Arc<Mutex<Option<(u64, reqwest::Client)>>>,
 }
 
 impl HttpNetworkFactory {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(tls: ReloadingTls) -> Self {
+        HttpNetworkFactory { tls, client: Arc::default() }
+    }
+}
+
+/// The pool for the current certificates.
+fn client_for(tls: &ReloadingTls, cache: &Mutex<Option<(u64, reqwest::Client)>>) -> Result<reqwest::Client, String> {
+    let current = tls.current();
+    let mut cached = cache.lock().unwrap_or_else(|p| p.into_inner());
+    match &*cached {
+        Some((generation, client)) if *generation == current.generation => Ok(client.clone()),
+        _ => {
+            let client = reqwest::Client::builder()
+                .use_preconfigured_tls((*current.coordinator_client).clone())
+                .build()
+                .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+            *cached = Some((current.generation, client.clone()));
+            Ok(client)
+        }
     }
 }
 
@@ -35,7 +60,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
     type Network = HttpPeer;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> HttpPeer {
-        HttpPeer { target, addr: node.addr.clone(), client: self.client.clone() }
+        HttpPeer { target, addr: node.addr.clone(), tls: self.tls.clone(), client: self.client.clone() }
     }
 }
 
@@ -44,7 +69,8 @@ pub struct HttpPeer {
     target: NodeId,
     /// `host:port` of the peer's REST API.
     addr: String,
-    client: reqwest::Client,
+    tls: ReloadingTls,
+    client: Arc<Mutex<Option<(u64, reqwest::Client)>>>,
 }
 
 impl HttpPeer {
@@ -59,11 +85,17 @@ impl HttpPeer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}{}", self.addr, path);
-        let sent = self.client.post(&url).timeout(option.hard_ttl()).json(req).send().await;
+        let url = format!("https://{}{}", self.addr, path);
+        let client = client_for(&self.tls, &self.client)
+            .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
+        let sent = client.post(&url).timeout(option.hard_ttl()).json(req).send().await;
         let response = match sent {
             Ok(r) => r,
-            Err(e) if e.is_connect() => return Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e) if e.is_connect() => {
+                // A refused certificate shows here too: say why, once per failure.
+                let reason = xtsync_transport::describe_tls_error(&e);
+                return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(reason))));
+            }
             Err(e) => return Err(RPCError::Network(NetworkError::new(&e))),
         };
         let status = response.status();

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use xtsync_config::CoordinatorAddr;
+use xtsync_transport::{ReloadingTls, TlsFiles, TlsPolicy};
 
 use crate::coordinator::Coordinator;
 use crate::network::HttpNetworkFactory;
@@ -34,6 +35,8 @@ pub struct ServerOptions {
     pub coordinators: Vec<CoordinatorAddr>,
     /// Initialize the group at start if it is not yet.
     pub init: bool,
+    /// This coordinator's certificate (role `coordinator`), the CA and its CRL.
+    pub tls: TlsFiles,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("cannot initialize the cluster: {0}")]
     Init(crate::error::ServiceError),
+    #[error("TLS setup: {0}")]
+    Tls(#[from] xtsync_transport::TlsSetupError),
 }
 
 fn raft_config() -> Result<Arc<openraft::Config>, ServerError> {
@@ -78,6 +83,24 @@ fn init_members(opts: &ServerOptions, local_addr: SocketAddr) -> BTreeMap<NodeId
 
 /// Runs a coordinator until `shutdown` resolves.
 pub async fn run(opts: ServerOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    let tls = ReloadingTls::load(opts.tls.clone(), TlsPolicy::COORDINATOR)?;
+    if opts.tls.crl.is_none() {
+        tracing::warn!("no CRL configured (networking.tls.crl): revoked certificates are not refused");
+    }
+    tls.watch();
+    // SIGHUP reloads certificates, key, CA and CRL (its default action would kill us).
+    let hup_tls = tls.clone();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    hup_tls.reload_logged("SIGHUP");
+                }
+            });
+        }
+        Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP; certificates reload on file change only"),
+    }
+
     let db_path = opts.metadata_path.join("coordinator");
     std::fs::create_dir_all(&db_path).map_err(|source| ServerError::CreateDir { path: db_path.clone(), source })?;
     let db = store::open(&db_path)?;
@@ -91,7 +114,7 @@ pub async fn run(opts: ServerOptions, shutdown: impl Future<Output = ()> + Send 
     let raft = Raft::new(
         opts.node_id,
         raft_config()?,
-        HttpNetworkFactory::new(),
+        HttpNetworkFactory::new(tls.clone()),
         LogStore::new(db.clone()),
         StateMachineStore::new(db.clone()),
     )
@@ -105,16 +128,15 @@ pub async fn run(opts: ServerOptions, shutdown: impl Future<Output = ()> + Send 
         tracing::info!(already, "cluster initialization requested by --init");
     }
 
-    tracing::info!(node_id = opts.node_id, addr = %local_addr, "coordinator listening");
+    tracing::info!(node_id = opts.node_id, addr = %local_addr, cert = %tls.current().own, "coordinator listening (HTTPS, client certificates required)");
     let app = crate::http::router(coordinator.clone());
     let stopping = coordinator.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            stopping.begin_shutdown();
-        })
-        .await;
+    let served = crate::https::serve(listener, app, tls, async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        stopping.begin_shutdown();
+    })
+    .await;
 
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not shut down cleanly");

@@ -1,12 +1,25 @@
-//! TLS for the data plane: rustls configurations with mutual authentication built from
-//! PEM files named in the config, and a small certificate authority (rcgen) for the
-//! quickstart and for `xtsyncctl cert` (a later issue extends it with roles and
-//! revocation). No async runtime here: the worker wraps its own streams; `ktls` hands a
-//! finished rustls session to the kernel on a raw socket.
+//! TLS for every xtsync connection and the cluster PKI behind it:
+//!
+//! - [`pki`]: the certificate authority of `xtsyncctl cert` (rcgen): CA, certificates
+//!   with the role in the subject OU, an index of everything issued, a signed CRL;
+//! - [`identity`]: a certificate's name and role (pure), role checks;
+//! - [`tls`]: rustls server and client configurations (TLS 1.2/1.3, mTLS, CRL, role
+//!   checked in the handshake);
+//! - [`reload`]: configurations swapped when the files change or on SIGHUP.
+//!
+//! - [`ktls`]: the kernel TLS hand-off of a finished rustls session on a raw socket.
+//!
+//! No async runtime here: the worker and the coordinator wrap their own streams.
 
+pub mod identity;
 pub mod ktls;
-mod pki;
-mod tls;
+pub mod pki;
+pub mod reload;
+pub mod tls;
 
-pub use pki::{issue_node_cert, load_or_create_ca, CaFiles, NodeCertFiles, PkiError, Role};
-pub use tls::{client_config, server_config, TlsSetupError};
+pub use identity::{identity_of, peer_identity, require_role, IdentityError, PeerIdentity, Role, RoleError};
+pub use pki::{load_or_create_ca, CaFiles, CertAuthority, IssueRequest, NodeCertFiles, PkiError};
+pub use reload::{LoadedTls, ReloadingTls};
+pub use tls::{
+    client_config, describe_tls_error, find_tls_error, server_config, PeerRefusal, TlsFiles, TlsPolicy, TlsSetupError,
+};

@@ -12,28 +12,47 @@ use xtsync_api::{
     WorkerRegistration,
 };
 
+use xtsync_transport::ReloadingTls;
+
 use crate::metrics::WorkerMetrics;
 use crate::source::pass::{run_pass, PassContext, PassSink};
 
+/// The coordinator's REST API over HTTPS, with this worker's certificate; the server
+/// must present a `coordinator` certificate. A certificate reload builds a new HTTP
+/// client (reqwest takes its rustls configuration at build time).
 #[derive(Clone)]
 pub struct CoordinatorClient {
     base: String,
-    http: reqwest::Client,
+    tls: ReloadingTls,
+    /// The HTTP client and the TLS generation it was built with.
+    http: Arc<Mutex<(u64, reqwest::Client)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("coordinator at {0} unreachable: {1}")]
     Unreachable(String, String),
+    #[error("cannot build the HTTPS client: {0}")]
+    Setup(String),
     #[error("coordinator answered {status}: {body}")]
     Status { status: u16, body: String },
 }
 
 impl CoordinatorClient {
-    pub fn new(addr: &str) -> CoordinatorClient {
-        let base = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("reqwest client");
-        CoordinatorClient { base, http }
+    pub fn new(addr: &str, tls: ReloadingTls) -> Result<CoordinatorClient, ClientError> {
+        let base = if addr.starts_with("https://") { addr.to_string() } else { format!("https://{addr}") };
+        let current = tls.current();
+        let http = https_client(&current.coordinator_client)?;
+        Ok(CoordinatorClient { base, tls, http: Arc::new(Mutex::new((current.generation, http))) })
+    }
+
+    fn http(&self) -> Result<reqwest::Client, ClientError> {
+        let current = self.tls.current();
+        let mut cached = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.0 != current.generation {
+            *cached = (current.generation, https_client(&current.coordinator_client)?);
+        }
+        Ok(cached.1.clone())
     }
 
     async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
@@ -43,12 +62,12 @@ impl CoordinatorClient {
     ) -> Result<R, ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = self
-            .http
+            .http()?
             .post(&url)
             .json(body)
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable(self.base.clone(), e.to_string()))?;
+            .map_err(|e| ClientError::Unreachable(self.base.clone(), xtsync_transport::describe_tls_error(&e)))?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let body = resp.text().await.unwrap_or_default();
@@ -75,6 +94,14 @@ impl CoordinatorClient {
     pub async fn commit(&self, run: RunId, b: &VersionBatch) -> Result<serde_json::Value, ClientError> {
         self.post(&format!("/v1/runs/{run}/versions"), b).await
     }
+}
+
+fn https_client(tls: &rustls::ClientConfig) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls.clone())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| ClientError::Setup(e.to_string()))
 }
 
 struct CoordinatorSink {

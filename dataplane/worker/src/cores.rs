@@ -10,7 +10,7 @@ use crate::metrics::WorkerMetrics;
 use crate::secure::KtlsPolicy;
 use crate::source::scan::WalkItem;
 use crate::source::session::{run_session, SessionEvent, SessionParams};
-use crate::target::listener::accept_loop;
+use crate::target::listener::{accept_loop, bind};
 use crate::target::session::TargetContext;
 
 /// Sent from the control thread to one executor.
@@ -26,9 +26,13 @@ pub enum CoreCommand {
 pub struct CoreSetup {
     pub data_listen: SocketAddr,
     pub store: Arc<dyn xtsync_store::WorkerStore>,
-    pub server_tls: Arc<rustls::ServerConfig>,
+    /// Reloaded on file change or SIGHUP: each accepted connection takes the current one.
+    pub server_tls: xtsync_transport::ReloadingTls,
     pub ktls: KtlsPolicy,
     pub metrics: Arc<WorkerMetrics>,
+    /// Each executor reports here once its data listener is bound (or why it is not):
+    /// the worker registers only when every core accepts sessions.
+    pub listening: flume::Sender<(usize, Result<(), String>)>,
 }
 
 /// The body of executor `core`: runs until the command channel closes.
@@ -40,7 +44,15 @@ pub async fn core_main(core: usize, setup: Arc<CoreSetup>, commands: flume::Rece
         metrics: setup.metrics.clone(),
         core,
     });
-    glommio::spawn_local(accept_loop(setup.data_listen, ctx)).detach();
+    match bind(setup.data_listen) {
+        Ok(listener) => {
+            let _ = setup.listening.send((core, Ok(())));
+            glommio::spawn_local(accept_loop(listener, ctx)).detach();
+        }
+        Err(e) => {
+            let _ = setup.listening.send((core, Err(format!("cannot listen on {}: {e}", setup.data_listen))));
+        }
+    }
     while let Ok(cmd) = commands.recv_async().await {
         match cmd {
             CoreCommand::StartSource { params, items, events, end_of_pass } => {

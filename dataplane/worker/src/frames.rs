@@ -12,7 +12,9 @@ use xtsync_wire::{decode_header, Message, WireError, FRAME_HEADER_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
-    #[error("connection: {0}")]
+    /// Includes a TLS refusal after the handshake (TLS 1.3 checks the client
+    /// certificate after the client's last handshake flight).
+    #[error("connection: {}", xtsync_transport::describe_tls_error(.0))]
     Io(#[from] std::io::Error),
     #[error("malformed frame from peer: {0}")]
     Wire(#[from] WireError),

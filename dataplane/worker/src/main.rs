@@ -9,6 +9,7 @@ use clap::Parser;
 use xtsync_api::WorkerRegistration;
 use xtsync_chunker::ChunkParams;
 use xtsync_config::Config;
+use xtsync_transport::{ReloadingTls, TlsFiles, TlsPolicy};
 use xtsync_worker::control::{control_loop, serve_http, CoordinatorClient};
 use xtsync_worker::cores::{core_main, CoreSetup};
 use xtsync_worker::metrics::WorkerMetrics;
@@ -47,6 +48,9 @@ struct Args {
     tls_key: Option<PathBuf>,
     #[arg(long)]
     tls_ca: Option<PathBuf>,
+    /// The CA's revocation list (overrides networking.tls.crl).
+    #[arg(long)]
+    tls_crl: Option<PathBuf>,
     /// Number of executors (first N allowed CPUs); default: worker.cores or all.
     #[arg(long)]
     cores: Option<usize>,
@@ -80,13 +84,23 @@ fn main() -> anyhow::Result<()> {
     });
     let metadata_path = args.metadata_path.clone().unwrap_or(config.storage.metadata_path.join("worker"));
     let coordinator = args.coordinator.clone().unwrap_or_else(|| config.coordinators[0].api_addr.clone());
-    let (cert, key, ca) = match (&args.tls_cert, &args.tls_key, &args.tls_ca, &config.networking.tls) {
-        (Some(c), Some(k), Some(a), _) => (c.clone(), k.clone(), a.clone()),
-        (None, None, None, Some(t)) => (t.cert_path.clone(), t.key_path.clone(), t.ca_path.clone()),
+    let tls_files = match (&args.tls_cert, &args.tls_key, &args.tls_ca, &config.networking.tls) {
+        (Some(cert), Some(key), Some(ca), _) => {
+            TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone(), crl: args.tls_crl.clone() }
+        }
+        (None, None, None, Some(t)) => TlsFiles {
+            cert: t.cert_path.clone(),
+            key: t.key_path.clone(),
+            ca: t.ca_path.clone(),
+            crl: args.tls_crl.clone().or(t.crl_path.clone()),
+        },
         _ => bail!(
-            "TLS is required for the data plane: set networking.tls (cert, key, ca) in the config or pass --tls-cert, --tls-key and --tls-ca (xtsyncctl quickstart generates them)"
+            "TLS is required: set networking.tls (cert, key, ca, crl) in the config or pass --tls-cert, --tls-key, --tls-ca and --tls-crl (xtsyncctl cert issue --role worker, or xtsyncctl quickstart, makes them)"
         ),
     };
+    if tls_files.crl.is_none() {
+        tracing::warn!("no CRL configured (networking.tls.crl): revoked certificates are not refused");
+    }
 
     let ktls = KtlsPolicy::from_mode(args.ktls.unwrap_or(config.transfer.ktls))
         .context("transfer.ktls is on, but this kernel cannot take TLS keys")?;
@@ -95,8 +109,11 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&metadata_path).with_context(|| format!("creating {}", metadata_path.display()))?;
     let store: Arc<dyn xtsync_store::WorkerStore> =
         Arc::new(xtsync_store::RocksStore::open(&metadata_path.join("store"))?);
-    let server_tls = xtsync_transport::server_config(&cert, &key, &ca)?;
-    let client_tls = xtsync_transport::client_config(&cert, &key, &ca)?;
+    let tls = ReloadingTls::load(tls_files, TlsPolicy::WORKER).context("TLS setup")?;
+    if tls.current().own.name != name {
+        tracing::warn!(own = %tls.current().own, %name, "the certificate's name differs from the worker name: the coordinator will refuse registration");
+    }
+    tls.watch();
     let metrics = Arc::new(WorkerMetrics::default());
 
     let mut cpus = if config.worker.cores.is_empty() { allowed_cpus() } else { config.worker.cores.clone() };
@@ -106,7 +123,15 @@ fn main() -> anyhow::Result<()> {
         }
         cpus.truncate(n);
     }
-    let setup = Arc::new(CoreSetup { data_listen, store: store.clone(), server_tls, ktls, metrics: metrics.clone() });
+    let (listening_tx, listening) = flume::unbounded();
+    let setup = Arc::new(CoreSetup {
+        data_listen,
+        store: store.clone(),
+        server_tls: tls.clone(),
+        ktls,
+        metrics: metrics.clone(),
+        listening: listening_tx,
+    });
     let (core_txs, core_rxs): (Vec<_>, Vec<_>) = cpus.iter().map(|_| flume::unbounded()).unzip();
     let core_rxs = Arc::new(std::sync::Mutex::new(core_rxs.into_iter().map(Some).collect::<Vec<_>>()));
     let _executors = start_executors(&cpus, move |core| {
@@ -114,11 +139,26 @@ fn main() -> anyhow::Result<()> {
         let rx = core_rxs.lock().unwrap_or_else(|p| p.into_inner())[core].take().expect("one receiver per core");
         async move { core_main(core, setup, rx).await }
     })?;
+    // Register only once every executor accepts sessions: a source handed a pass at
+    // once must not find the port closed.
+    for _ in 0..cpus.len() {
+        match listening.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok((_, Ok(()))) => {}
+            Ok((core, Err(e))) => bail!("executor {core}: {e}"),
+            Err(_) => bail!("the executors did not start listening within 30 s"),
+        }
+    }
     tracing::info!(%name, %data_listen, %http_listen, cores = ?cpus, "worker started");
 
     let chunk_params = ChunkParams::from_avg(config.transfer.chunk_bytes_avg)?;
-    let ctx =
-        Arc::new(PassContext { cores: core_txs, store, client_tls, ktls, metrics: metrics.clone(), chunk_params });
+    let ctx = Arc::new(PassContext {
+        cores: core_txs,
+        store,
+        tls: tls.clone(),
+        ktls,
+        metrics: metrics.clone(),
+        chunk_params,
+    });
     let registration = WorkerRegistration {
         name: name.clone(),
         site,
@@ -126,16 +166,24 @@ fn main() -> anyhow::Result<()> {
         http_addr: http_listen.to_string(),
         cores: cpus.len() as u32,
     };
+    let client = CoordinatorClient::new(&coordinator, tls.clone())?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        // SIGHUP reloads certificates, key, CA and CRL (its default action would kill us).
+        let mut hup = signal(SignalKind::hangup())?;
         let http = tokio::spawn(serve_http(http_listen, name, metrics));
-        let control = tokio::spawn(control_loop(CoordinatorClient::new(&coordinator), registration, ctx));
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
-            r = http => bail!("HTTP endpoint stopped: {r:?}"),
-            r = control => bail!("control loop stopped: {r:?}"),
+        let control = tokio::spawn(control_loop(client, registration, ctx));
+        tokio::pin!(http, control);
+        loop {
+            tokio::select! {
+                _ = hup.recv() => tls.reload_logged("SIGHUP"),
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break }
+                _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); break }
+                r = &mut http => bail!("HTTP endpoint stopped: {r:?}"),
+                r = &mut control => bail!("control loop stopped: {r:?}"),
+            }
         }
         Ok(())
     })?;

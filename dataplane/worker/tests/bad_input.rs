@@ -1,7 +1,8 @@
 //! Bad input against a real `xtsync-worker` process: malformed and oversized frames,
-//! paths that try to leave the job's root, certificates from another CA, a broken
-//! config. Each must get a clear refusal, touch nothing outside the root, and leave the
-//! worker serving other sessions.
+//! paths that try to leave the job's root, certificates from another CA, expired,
+//! revoked or of the wrong role, a broken config. Each must get a clear refusal (and a
+//! clear log line), touch nothing outside the root, and leave the worker serving other
+//! sessions. Certificates and CRL changes apply without a restart.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,14 +11,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use xtsync_transport::{client_config, issue_node_cert, load_or_create_ca, Role};
+use xtsync_transport::{client_config, identity_of, CertAuthority, IssueRequest, Role, TlsFiles, TlsPolicy};
 use xtsync_wire::*;
 
 struct Worker {
     child: Child,
     data_port: u16,
     http_port: u16,
-    pki: PathBuf,
+    ca: CertAuthority,
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -38,10 +40,11 @@ fn start_worker() -> Worker {
 
 fn start_worker_with(extra_args: &[&str]) -> Worker {
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    let ca = load_or_create_ca(&pki, "test").unwrap();
-    let cert = issue_node_cert(&ca, &pki, "worker-b", Role::Worker, &[]).unwrap();
-    issue_node_cert(&ca, &pki, "client", Role::Worker, &[]).unwrap();
+    let ca = CertAuthority::init(&dir.path().join("pki"), "test").unwrap();
+    let cert = ca.issue(&IssueRequest::for_days("worker-b", Role::Worker, 1)).unwrap().files;
+    ca.issue(&IssueRequest::for_days("client", Role::Worker, 1)).unwrap();
+    let ca_files = ca.ca_files();
+    let log = dir.path().join("worker.log");
     let (data_port, http_port) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_xtsync-worker"))
         .args(["--name", "worker-b", "--cores", "1"])
@@ -56,10 +59,13 @@ fn start_worker_with(extra_args: &[&str]) -> Worker {
         .arg("--tls-key")
         .arg(&cert.key_path)
         .arg("--tls-ca")
-        .arg(&ca.cert_path)
+        .arg(&ca_files.cert_path)
+        .arg("--tls-crl")
+        .arg(&ca_files.crl_path)
+        .env("XTSYNC_LOG", "info")
         .args(extra_args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -67,13 +73,23 @@ fn start_worker_with(extra_args: &[&str]) -> Worker {
         assert!(Instant::now() < deadline, "worker did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Worker { child, data_port, http_port, pki, _dir: dir }
+    Worker { child, data_port, http_port, ca, log, _dir: dir }
 }
 
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
-fn connect_with(w: &Worker, cert: &Path, key: &Path, ca: &Path) -> std::io::Result<Tls> {
-    let config = client_config(cert, key, ca).unwrap();
+/// The files of certificate `name` of `ca`, trusting `trust` (the worker's CA).
+fn files_of(ca: &CertAuthority, name: &str, trust: &CertAuthority) -> TlsFiles {
+    let f = ca.cert_files(name);
+    TlsFiles { cert: f.cert_path, key: f.key_path, ca: trust.ca_files().cert_path, crl: None }
+}
+
+fn connect_with(w: &Worker, files: &TlsFiles) -> std::io::Result<Tls> {
+    // Whatever role the certificate has: the test plays that component.
+    let pem = std::fs::read(&files.cert).unwrap();
+    let leaf = rustls_pemfile::certs(&mut &pem[..]).next().unwrap().unwrap();
+    let own_role = identity_of(&leaf).unwrap().role;
+    let config = client_config(files, &TlsPolicy { own_role, ..TlsPolicy::WORKER }).unwrap();
     let conn = rustls::ClientConnection::new(config, ServerName::try_from("127.0.0.1").unwrap()).unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", w.data_port))?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -87,10 +103,49 @@ fn connect_with(w: &Worker, cert: &Path, key: &Path, ca: &Path) -> std::io::Resu
 }
 
 fn connect(w: &Worker) -> Tls {
-    let mut tls = connect_with(w, &w.pki.join("client.crt"), &w.pki.join("client.key"), &w.pki.join("ca.crt")).unwrap();
+    let mut tls = connect_with(w, &files_of(&w.ca, "client", &w.ca)).unwrap();
     // The target speaks first, so that either side may hand its keys to the kernel.
     assert!(matches!(recv(&mut tls), Some(Message::Ready(_))), "expected Ready first");
     tls
+}
+
+/// Waits (up to 10 s) for a line of the worker's log containing every needle.
+fn wait_log(w: &Worker, needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&w.log).unwrap_or_default();
+        if let Some(line) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+            return line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no log line with {needles:?} in:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A peer that completes the TLS handshake from its side, says Hello, and must get
+/// nothing back but the refusal: not a byte of a frame.
+fn assert_refused(w: &Worker, files: &TlsFiles) -> String {
+    let result = connect_with(w, files).and_then(|mut tls| {
+        let h =
+            Hello { job_id: 1, run_id: 1, session_index: 0, session_count: 1, target_root: "/tmp/x".into(), flags: 0 };
+        let mut buf = Vec::new();
+        Message::Hello(h).encode(&mut buf);
+        tls.write_all(&buf)?;
+        tls.flush()?;
+        let mut b = [0u8; 1];
+        tls.read_exact(&mut b)
+    });
+    let err = result.expect_err("the worker must refuse the handshake");
+    // The peer learns only that its certificate was not accepted.
+    assert!(err.to_string().contains("CertificateUnknown"), "{err}");
+    err.to_string()
+}
+
+/// The serial of the certificate the worker presents now.
+fn server_serial(w: &Worker) -> String {
+    let tls = connect(w);
+    let chain = tls.conn.peer_certificates().unwrap();
+    identity_of(&chain[0]).unwrap().serial
 }
 
 fn send(tls: &mut Tls, msg: &Message) {
@@ -304,28 +359,11 @@ fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     }
     let refused_before = metric(&w, "xtsync_worker_tls_handshakes_refused_total");
     let other = tempfile::tempdir().unwrap();
-    let other_ca = load_or_create_ca(other.path(), "intruder").unwrap();
-    let intruder = issue_node_cert(&other_ca, other.path(), "intruder", Role::Worker, &[]).unwrap();
+    let other_ca = CertAuthority::init(other.path(), "intruder").unwrap();
+    other_ca.issue(&IssueRequest::for_days("intruder", Role::Worker, 1)).unwrap();
     // The intruder trusts the real CA (it knows the server) but presents its own cert.
-    let result =
-        connect_with(&w, &intruder.cert_path, &intruder.key_path, &w.pki.join("ca.crt")).and_then(|mut tls| {
-            let h = Hello {
-                job_id: 1,
-                run_id: 1,
-                session_index: 0,
-                session_count: 1,
-                target_root: "/tmp/x".into(),
-                flags: 0,
-            };
-            let mut buf = Vec::new();
-            Message::Hello(h).encode(&mut buf);
-            tls.write_all(&buf)?;
-            tls.flush()?;
-            let mut b = [0u8; 1];
-            tls.read_exact(&mut b)
-        });
-    let err = result.expect_err("the worker must refuse the handshake");
-    assert!(err.to_string().contains("UnknownCA"), "the refusal names the reason: {err}");
+    assert_refused(&w, &files_of(&other_ca, "intruder", &w.ca));
+    wait_log(&w, &["refused data-plane connection", "intruder (role worker", "not issued by this cluster's CA"]);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(metric(&w, "xtsync_worker_tls_handshakes_refused_total"), refused_before + 1);
 }
@@ -354,6 +392,67 @@ fn ktls_on_starts_only_where_the_kernel_takes_tls_keys() {
     assert!(!out.status.success(), "a worker told to use kernel TLS must not start without it");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("transfer.ktls") && err.contains("TCP_ULP"), "the error says what is missing: {err}");
+}
+
+#[test]
+fn expired_and_wrong_role_certificates_are_refused_with_a_clear_log_line() {
+    let w = start_worker();
+    // Expired yesterday (issued with a validity window in the past).
+    let mut old = IssueRequest::for_days("old-worker", Role::Worker, 1);
+    old.not_before -= time::Duration::days(3);
+    old.not_after = old.not_before + time::Duration::days(1);
+    w.ca.issue(&old).unwrap();
+    assert_refused(&w, &files_of(&w.ca, "old-worker", &w.ca));
+    wait_log(&w, &["refused data-plane connection", "old-worker (role worker", "certificate expired"]);
+
+    // Valid certificates of other roles may not use the data port.
+    for (name, role) in [("ops", Role::Admin), ("coord-1", Role::Coordinator), ("edge-1", Role::Agent)] {
+        w.ca.issue(&IssueRequest::for_days(name, role, 1)).unwrap();
+        assert_refused(&w, &files_of(&w.ca, name, &w.ca));
+        wait_log(
+            &w,
+            &["refused data-plane connection", &format!("{name} (role {role}"), "wrong role; accepted here: worker"],
+        );
+    }
+    assert_worker_serves(&w);
+}
+
+#[test]
+fn revocations_and_new_certificates_apply_without_a_restart() {
+    let w = start_worker();
+    let first = server_serial(&w);
+    assert_worker_serves(&w);
+
+    // Revoke the client: the worker rereads the CRL (it polls every 2 s).
+    w.ca.revoke("client").unwrap();
+    wait_log(&w, &["TLS configuration reloaded", "file change"]);
+    assert_refused(&w, &files_of(&w.ca, "client", &w.ca));
+    wait_log(&w, &["refused data-plane connection", "client (role worker", "revoked"]);
+    let fresh = w.ca.issue(&IssueRequest::for_days("client", Role::Worker, 1)).unwrap();
+
+    // A new certificate for the worker itself: new connections see it.
+    let renewed = w.ca.issue(&IssueRequest::for_days("worker-b", Role::Worker, 1)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server_serial(&w) != renewed.cert.serial {
+        assert!(Instant::now() < deadline, "the worker still presents {first}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(fresh.cert.serial, first);
+
+    // A broken file is refused and the previous configuration stays in use.
+    let cert_path = w.ca.cert_files("worker-b").cert_path;
+    std::fs::write(&cert_path, "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n").unwrap();
+    wait_log(&w, &["TLS configuration reload failed", "worker-b.crt"]);
+    assert_eq!(server_serial(&w), renewed.cert.serial);
+    assert_worker_serves(&w);
+
+    // SIGHUP reloads on demand (here: the same broken file, refused again, logged).
+    let again = w.ca.issue(&IssueRequest::for_days("worker-b", Role::Worker, 1)).unwrap();
+    let pid = w.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    wait_log(&w, &["TLS configuration reloaded", "SIGHUP"]);
+    assert_eq!(server_serial(&w), again.cert.serial);
+    assert_worker_serves(&w);
 }
 
 #[test]

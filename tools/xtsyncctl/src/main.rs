@@ -1,8 +1,11 @@
 //! `xtsyncctl`: the operator's command line.
 
+mod cert;
 mod client;
 mod output;
 mod quickstart;
+
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -20,6 +23,20 @@ struct Cli {
     /// Machine-readable output.
     #[arg(long, global = true)]
     json: bool,
+    /// Client certificate for the coordinator (role admin; default: admin.crt in the PKI directory).
+    #[arg(long, global = true, env = "XTSYNC_CERT")]
+    cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "XTSYNC_KEY")]
+    key: Option<PathBuf>,
+    /// The cluster CA the coordinator's certificate must come from.
+    #[arg(long, global = true, env = "XTSYNC_CA")]
+    ca: Option<PathBuf>,
+    /// The CA's revocation list (default: ca.crl beside the default certificate).
+    #[arg(long, global = true, env = "XTSYNC_CRL")]
+    crl: Option<PathBuf>,
+    /// Where the default certificate is looked for (then ./xtsync-quickstart/pki).
+    #[arg(long, global = true, env = "XTSYNC_PKI_DIR", default_value = cert::PKI_DIR_DEFAULT)]
+    pki_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,6 +52,9 @@ enum Command {
     Job(JobCommand),
     /// Run a complete local cluster (coordinator + two workers) replicating a tree.
     Quickstart(quickstart::QuickstartArgs),
+    /// The cluster's certificate authority: init-ca, issue, list, revoke.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,6 +75,9 @@ enum JobCommand {
         delete: bool,
         #[arg(long, default_value = "auto")]
         compression: String,
+        /// An agent (certificate name) allowed to read this job; repeat for several.
+        #[arg(long = "agent")]
+        agents: Vec<String>,
     },
     List,
     Show {
@@ -76,9 +99,18 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let command = match cli.command {
+        Command::Cert(cmd) => return cert::run(cmd, cli.json),
+        other => other,
+    };
     rt.block_on(async move {
-        let client = Client::new(&cli.coordinator);
-        match cli.command {
+        if let Command::Quickstart(mut args) = command {
+            args.json |= cli.json;
+            return quickstart::run(args).await;
+        }
+        let files = client::credentials(cli.cert, cli.key, cli.ca, cli.crl, &cli.pki_dir)?;
+        let client = Client::new(&cli.coordinator, &files)?;
+        match command {
             Command::Status => status(&client, cli.json).await,
             Command::InitDb => {
                 let r = client.init().await?;
@@ -90,10 +122,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Job(cmd) => job(&client, cmd, cli.json).await,
-            Command::Quickstart(mut args) => {
-                args.json |= cli.json;
-                quickstart::run(args).await
-            }
+            Command::Quickstart(_) | Command::Cert(_) => unreachable!("handled above"),
         }
     })
 }
@@ -133,7 +162,7 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
 
 async fn job(client: &Client, cmd: JobCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
-        JobCommand::Create { name, source_worker, source, target_worker, target, delete, compression } => {
+        JobCommand::Create { name, source_worker, source, target_worker, target, delete, compression, agents } => {
             let compression = compression.parse().map_err(anyhow::Error::msg)?;
             let spec = JobSpec {
                 name,
@@ -142,6 +171,7 @@ async fn job(client: &Client, cmd: JobCommand, json: bool) -> anyhow::Result<()>
                 target_worker,
                 target_path: target,
                 options: JobOptions { delete, compression, ..JobOptions::default() },
+                agents,
             };
             let job = client.create_job(&spec).await?;
             if json {

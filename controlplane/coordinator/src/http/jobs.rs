@@ -1,13 +1,14 @@
 //! `/v1/jobs`: job definitions and their catalog.
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use xtsync_api::{now_unix_ms, FileVersion, Job, JobId, JobSpec};
 
+use super::access::{visible, Peer};
 use super::{body, path, ApiResult, AppState};
 use crate::error::ServiceError;
 use crate::state::{query, validate, Command, Outcome};
@@ -23,8 +24,9 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/jobs/{id}/catalog", get(catalog))
 }
 
-pub(super) fn job_or_404(c: &AppState, id: JobId) -> ApiResult<Job> {
-    query::job(&c.reader, id)?.ok_or_else(|| ServiceError::NotFound(format!("job {id} does not exist")))
+/// The job if `peer` may read it; "does not exist" otherwise (see `access::visible`).
+pub(super) fn job_for(c: &AppState, peer: &Peer, id: JobId) -> ApiResult<Job> {
+    visible(peer, query::job(&c.reader, id)?, id)
 }
 
 async fn create(State(c): State<AppState>, spec: Result<Json<JobSpec>, JsonRejection>) -> ApiResult<Json<Job>> {
@@ -40,12 +42,18 @@ async fn create(State(c): State<AppState>, spec: Result<Json<JobSpec>, JsonRejec
     }
 }
 
-async fn list(State(c): State<AppState>) -> ApiResult<Json<Vec<Job>>> {
-    Ok(Json(query::jobs(&c.reader)?))
+/// Agents see only the jobs that name them.
+async fn list(State(c): State<AppState>, Extension(peer): Extension<Peer>) -> ApiResult<Json<Vec<Job>>> {
+    let jobs = query::jobs(&c.reader)?;
+    Ok(Json(jobs.into_iter().filter(|j| super::access::may_read(&peer.identity, j)).collect()))
 }
 
-async fn get_one(State(c): State<AppState>, id: Result<Path<JobId>, PathRejection>) -> ApiResult<Json<Job>> {
-    Ok(Json(job_or_404(&c, path(id)?)?))
+async fn get_one(
+    State(c): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    id: Result<Path<JobId>, PathRejection>,
+) -> ApiResult<Json<Job>> {
+    Ok(Json(job_for(&c, &peer, path(id)?)?))
 }
 
 async fn delete(State(c): State<AppState>, id: Result<Path<JobId>, PathRejection>) -> ApiResult<StatusCode> {
@@ -64,6 +72,7 @@ struct CatalogQuery {
 
 async fn catalog(
     State(c): State<AppState>,
+    Extension(peer): Extension<Peer>,
     id: Result<Path<JobId>, PathRejection>,
     q: Result<Query<CatalogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<FileVersion>>> {
@@ -73,7 +82,7 @@ async fn catalog(
     if limit == 0 || limit > CATALOG_LIMIT_MAX {
         return Err(ServiceError::BadRequest(format!("limit must be within 1..={CATALOG_LIMIT_MAX}, got {limit}")));
     }
-    job_or_404(&c, id)?;
+    job_for(&c, &peer, id)?;
     // Up to 10,000 rows: a real scan, kept off the async workers.
     let reader = c.reader.clone();
     let rows = tokio::task::spawn_blocking(move || query::catalog(&reader, id, &q.prefix, limit))

@@ -2,6 +2,7 @@
 //! codes. Every non-2xx answer is an [`ApiError`] body. Handlers live per resource in
 //! the submodules; `raft` serves the peer-to-peer Raft RPCs.
 
+pub mod access;
 mod jobs;
 mod raft;
 mod runs;
@@ -36,6 +37,8 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::routes())
         .merge(runs::routes())
         .merge(raft::routes())
+        // Every matched route checks the peer's role first (fallback: 404 for all).
+        .route_layer(axum::middleware::from_fn(access::authorize))
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
@@ -105,6 +108,7 @@ fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::Refused(r) => refusal_status(r),
         ServiceError::Read(_) | ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
         ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ServiceError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
     }

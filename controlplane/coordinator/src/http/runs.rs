@@ -1,13 +1,14 @@
 //! Runs: creation under a job, reports, and version batches.
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use xtsync_api::{now_unix_ms, JobId, Run, RunId, RunReport, VersionBatch};
 
-use super::jobs::job_or_404;
+use super::access::{require_own_name, Peer};
+use super::jobs::job_for;
 use super::{body, path, ApiResult, AppState};
 use crate::error::ServiceError;
 use crate::state::{query, Command, Outcome, VERSIONS_PER_BATCH_MAX};
@@ -36,9 +37,13 @@ async fn create(State(c): State<AppState>, id: Result<Path<JobId>, PathRejection
     expect_run(c.create_run(path(id)?).await?)
 }
 
-async fn list(State(c): State<AppState>, id: Result<Path<JobId>, PathRejection>) -> ApiResult<Json<Vec<Run>>> {
+async fn list(
+    State(c): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    id: Result<Path<JobId>, PathRejection>,
+) -> ApiResult<Json<Vec<Run>>> {
     let id = path(id)?;
-    job_or_404(&c, id)?;
+    job_for(&c, &peer, id)?;
     Ok(Json(query::runs_of_job(&c.reader, id, RUNS_LIST_MAX)?))
 }
 
@@ -50,21 +55,29 @@ async fn get_one(State(c): State<AppState>, id: Result<Path<RunId>, PathRejectio
 
 async fn report(
     State(c): State<AppState>,
+    Extension(peer): Extension<Peer>,
     id: Result<Path<RunId>, PathRejection>,
     report: Result<Json<RunReport>, JsonRejection>,
 ) -> ApiResult<Json<Run>> {
     let run_id = path(id)?;
     let report = body(report)?;
+    // Apply checks that the worker takes part in the run; here, that it is the caller.
+    require_own_name(&peer, &report.worker, "report a run")?;
     expect_run(c.write(Command::ReportRun { run_id, report, unix_ms: now_unix_ms() }).await?)
 }
 
 async fn versions(
     State(c): State<AppState>,
+    Extension(peer): Extension<Peer>,
     id: Result<Path<RunId>, PathRejection>,
     batch: Result<Json<VersionBatch>, JsonRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let run_id = path(id)?;
     let VersionBatch { job_id, versions } = body(batch)?;
+    // Only the job's source worker commits versions (it reads them at the source).
+    if let Some(job) = query::job(&c.reader, job_id)? {
+        require_own_name(&peer, &job.spec.source_worker, "commit versions of a job")?;
+    }
     if versions.len() > VERSIONS_PER_BATCH_MAX {
         return Err(ServiceError::TooLarge(format!(
             "a batch carries {} versions; split it into batches of at most {VERSIONS_PER_BATCH_MAX}",

@@ -1,11 +1,12 @@
 //! `/v1/workers`: registration, heartbeats (long poll), listing.
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use xtsync_api::{HeartbeatReply, WorkerHeartbeat, WorkerRegistration, WorkerStatus};
 
+use super::access::{require_own_name, Peer};
 use super::{body, path, ApiResult, AppState};
 use crate::error::ServiceError;
 use crate::state::{Command, Outcome};
@@ -19,9 +20,12 @@ pub(super) fn routes() -> Router<AppState> {
 
 async fn register(
     State(c): State<AppState>,
+    Extension(peer): Extension<Peer>,
     reg: Result<Json<WorkerRegistration>, JsonRejection>,
 ) -> ApiResult<Json<WorkerRegistration>> {
-    match c.write(Command::RegisterWorker(body(reg)?)).await? {
+    let reg = body(reg)?;
+    require_own_name(&peer, &reg.name, "register")?;
+    match c.write(Command::RegisterWorker(reg)).await? {
         Outcome::Worker(reg) => {
             tracing::info!(worker = %reg.name, site = %reg.site, data_addr = %reg.data_addr, "worker registered");
             Ok(Json(reg))
@@ -32,10 +36,13 @@ async fn register(
 
 async fn heartbeat(
     State(c): State<AppState>,
+    Extension(peer): Extension<Peer>,
     name: Result<Path<String>, PathRejection>,
     hb: Result<Json<WorkerHeartbeat>, JsonRejection>,
 ) -> ApiResult<Json<HeartbeatReply>> {
     let name = path(name)?;
+    // Heartbeat replies carry the worker's assignments (jobs): only to that worker.
+    require_own_name(&peer, &name, "heartbeat")?;
     Ok(Json(c.heartbeat(&name, body(hb)?).await?))
 }
 

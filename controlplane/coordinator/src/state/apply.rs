@@ -239,6 +239,7 @@ mod tests {
             target_worker: "dst".into(),
             target_path: "/data/out".into(),
             options: JobOptions::default(),
+            agents: vec![],
         }
     }
 

@@ -7,6 +7,8 @@ use super::CommandError;
 
 /// Longest worker or job name.
 pub const NAME_BYTES_MAX: usize = 128;
+/// Agents one job may name.
+pub const AGENTS_PER_JOB_MAX: usize = 64;
 /// Longest catalog path (Linux PATH_MAX).
 pub const PATH_BYTES_MAX: usize = 4096;
 
@@ -50,6 +52,12 @@ pub fn job_spec(spec: &JobSpec) -> Result<(), CommandError> {
     name("target_worker", &spec.target_worker)?;
     absolute_path("source_path", &spec.source_path)?;
     absolute_path("target_path", &spec.target_path)?;
+    if spec.agents.len() > AGENTS_PER_JOB_MAX {
+        return Err(invalid("agents", format!("names {} agents; at most {AGENTS_PER_JOB_MAX}", spec.agents.len())));
+    }
+    for agent in &spec.agents {
+        name("agents[]", agent)?;
+    }
     if !(-7..=22).contains(&spec.options.compression_level) {
         return Err(invalid("options.compression_level", "must be within -7..=22 (zstd levels)"));
     }

@@ -23,7 +23,8 @@ pub const VERSIONS_PER_COMMIT: usize = 2000;
 pub struct PassContext {
     pub cores: Vec<flume::Sender<CoreCommand>>,
     pub store: Arc<dyn xtsync_store::WorkerStore>,
-    pub client_tls: Arc<rustls::ClientConfig>,
+    /// Reloaded on file change or SIGHUP; each pass takes the current client config.
+    pub tls: xtsync_transport::ReloadingTls,
     pub ktls: crate::secure::KtlsPolicy,
     pub metrics: Arc<WorkerMetrics>,
     pub chunk_params: ChunkParams,
@@ -73,6 +74,8 @@ async fn run(
     let (events_tx, events_rx) = flume::unbounded();
     let mut end_txs = Vec::new();
     let target_cores_taken = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    // One configuration for the whole pass: a reload in the middle applies to the next.
+    let client_tls = ctx.tls.current().client.clone();
     for (i, items) in item_rxs.into_iter().enumerate() {
         let (end_tx, end_rx) = flume::bounded(1);
         end_txs.push(end_tx);
@@ -87,7 +90,7 @@ async fn run(
             compression: options.compression,
             compression_level: options.compression_level,
             chunk_params: ctx.chunk_params,
-            tls: ctx.client_tls.clone(),
+            tls: client_tls.clone(),
             ktls: ctx.ktls,
             store: ctx.store.clone(),
             metrics: ctx.metrics.clone(),

@@ -172,7 +172,10 @@ async fn connect(
     let tls = futures_rustls::TlsConnector::from(params.tls.clone())
         .connect(server_name, Counted::new(tcp, wire_bytes))
         .await
-        .map_err(|e| SessionError::Handshake { addr: addr.clone(), reason: e.to_string() })?;
+        .map_err(|e| SessionError::Handshake {
+            addr: addr.clone(),
+            reason: xtsync_transport::describe_tls_error(&e),
+        })?;
     let (stream, path) = establish(tls.into(), params.ktls, &params.metrics)
         .map_err(|e| SessionError::Handshake { addr: addr.clone(), reason: e.to_string() })?;
     let (mut reader, writer) = stream.split();

@@ -7,14 +7,12 @@ use std::time::Duration;
 
 use crate::target::session::{serve, TargetContext};
 
-pub async fn accept_loop(addr: SocketAddr, ctx: Rc<TargetContext>) {
-    let listener = match glommio::net::TcpListener::bind(addr) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(%addr, core = ctx.core, error = %e, "cannot listen for data-plane sessions");
-            return;
-        }
-    };
+/// Binds this executor's listener (SO_REUSEPORT, as glommio does) on `addr`.
+pub fn bind(addr: SocketAddr) -> glommio::Result<glommio::net::TcpListener, ()> {
+    glommio::net::TcpListener::bind(addr)
+}
+
+pub async fn accept_loop(listener: glommio::net::TcpListener, ctx: Rc<TargetContext>) {
     loop {
         match listener.accept().await {
             Ok(stream) => {

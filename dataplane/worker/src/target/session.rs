@@ -35,7 +35,7 @@ const BARRIER_IDLE: Duration = Duration::from_millis(3);
 
 pub struct TargetContext {
     pub store: Arc<dyn WorkerStore>,
-    pub tls: Arc<rustls::ServerConfig>,
+    pub tls: xtsync_transport::ReloadingTls,
     pub ktls: KtlsPolicy,
     pub metrics: Arc<WorkerMetrics>,
     pub core: usize,
@@ -61,15 +61,21 @@ enum Pending {
 pub async fn serve(tcp: glommio::net::TcpStream, ctx: Rc<TargetContext>) {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let _ = tcp.set_nodelay(true);
-    let tls =
-        match futures_rustls::TlsAcceptor::from(ctx.tls.clone()).accept(Counted::new(tcp, Default::default())).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "refused connection: TLS handshake failed");
-                ctx.metrics.tls_handshakes_refused_total.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
+    // The client certificate and its role (`worker`) are checked inside the handshake
+    // (xtsync_transport::tls): a refused peer gets an alert and no byte of a job.
+    let config = ctx.tls.current().server.clone();
+    let tls = match futures_rustls::TlsAcceptor::from(config).accept(Counted::new(tcp, Default::default())).await {
+        Ok(t) => t,
+        Err(e) => {
+            let reason = xtsync_transport::describe_tls_error(&e);
+            tracing::warn!(%peer, %reason, "refused data-plane connection: TLS handshake failed");
+            ctx.metrics.tls_handshakes_refused_total.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let source = xtsync_transport::peer_identity(tls.get_ref().1.peer_certificates())
+        .map(|id| id.to_string())
+        .unwrap_or_else(|_| "?".into());
     let (stream, path) = match establish(tls.into(), ctx.ktls, &ctx.metrics) {
         Ok(s) => s,
         Err(e) => {
@@ -77,7 +83,7 @@ pub async fn serve(tcp: glommio::net::TcpStream, ctx: Rc<TargetContext>) {
             return;
         }
     };
-    tracing::info!(%peer, core = ctx.core, tls = path.as_str(), "target session accepted");
+    tracing::info!(%peer, %source, core = ctx.core, tls = path.as_str(), "target session accepted");
     let (mut reader, writer) = stream.split();
     let (sender, writer_task) = spawn_writer(writer);
     let ready = Message::Ready(xtsync_wire::Ready { target_kernel_tls: path == TlsPath::Kernel });

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 use xtsync_api::{Job, JobOptions, JobSpec, PassSummary, RunState};
-use xtsync_transport::{issue_node_cert, load_or_create_ca, Role};
+use xtsync_transport::{CertAuthority, IssueRequest, NodeCertFiles, Role, TlsFiles};
 
 use crate::client::Client;
 use crate::output::{print_summary, wait_for_run};
@@ -93,40 +93,61 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let compression = args.compression.parse().map_err(anyhow::Error::msg)?;
     args.ktls.parse::<xtsync_config::KtlsMode>().map_err(|e| anyhow::anyhow!("--ktls: {e}"))?;
 
-    // Certificates: one CA, one certificate per worker.
+    // Certificates: one CA, and one certificate per component with its role.
     let pki = state.join("pki");
-    let ca = load_or_create_ca(&pki, "quickstart")?;
+    let ca = CertAuthority::open_or_init(&pki, "quickstart")?;
     let mut certs = BTreeMap::new();
-    for name in ["a", "b"] {
-        let files = match (pki.join(format!("worker-{name}.crt")), pki.join(format!("worker-{name}.key"))) {
-            (c, k) if c.exists() && k.exists() => xtsync_transport::NodeCertFiles { cert_path: c, key_path: k },
-            _ => issue_node_cert(&ca, &pki, &format!("worker-{name}"), Role::Worker, &[])?,
-        };
-        certs.insert(name, files);
+    for (name, role) in [
+        ("coordinator", Role::Coordinator),
+        ("worker-a", Role::Worker),
+        ("worker-b", Role::Worker),
+        ("admin", Role::Admin),
+    ] {
+        certs.insert(name, ensure_cert(&ca, name, role)?);
     }
+    let ca_files = ca.ca_files();
+    let tls_args = |name: &str| -> Vec<String> {
+        let c = &certs[name];
+        vec![
+            "--tls-cert".into(),
+            c.cert_path.display().to_string(),
+            "--tls-key".into(),
+            c.key_path.display().to_string(),
+            "--tls-ca".into(),
+            ca_files.cert_path.display().to_string(),
+            "--tls-crl".into(),
+            ca_files.crl_path.display().to_string(),
+        ]
+    };
 
     let logs = state.join("logs");
     let coordinator_port = free_port()?;
     let coordinator_addr = format!("127.0.0.1:{coordinator_port}");
-    let mut coordinator = Daemon::start(
-        "coordinator",
-        &sibling_binary("xtsync-coordinator")?,
-        &[
-            "--http-listen".into(),
-            coordinator_addr.clone(),
-            "--metadata-path".into(),
-            state.join("coordinator").display().to_string(),
-            "--init".into(),
-        ],
-        &logs,
+    let mut coordinator_args = vec![
+        "--http-listen".into(),
+        coordinator_addr.clone(),
+        "--metadata-path".into(),
+        state.join("coordinator").display().to_string(),
+        "--init".into(),
+    ];
+    coordinator_args.extend(tls_args("coordinator"));
+    let mut coordinator =
+        Daemon::start("coordinator", &sibling_binary("xtsync-coordinator")?, &coordinator_args, &logs)?;
+    let admin = &certs["admin"];
+    let client = Client::new(
+        &coordinator_addr,
+        &TlsFiles {
+            cert: admin.cert_path.clone(),
+            key: admin.key_path.clone(),
+            ca: ca_files.cert_path.clone(),
+            crl: Some(ca_files.crl_path.clone()),
+        },
     )?;
-    let client = Client::new(&coordinator_addr);
     wait_healthy(&client, &mut coordinator).await?;
 
     let mut workers = Vec::new();
     let mut worker_http = Vec::new();
     for name in ["a", "b"] {
-        let cert = &certs[name];
         let http_addr = format!("127.0.0.1:{}", free_port()?);
         worker_http.push(http_addr.clone());
         let mut args_w = vec![
@@ -144,13 +165,8 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             args.ktls.clone(),
             "--coordinator".into(),
             coordinator_addr.clone(),
-            "--tls-cert".into(),
-            cert.cert_path.display().to_string(),
-            "--tls-key".into(),
-            cert.key_path.display().to_string(),
-            "--tls-ca".into(),
-            ca.cert_path.display().to_string(),
         ];
+        args_w.extend(tls_args(&format!("worker-{name}")));
         if let Some(n) = args.cores {
             args_w.extend(["--cores".into(), n.to_string()]);
         }
@@ -165,6 +181,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         target_worker: "worker-b".into(),
         target_path: target.display().to_string(),
         options: JobOptions { delete: true, compression, ..JobOptions::default() },
+        agents: vec![],
     };
     let job = ensure_job(&client, spec).await?;
     if !args.json {
@@ -228,6 +245,18 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The certificate of `name`, issued unless a valid one of the right role exists.
+fn ensure_cert(ca: &CertAuthority, name: &str, role: Role) -> anyhow::Result<NodeCertFiles> {
+    let files = ca.cert_files(name);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let current = ca.index()?.certs.into_iter().rev().find(|c| c.name == name);
+    let usable = current.is_some_and(|c| c.role == role && c.state(now) == xtsync_transport::pki::CertState::Valid);
+    if usable && files.cert_path.exists() && files.key_path.exists() {
+        return Ok(files);
+    }
+    Ok(ca.issue(&IssueRequest::for_days(name, role, xtsync_transport::pki::CERT_DAYS_DEFAULT))?.files)
+}
+
 async fn wait_healthy(client: &Client, d: &mut Daemon) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -286,13 +315,25 @@ async fn ensure_job(client: &Client, spec: JobSpec) -> anyhow::Result<Job> {
 
 /// (kernel, userspace) TLS sessions counted so far by both workers.
 async fn tls_sessions(worker_http: &[String]) -> anyhow::Result<(u64, u64)> {
+    // The workers' /metrics port is plain HTTP on loopback (counters only): a client
+    // without TLS, so that no crypto provider is needed for it.
+    let http =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).use_preconfigured_tls(plain_tls()?).build()?;
     let mut totals = (0, 0);
     for addr in worker_http {
-        let text = reqwest::get(format!("http://{addr}/metrics")).await?.text().await?;
+        let text = http.get(format!("http://{addr}/metrics")).send().await?.text().await?;
         totals.0 += metric_value(&text, "xtsync_worker_tls_sessions_kernel_total");
         totals.1 += metric_value(&text, "xtsync_worker_tls_sessions_userspace_total");
     }
     Ok(totals)
+}
+
+/// A TLS configuration for a client that only speaks plain HTTP (reqwest wants one).
+fn plain_tls() -> anyhow::Result<rustls::ClientConfig> {
+    Ok(rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth())
 }
 
 fn metric_value(text: &str, name: &str) -> u64 {
