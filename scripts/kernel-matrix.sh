@@ -283,7 +283,7 @@ if [ -e /proc/net/tls_stat ]; then
   KMATRIX_MARK=$M-OFF sh /kmatrix/run.sh /kmatrix/bin /tree /work/off "$INNER_TIMEOUT" --ktls off
   # A longer stream through the worker's session code with kTLS required: 2 sessions
   # of 48 MiB each way, byte counts checked by the bench (timings mean nothing here).
-  if out=$(timeout "$INNER_TIMEOUT" /kmatrix/bin/tls-stream --sessions 2 --gib-per-session 0.046875 --ktls on 2>&1); then
+  if out=$(timeout "$INNER_TIMEOUT" /kmatrix/bin/tls-stream --sessions 2 --gib-per-session 0.046875 --ktls on --verify 2>&1); then
     echo "$M-STREAM ok $(echo "$out" | grep '^tls-stream')"
   else
     echo "$M-STREAM failed $(echo "$out" | tail -n 3 | tr '\n' ' ')"

@@ -5,10 +5,13 @@
 //! Session k's sender runs on executor k mod N and its receiver on executor k+1 mod N,
 //! so one session keeps both ends on different cores and N sessions load every core.
 //! Prints one line per run: sessions, path, MB/s, CPU seconds per GB (all threads of
-//! this process, both ends) — the figures of issue 4 in `perf/RESULTS.md`.
+//! this process, both ends) — the figures of issue 4 in `perf/RESULTS.md`. With
+//! `--verify` both ends hash their stream (BLAKE3) and the run fails unless every
+//! session's receiver got exactly what its sender sent (a correctness check; it costs
+//! CPU, so figures are taken without it).
 //!
 //! ```text
-//! tls-stream [--sessions N] [--gib-per-session G] [--write-kib K] [--ktls auto|on|off]
+//! tls-stream [--sessions N] [--gib-per-session G] [--write-kib K] [--ktls auto|on|off] [--verify]
 //! ```
 
 use std::rc::Rc;
@@ -30,10 +33,12 @@ struct Options {
     bytes_per_session: u64,
     write_bytes: usize,
     ktls: KtlsMode,
+    verify: bool,
 }
 
 fn parse_args() -> anyhow::Result<Options> {
-    let mut o = Options { sessions: 1, bytes_per_session: 2 << 30, write_bytes: 1 << 20, ktls: KtlsMode::Auto };
+    let mut o =
+        Options { sessions: 1, bytes_per_session: 2 << 30, write_bytes: 1 << 20, ktls: KtlsMode::Auto, verify: false };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -42,6 +47,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--gib-per-session" => o.bytes_per_session = (value()?.parse::<f64>()? * (1u64 << 30) as f64) as u64,
             "--write-kib" => o.write_bytes = value()?.parse::<usize>()? * 1024,
             "--ktls" => o.ktls = value()?.parse().map_err(anyhow::Error::msg)?,
+            "--verify" => o.verify = true,
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown argument {other}"),
         }
@@ -81,12 +87,13 @@ fn main() -> anyhow::Result<()> {
         .map(|_| Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()))
         .collect::<std::io::Result<_>>()?;
     let received = Arc::new(AtomicU64::new(0));
-    let (done_tx, done_rx) = flume::unbounded::<anyhow::Result<()>>();
+    // (session, is the receiver, BLAKE3 of the stream when verifying)
+    let (done_tx, done_rx) = flume::unbounded::<anyhow::Result<(usize, bool, Option<blake3::Hash>)>>();
     let (ready_tx, ready_rx) = flume::unbounded::<()>();
     let (go_tx, go_rx) = flume::unbounded::<()>();
 
     let n = cpus.len();
-    let (sessions, bytes, write_bytes) = (o.sessions, o.bytes_per_session, o.write_bytes);
+    let (sessions, bytes, write_bytes, verify) = (o.sessions, o.bytes_per_session, o.write_bytes, o.verify);
     let _executors = start_executors(&cpus, {
         let (metrics, received, ports) = (metrics.clone(), received.clone(), ports.clone());
         move |core| {
@@ -102,7 +109,8 @@ fn main() -> anyhow::Result<()> {
                         let listener = glommio::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
                         let _ = ready_tx.send(());
                         tasks.push(glommio::spawn_local(async move {
-                            let _ = done.send(receive(listener, tls, policy, &metrics, &received).await);
+                            let r = receive(listener, tls, policy, &metrics, &received, verify).await;
+                            let _ = done.send(r.map(|h| (k, true, h)));
                         }));
                     }
                 }
@@ -111,7 +119,8 @@ fn main() -> anyhow::Result<()> {
                     if k % n == core {
                         let (tls, metrics, done) = (client_tls.clone(), metrics.clone(), done_tx.clone());
                         tasks.push(glommio::spawn_local(async move {
-                            let _ = done.send(send(port, tls, policy, &metrics, bytes, write_bytes).await);
+                            let r = send(port, tls, policy, &metrics, bytes, write_bytes, verify).await;
+                            let _ = done.send(r.map(|h| (k, false, h)));
                         }));
                     }
                 }
@@ -128,13 +137,22 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..n {
         let _ = go_tx.send(());
     }
+    let mut hashes = std::collections::HashMap::new();
     for _ in 0..2 * sessions {
-        done_rx.recv()??;
+        let (k, receiver, hash) = done_rx.recv()??;
+        hashes.insert((k, receiver), hash);
     }
     let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
     let total = received.load(Ordering::Relaxed);
     if total != bytes * sessions as u64 {
         bail!("received {total} bytes, expected {}", bytes * sessions as u64);
+    }
+    if verify {
+        for k in 0..sessions {
+            if hashes.get(&(k, true)) != hashes.get(&(k, false)) {
+                bail!("session {k}: the receiver's bytes differ from the sender's");
+            }
+        }
     }
     let kernel = metrics.tls_sessions_kernel_total.load(Ordering::Relaxed);
     let user = metrics.tls_sessions_userspace_total.load(Ordering::Relaxed);
@@ -145,7 +163,7 @@ fn main() -> anyhow::Result<()> {
     };
     let gb = total as f64 / 1e9;
     println!(
-        "tls-stream sessions={sessions} cores={n} path={path} write_kib={} bytes={total} wall_s={wall:.3} MB/s={:.0} cpu_s={cpu:.2} cpu_s_per_GB={:.2}",
+        "tls-stream sessions={sessions} cores={n} path={path} write_kib={} bytes={total} verified={verify} wall_s={wall:.3} MB/s={:.0} cpu_s={cpu:.2} cpu_s_per_GB={:.2}",
         write_bytes / 1024,
         gb * 1e3 / wall,
         cpu / gb
@@ -159,7 +177,8 @@ async fn receive(
     policy: KtlsPolicy,
     metrics: &WorkerMetrics,
     received: &AtomicU64,
-) -> anyhow::Result<()> {
+    verify: bool,
+) -> anyhow::Result<Option<blake3::Hash>> {
     let tcp = listener.accept().await.map_err(|e| anyhow::anyhow!("accept: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let tls = futures_rustls::TlsAcceptor::from(tls).accept(Counted::new(tcp, Rc::default())).await?;
@@ -168,10 +187,14 @@ async fn receive(
     stream.write_all(b"R").await?;
     stream.flush().await?;
     let mut buf = vec![0u8; 1 << 20];
+    let mut hasher = verify.then(blake3::Hasher::new);
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(hasher.map(|h| h.finalize()));
+        }
+        if let Some(h) = hasher.as_mut() {
+            h.update(&buf[..n]);
         }
         received.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -184,7 +207,8 @@ async fn send(
     metrics: &WorkerMetrics,
     bytes: u64,
     write_bytes: usize,
-) -> anyhow::Result<()> {
+    verify: bool,
+) -> anyhow::Result<Option<blake3::Hash>> {
     let tcp =
         glommio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| anyhow::anyhow!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
@@ -193,13 +217,24 @@ async fn send(
     let (mut stream, _path) = establish(tls.into(), policy, metrics)?;
     let mut ready = [0u8; 1];
     stream.read_exact(&mut ready).await?;
-    let block = xtsync_benches::random_bytes(write_bytes, 7);
+    if ready != *b"R" {
+        bail!("expected the receiver's R first, got {ready:?}");
+    }
+    let mut hasher = verify.then(blake3::Hasher::new);
+    // A different block per write, so that a lost, repeated or reordered write shows.
+    let blocks: Vec<Vec<u8>> = (0..4).map(|i| xtsync_benches::random_bytes(write_bytes, 7 + i)).collect();
     let mut left = bytes;
+    let mut i = 0;
     while left > 0 {
-        let n = left.min(block.len() as u64) as usize;
-        stream.write_all(&block[..n]).await?;
+        let n = left.min(write_bytes as u64) as usize;
+        let block = &blocks[i % blocks.len()][..n];
+        if let Some(h) = hasher.as_mut() {
+            h.update(block);
+        }
+        stream.write_all(block).await?;
         left -= n as u64;
+        i += 1;
     }
     stream.close().await?;
-    Ok(())
+    Ok(hasher.map(|h| h.finalize()))
 }

@@ -101,9 +101,16 @@ fn wrong_roles_are_refused_and_learn_nothing_of_the_job() {
     // Agents cannot change anything.
     let (status, _) = call_as(&d, &pki, "edge-1", "DELETE", &format!("/v1/jobs/{job_id}"), None);
     assert_eq!(status, 403);
-    // Health and metrics answer every role.
+    // Health answers every role; metrics (job and run counters) only operators.
     for who in ["ops", "src", "edge-2", "coordinator"] {
         assert_eq!(call_as(&d, &pki, who, "GET", "/health", None).0, 200, "{who}");
+    }
+    for (who, expected) in [("ops", 200), ("coordinator", 200), ("src", 403), ("edge-2", 403)] {
+        let (status, body) = call_as(&d, &pki, who, "GET", "/metrics", None);
+        assert_eq!(status, expected, "{who}: {body}");
+        if expected == 403 {
+            assert!(!body.to_string().contains("xtsync_"), "{who} got counters: {body}");
+        }
     }
     stop(d);
 }

@@ -73,6 +73,9 @@ pub enum IdentityError {
     /// The subject has no organizational unit (OU), where xtsync writes the role.
     #[error("the certificate subject has no role (OU); issue it with `xtsyncctl cert issue --role`")]
     NoRole,
+    /// More than one CN or OU: the identity could be read two ways.
+    #[error("the certificate subject has {names} common names and {roles} organizational units; exactly one of each is accepted")]
+    Ambiguous { names: usize, roles: usize },
     /// The OU is not one of the four roles.
     #[error("unknown role {0:?}: expected coordinator, worker, agent or admin")]
     UnknownRole(String),
@@ -95,8 +98,15 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> Result<PeerIdentity, IdentityEr
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|e| IdentityError::Parse(e.to_string()))?;
     let subject = parsed.subject();
     let text = |a: &x509_parser::x509::AttributeTypeAndValue<'_>| a.as_str().map(str::to_string);
-    let name = subject.iter_common_name().next().and_then(|a| text(a).ok()).ok_or(IdentityError::NoName)?;
-    let role = subject.iter_organizational_unit().next().ok_or(IdentityError::NoRole)?;
+    // Exactly one CN and one OU: the OU is the whole authorization, so a subject that
+    // could be read two ways is refused rather than read by its first value.
+    let names: Vec<_> = subject.iter_common_name().collect();
+    let roles: Vec<_> = subject.iter_organizational_unit().collect();
+    if names.len() > 1 || roles.len() > 1 {
+        return Err(IdentityError::Ambiguous { names: names.len(), roles: roles.len() });
+    }
+    let name = names.first().and_then(|a| text(a).ok()).ok_or(IdentityError::NoName)?;
+    let role = roles.first().ok_or(IdentityError::NoRole)?;
     let role: Role = text(role).map_err(|_| IdentityError::NoRole)?.parse()?;
     Ok(PeerIdentity { name, role, serial: hex_lower(parsed.raw_serial()) })
 }
@@ -143,6 +153,24 @@ mod tests {
         require_role(&id, &[Role::Admin, Role::Agent]).unwrap();
         let e = require_role(&id, &[Role::Worker]).unwrap_err().to_string();
         assert_eq!(e, "certificate ops (role admin, serial 0a) may not be used here: accepted roles are worker");
+    }
+
+    #[test]
+    fn a_subject_with_two_roles_is_refused() {
+        let cert = |second_ou: bool| {
+            let mut params = rcgen::CertificateParams::new(vec!["x".to_string()]).unwrap();
+            let mut dn = rcgen::DistinguishedName::new();
+            dn.push(rcgen::DnType::CommonName, "sneaky");
+            dn.push(rcgen::DnType::OrganizationalUnitName, "worker");
+            if second_ou {
+                // The OU's OID (2.5.4.11) under another key: a second OU attribute.
+                dn.push(rcgen::DnType::CustomDnType(vec![2, 5, 4, 11]), "admin");
+            }
+            params.distinguished_name = dn;
+            params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap()
+        };
+        assert_eq!(identity_of(cert(false).der()).unwrap().role, Role::Worker);
+        assert_eq!(identity_of(cert(true).der()), Err(IdentityError::Ambiguous { names: 1, roles: 2 }));
     }
 
     #[test]

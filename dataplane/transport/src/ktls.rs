@@ -20,11 +20,12 @@ const TLS_TX: libc::c_int = 1;
 const TLS_RX: libc::c_int = 2;
 const TLS_SET_RECORD_TYPE: libc::c_int = 1;
 const TLS_GET_RECORD_TYPE: libc::c_int = 2;
-const TLS_1_2_VERSION: u16 = 0x0303;
 const TLS_1_3_VERSION: u16 = 0x0304;
 const TLS_CIPHER_AES_GCM_128: u16 = 51;
 const TLS_CIPHER_AES_GCM_256: u16 = 52;
 const TLS_CIPHER_CHACHA20_POLY1305: u16 = 54;
+/// Room for one control message with one byte of data (CMSG_SPACE(1) is 24 on 64-bit).
+const CONTROL_WORDS: usize = 4;
 /// TLS record content type of alerts.
 const CONTENT_TYPE_ALERT: u8 = 21;
 
@@ -52,6 +53,8 @@ pub enum KtlsError {
     UnsupportedCipher(String),
     #[error("protocol version {0:?} has no kernel TLS equivalent")]
     UnsupportedVersion(ProtocolVersion),
+    #[error("kernel TLS refused for this session: {0}")]
+    Refused(String),
     #[error("the TLS handshake is not finished")]
     HandshakeUnfinished,
     #[error("extracting the session keys from rustls: {0}")]
@@ -81,20 +84,16 @@ pub fn traffic_keys(secrets: &ConnectionTrafficSecrets) -> Result<(KernelCipher,
 }
 
 /// The bytes of a `struct tls12_crypto_info_*` (include/uapi/linux/tls.h) for one
-/// direction: version, cipher, then iv, key, salt and record sequence number. `iv` is
-/// the 12-byte IV of the TLS session.
-pub fn crypto_info(
-    version: ProtocolVersion,
-    sequence: u64,
-    cipher: KernelCipher,
-    key: &[u8],
-    iv: &[u8],
-) -> Result<Vec<u8>, KtlsError> {
-    let version = match version {
-        ProtocolVersion::TLSv1_2 => TLS_1_2_VERSION,
-        ProtocolVersion::TLSv1_3 => TLS_1_3_VERSION,
-        other => return Err(KtlsError::UnsupportedVersion(other)),
-    };
+/// direction of a **TLS 1.3** session: version, cipher, then iv, key, salt and record
+/// sequence number. `iv` is the session's 12-byte IV, into which the kernel XORs the
+/// sequence number, as rustls does.
+///
+/// TLS 1.2 is deliberately not handed off: for AES-GCM the kernel sends
+/// `crypto_info.iv` as the first explicit nonce and increments it, while rustls XORs
+/// the sequence number into its IV — the kernel's first record would reuse the nonce of
+/// the Finished message under the same key.
+pub fn crypto_info(sequence: u64, cipher: KernelCipher, key: &[u8], iv: &[u8]) -> Result<Vec<u8>, KtlsError> {
+    let version = TLS_1_3_VERSION;
     let (cipher, key_bytes, salt_bytes) = match cipher {
         KernelCipher::AesGcm128 => (TLS_CIPHER_AES_GCM_128, 16, 4),
         KernelCipher::AesGcm256 => (TLS_CIPHER_AES_GCM_256, 32, 4),
@@ -120,22 +119,38 @@ pub fn crypto_info(
     Ok(info)
 }
 
-/// Whether the kernel can take this suite (checked before the keys are extracted,
-/// because extraction consumes the rustls connection).
-pub fn suite_supported(suite: SupportedCipherSuite) -> bool {
+/// The kernel cipher of a TLS 1.3 suite; `None` for TLS 1.2 suites and suites the
+/// kernel lacks (checked before the keys are extracted, because extraction consumes the
+/// rustls connection).
+pub fn kernel_cipher(suite: SupportedCipherSuite) -> Option<KernelCipher> {
     use rustls::CipherSuite::*;
-    matches!(
-        suite.suite(),
-        TLS13_AES_128_GCM_SHA256
-            | TLS13_AES_256_GCM_SHA384
-            | TLS13_CHACHA20_POLY1305_SHA256
-            | TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-            | TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
-            | TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
-            | TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
-            | TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
-            | TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
-    )
+    match suite.suite() {
+        TLS13_AES_128_GCM_SHA256 => Some(KernelCipher::AesGcm128),
+        TLS13_AES_256_GCM_SHA384 => Some(KernelCipher::AesGcm256),
+        TLS13_CHACHA20_POLY1305_SHA256 => Some(KernelCipher::Chacha20Poly1305),
+        _ => None,
+    }
+}
+
+/// The ciphers this kernel takes keys for (from [`probe`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCiphers {
+    pub aes_gcm_128: bool,
+    pub aes_gcm_256: bool,
+    pub chacha20_poly1305: bool,
+}
+
+impl KernelCiphers {
+    pub fn has(&self, cipher: KernelCipher) -> bool {
+        match cipher {
+            KernelCipher::AesGcm128 => self.aes_gcm_128,
+            KernelCipher::AesGcm256 => self.aes_gcm_256,
+            KernelCipher::Chacha20Poly1305 => self.chacha20_poly1305,
+        }
+    }
+    pub fn any(&self) -> bool {
+        self.aes_gcm_128 || self.aes_gcm_256 || self.chacha20_poly1305
+    }
 }
 
 fn setsockopt(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, value: &[u8]) -> io::Result<()> {
@@ -173,8 +188,11 @@ pub fn hand_off(fd: BorrowedFd<'_>, mut conn: rustls::Connection) -> Result<Hand
         return Err(KtlsError::HandshakeUnfinished);
     }
     let version = conn.protocol_version().ok_or(KtlsError::HandshakeUnfinished)?;
+    if version != ProtocolVersion::TLSv1_3 {
+        return Err(KtlsError::UnsupportedVersion(version));
+    }
     let suite = conn.negotiated_cipher_suite().ok_or(KtlsError::HandshakeUnfinished)?;
-    if !suite_supported(suite) {
+    if kernel_cipher(suite).is_none() {
         return Err(KtlsError::UnsupportedCipher(format!("{:?}", suite.suite())));
     }
     let mut early_plaintext = Vec::new();
@@ -189,9 +207,9 @@ pub fn hand_off(fd: BorrowedFd<'_>, mut conn: rustls::Connection) -> Result<Hand
     }
     let secrets = conn.dangerous_extract_secrets().map_err(KtlsError::Secrets)?;
     let (cipher, key, iv) = traffic_keys(&secrets.tx.1)?;
-    let tx = crypto_info(version, secrets.tx.0, cipher, key, iv)?;
+    let tx = crypto_info(secrets.tx.0, cipher, key, iv)?;
     let (cipher, key, iv) = traffic_keys(&secrets.rx.1)?;
-    let rx = crypto_info(version, secrets.rx.0, cipher, key, iv)?;
+    let rx = crypto_info(secrets.rx.0, cipher, key, iv)?;
     setsockopt(fd, SOL_TLS, TLS_TX, &tx).map_err(|error| KtlsError::Install { direction: "transmit", error })?;
     setsockopt(fd, SOL_TLS, TLS_RX, &rx).map_err(|error| KtlsError::Install { direction: "receive", error })?;
     Ok(HandOff { early_plaintext, suite: format!("{:?}", suite.suite()) })
@@ -204,7 +222,9 @@ pub fn send_alert(fd: BorrowedFd<'_>, level: u8, description: u8) -> io::Result<
     let mut iov = libc::iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: payload.len() };
     // SAFETY: CMSG_SPACE is a pure size computation.
     let space = unsafe { libc::CMSG_SPACE(1) } as usize;
-    let mut control = vec![0u8; space];
+    // u64 words: the buffer is read as a `cmsghdr`, which needs 8-byte alignment.
+    let mut control = [0u64; CONTROL_WORDS];
+    debug_assert!(space <= std::mem::size_of_val(&control));
     // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -247,7 +267,9 @@ pub fn read_control_record(fd: BorrowedFd<'_>) -> io::Result<ControlRecord> {
     let mut iov = libc::iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: payload.len() };
     // SAFETY: CMSG_SPACE is a pure size computation.
     let space = unsafe { libc::CMSG_SPACE(1) } as usize;
-    let mut control = vec![0u8; space];
+    // u64 words: the buffer is read as a `cmsghdr`, which needs 8-byte alignment.
+    let mut control = [0u64; CONTROL_WORDS];
+    debug_assert!(space <= std::mem::size_of_val(&control));
     // SAFETY: as in send_alert.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -258,6 +280,9 @@ pub fn read_control_record(fd: BorrowedFd<'_>) -> io::Result<ControlRecord> {
     let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
     if n < 0 {
         return Err(io::Error::last_os_error());
+    }
+    if msg.msg_flags & (libc::MSG_CTRUNC | libc::MSG_TRUNC) != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "kTLS control record truncated"));
     }
     // SAFETY: the kernel filled `control`; CMSG_FIRSTHDR checks msg_controllen.
     let record_type = unsafe {
@@ -279,17 +304,40 @@ pub fn classify_record(record_type: u8, payload: &[u8]) -> ControlRecord {
     }
 }
 
-/// Whether this kernel takes TLS keys at all: attaches the ULP and installs dummy
-/// AES-128-GCM keys on a loopback connection made for the purpose. Run once at start,
-/// so that `transfer.ktls: on` fails loudly and `auto` logs its choice once.
-pub fn probe() -> Result<(), KtlsError> {
+/// Which ciphers this kernel takes TLS 1.3 keys for: per cipher, attaches the ULP and
+/// installs dummy keys in both directions on a loopback connection made for the
+/// purpose. Run once at start, so that `transfer.ktls: on` fails loudly and `auto` logs
+/// its choice once. An error when the kernel has no TLS at all.
+pub fn probe() -> Result<KernelCiphers, KtlsError> {
+    let mut found = KernelCiphers::default();
+    let mut last_refusal = None;
+    for (cipher, key_bytes) in
+        [(KernelCipher::AesGcm128, 16), (KernelCipher::AesGcm256, 32), (KernelCipher::Chacha20Poly1305, 32)]
+    {
+        match probe_cipher(cipher, key_bytes) {
+            Ok(()) => match cipher {
+                KernelCipher::AesGcm128 => found.aes_gcm_128 = true,
+                KernelCipher::AesGcm256 => found.aes_gcm_256 = true,
+                KernelCipher::Chacha20Poly1305 => found.chacha20_poly1305 = true,
+            },
+            Err(e @ KtlsError::Unavailable(_)) => return Err(e),
+            Err(e) => last_refusal = Some(e),
+        }
+    }
+    match last_refusal {
+        Some(e) if !found.any() => Err(e),
+        _ => Ok(found),
+    }
+}
+
+fn probe_cipher(cipher: KernelCipher, key_bytes: usize) -> Result<(), KtlsError> {
+    use std::os::fd::AsFd;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(KtlsError::Unavailable)?;
     let addr = listener.local_addr().map_err(KtlsError::Unavailable)?;
     let client = std::net::TcpStream::connect(addr).map_err(KtlsError::Unavailable)?;
     let _server = listener.accept().map_err(KtlsError::Unavailable)?;
-    use std::os::fd::AsFd;
     attach_ulp(client.as_fd())?;
-    let info = crypto_info(ProtocolVersion::TLSv1_3, 0, KernelCipher::AesGcm128, &[0; 16], &[0; 12])?;
+    let info = crypto_info(0, cipher, &vec![0; key_bytes], &[0; 12])?;
     setsockopt(client.as_fd(), SOL_TLS, TLS_TX, &info)
         .map_err(|error| KtlsError::Install { direction: "transmit", error })?;
     setsockopt(client.as_fd(), SOL_TLS, TLS_RX, &info)
@@ -305,8 +353,7 @@ mod tests {
     fn aes_gcm_128_layout_matches_the_kernel_struct() {
         let key: Vec<u8> = (0..16).collect();
         let iv: Vec<u8> = (100..112).collect();
-        let info =
-            crypto_info(ProtocolVersion::TLSv1_3, 0x0102_0304_0506_0708, KernelCipher::AesGcm128, &key, &iv).unwrap();
+        let info = crypto_info(0x0102_0304_0506_0708, KernelCipher::AesGcm128, &key, &iv).unwrap();
         // struct tls12_crypto_info_aes_gcm_128: 4 + iv 8 + key 16 + salt 4 + rec_seq 8.
         assert_eq!(info.len(), 40);
         assert_eq!(&info[..2], &0x0304u16.to_ne_bytes());
@@ -318,21 +365,29 @@ mod tests {
     }
 
     #[test]
-    fn chacha_and_aes256_have_their_sizes_and_tls12_its_version() {
+    fn chacha_and_aes256_have_their_sizes() {
         let key = [7u8; 32];
         let iv = [9u8; 12];
-        let info = crypto_info(ProtocolVersion::TLSv1_2, 5, KernelCipher::Chacha20Poly1305, &key, &iv).unwrap();
+        let info = crypto_info(5, KernelCipher::Chacha20Poly1305, &key, &iv).unwrap();
         assert_eq!(info.len(), 4 + 12 + 32 + 8);
-        assert_eq!(&info[..2], &0x0303u16.to_ne_bytes());
+        assert_eq!(&info[..2], &0x0304u16.to_ne_bytes());
         assert_eq!(&info[2..4], &54u16.to_ne_bytes());
-        assert_eq!(&info[4..16], &iv);
-        let aes256 = crypto_info(ProtocolVersion::TLSv1_3, 0, KernelCipher::AesGcm256, &key, &iv).unwrap();
+        assert_eq!(&info[4..16], &iv, "ChaCha20-Poly1305 takes the whole IV, no salt");
+        let aes256 = crypto_info(0, KernelCipher::AesGcm256, &key, &iv).unwrap();
         assert_eq!(aes256.len(), 4 + 8 + 32 + 4 + 8);
-        assert!(matches!(
-            crypto_info(ProtocolVersion::TLSv1_1, 0, KernelCipher::AesGcm256, &key, &iv),
-            Err(KtlsError::UnsupportedVersion(ProtocolVersion::TLSv1_1))
-        ));
-        assert!(crypto_info(ProtocolVersion::TLSv1_3, 0, KernelCipher::AesGcm128, &key, &iv).is_err(), "key size");
+        assert_eq!(&aes256[2..4], &52u16.to_ne_bytes());
+        assert!(crypto_info(0, KernelCipher::AesGcm128, &key, &iv).is_err(), "a 32-byte key is not AES-128");
+    }
+
+    #[test]
+    fn only_tls13_suites_map_to_kernel_ciphers() {
+        use rustls::crypto::ring::cipher_suite::*;
+        assert_eq!(kernel_cipher(TLS13_AES_256_GCM_SHA384), Some(KernelCipher::AesGcm256));
+        assert_eq!(kernel_cipher(TLS13_AES_128_GCM_SHA256), Some(KernelCipher::AesGcm128));
+        assert_eq!(kernel_cipher(TLS13_CHACHA20_POLY1305_SHA256), Some(KernelCipher::Chacha20Poly1305));
+        // TLS 1.2 keeps rustls: the kernel's TLS 1.2 AES-GCM nonce would repeat rustls'.
+        assert_eq!(kernel_cipher(TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384), None);
+        assert_eq!(kernel_cipher(TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256), None);
     }
 
     #[test]
@@ -349,7 +404,10 @@ mod tests {
         let probed = probe();
         let kernel_has_tls = std::path::Path::new("/proc/net/tls_stat").exists();
         match probed {
-            Ok(()) => assert!(kernel_has_tls, "probe succeeded but /proc/net/tls_stat is missing"),
+            Ok(ciphers) => {
+                assert!(kernel_has_tls, "probe succeeded but /proc/net/tls_stat is missing");
+                assert!(ciphers.has(KernelCipher::AesGcm128), "every kTLS kernel has AES-128-GCM: {ciphers:?}");
+            }
             Err(e) => {
                 assert!(!kernel_has_tls, "kernel has TLS but the probe failed: {e}");
                 assert!(e.to_string().contains("tls"), "the error names what is missing: {e}");

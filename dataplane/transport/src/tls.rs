@@ -166,6 +166,11 @@ pub fn server_config(files: &TlsFiles, policy: &TlsPolicy) -> Result<Arc<ServerC
     // Our order (AES-256-GCM first), not the client's: a weak client cannot pick the
     // weakest suite both sides share.
     config.ignore_client_order = true;
+    // No session resumption (TLS 1.2 IDs or tickets): every connection presents and has
+    // its certificate checked against the current CA and CRL. (Without resumption, and
+    // rustls never renegotiates, the extended master secret is not required: requiring
+    // it would refuse TLS 1.2 scanners and old clients for no gain.)
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(config))
 }
 

@@ -5,13 +5,13 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use xtsync_config::KtlsMode;
-use xtsync_transport::ktls::{self, ControlRecord, KtlsError, TlsPath};
+use xtsync_transport::ktls::{self, ControlRecord, KernelCiphers, KtlsError, TlsPath};
 
 use crate::frames::Counted;
 use crate::metrics::WorkerMetrics;
@@ -21,8 +21,14 @@ use crate::metrics::WorkerMetrics;
 #[derive(Debug, Clone, Copy)]
 pub struct KtlsPolicy {
     pub mode: KtlsMode,
-    pub kernel_available: bool,
+    /// The ciphers the kernel takes keys for (none: no kernel TLS, or `off`).
+    pub ciphers: KernelCiphers,
 }
+
+/// Set when a hand-off failed after the keys left rustls in `auto` mode: the kernel
+/// accepted the probe but not a real session, so later sessions keep rustls instead of
+/// failing the same way.
+static KERNEL_TLS_DISABLED: AtomicBool = AtomicBool::new(false);
 
 impl KtlsPolicy {
     /// Probes the kernel once. `on` without kernel TLS is an error (the worker does not
@@ -30,20 +36,29 @@ impl KtlsPolicy {
     pub fn from_mode(mode: KtlsMode) -> Result<Self, KtlsError> {
         if mode == KtlsMode::Off {
             tracing::info!("kernel TLS off (transfer.ktls: off): sessions use rustls in user space");
-            return Ok(KtlsPolicy { mode, kernel_available: false });
+            return Ok(KtlsPolicy { mode, ciphers: KernelCiphers::default() });
         }
         match ktls::probe() {
-            Ok(()) => {
-                tracing::info!("kernel TLS available: data-plane sessions hand their keys to the kernel");
-                Ok(KtlsPolicy { mode, kernel_available: true })
+            Ok(ciphers) => {
+                tracing::info!(?ciphers, "kernel TLS available: TLS 1.3 sessions hand their keys to the kernel");
+                Ok(KtlsPolicy { mode, ciphers })
             }
             Err(e) if mode == KtlsMode::Auto => {
                 tracing::info!(reason = %e, "kernel TLS unavailable: sessions use rustls in user space");
-                Ok(KtlsPolicy { mode, kernel_available: false })
+                Ok(KtlsPolicy { mode, ciphers: KernelCiphers::default() })
             }
             Err(e) => Err(e),
         }
     }
+}
+
+/// `fut`'s output, or `None` if it did not finish within `limit`.
+pub async fn within<T>(limit: std::time::Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
 }
 
 type Tls = futures_rustls::TlsStream<Counted<TcpStream>>;
@@ -91,16 +106,23 @@ pub fn establish(tls: Tls, policy: KtlsPolicy, metrics: &WorkerMetrics) -> Resul
 
 fn choose(tls: Tls, policy: KtlsPolicy, metrics: &WorkerMetrics) -> Result<(SecureStream, TlsPath), KtlsError> {
     let userspace = |tls: Tls| Ok((SecureStream::Rustls(Box::new(tls)), TlsPath::Userspace));
-    if !policy.kernel_available {
+    if !policy.ciphers.any() || KERNEL_TLS_DISABLED.load(Ordering::Relaxed) {
         return userspace(tls);
     }
     let (io, conn) = tls.get_ref();
-    let suite_ok = conn.negotiated_cipher_suite().is_some_and(ktls::suite_supported);
-    let refused = if suite_ok { ktls::attach_ulp(socket_fd(io.get_ref())).err() } else { None };
-    if !suite_ok || refused.is_some() {
-        let reason = refused.map(|e| e.to_string()).unwrap_or_else(|| "cipher suite not supported by kTLS".into());
+    // Everything that can refuse before the keys leave rustls is checked here, so that
+    // a refusal still leaves a working rustls session.
+    let refusal = match (conn.protocol_version(), conn.negotiated_cipher_suite().and_then(ktls::kernel_cipher)) {
+        (Some(rustls::ProtocolVersion::TLSv1_3), Some(cipher)) if policy.ciphers.has(cipher) => {
+            ktls::attach_ulp(socket_fd(io.get_ref())).err().map(|e| e.to_string())
+        }
+        (Some(rustls::ProtocolVersion::TLSv1_3), Some(cipher)) => Some(format!("this kernel takes no {cipher:?} keys")),
+        (Some(rustls::ProtocolVersion::TLSv1_3), None) => Some("the suite has no kernel TLS equivalent".into()),
+        (version, _) => Some(format!("{version:?}: only TLS 1.3 sessions are handed to the kernel")),
+    };
+    if let Some(reason) = refusal {
         if policy.mode == KtlsMode::On {
-            return Err(KtlsError::UnsupportedCipher(reason));
+            return Err(KtlsError::Refused(reason));
         }
         metrics.ktls_fallbacks_total.fetch_add(1, Ordering::Relaxed);
         tracing::info!(%reason, "kernel TLS refused for this session: rustls in user space");
@@ -116,7 +138,15 @@ fn choose(tls: Tls, policy: KtlsPolicy, metrics: &WorkerMetrics) -> Result<(Secu
             (io, conn.into())
         }
     };
-    let handed = ktls::hand_off(socket_fd(io.get_ref()), conn)?;
+    let handed = match ktls::hand_off(socket_fd(io.get_ref()), conn) {
+        Ok(h) => h,
+        Err(e) => {
+            if policy.mode == KtlsMode::Auto && !KERNEL_TLS_DISABLED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "kernel TLS hand-off failed: later sessions of this process keep rustls");
+            }
+            return Err(e);
+        }
+    };
     tracing::debug!(suite = %handed.suite, "session keys handed to the kernel");
     let stream = KernelTlsStream {
         inner: io,

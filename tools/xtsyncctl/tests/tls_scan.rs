@@ -185,6 +185,13 @@ fn testssl_and_openssl_find_only_strong_tls_and_required_client_certificates() {
     let ops = ca.cert_files("ops");
     let accepted = s_client(api_port, "-tls1_3", Some((&ops.cert_path, &ops.key_path)));
     assert!(accepted.contains("HTTP/1.1 200"), "the control request failed:\n{accepted}");
+    // The data port speaks no HTTP: its control is a worker certificate that gets no alert.
+    let worker = ca.cert_files("worker-a");
+    let accepted = s_client(data_port, "-tls1_3", Some((&worker.cert_path, &worker.key_path)));
+    assert!(
+        accepted.contains("TLSv1.3") && !accepted.contains("alert"),
+        "a worker certificate was refused on the data port:\n{accepted}"
+    );
     assert_needs_client_cert("coordinator", api_port);
     assert_needs_client_cert("worker data port", data_port);
 

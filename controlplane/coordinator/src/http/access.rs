@@ -27,12 +27,15 @@ const WORKER: &[Role] = &[Role::Worker];
 const COORDINATOR: &[Role] = &[Role::Coordinator];
 const ADMIN: &[Role] = &[Role::Admin];
 const READERS: &[Role] = &[Role::Admin, Role::Agent];
+const OPERATORS: &[Role] = &[Role::Admin, Role::Coordinator];
 
 /// Roles allowed on a route (axum's route pattern). Anything not listed is for
 /// admins only, so that a new route is closed until someone opens it here.
 pub fn allowed_roles(method: &Method, route: &str) -> &'static [Role] {
     match (method.as_str(), route) {
-        ("GET", "/health" | "/metrics") => ANY,
+        ("GET", "/health") => ANY,
+        // Counters of jobs and runs: for operators and peers, not for workers or agents.
+        ("GET", "/metrics") => OPERATORS,
         ("POST", "/v1/workers/register" | "/v1/workers/{name}/heartbeat")
         | ("POST", "/v1/runs/{id}/report" | "/v1/runs/{id}/versions") => WORKER,
         ("POST", "/raft/append" | "/raft/vote" | "/raft/snapshot") => COORDINATOR,
@@ -118,7 +121,8 @@ mod tests {
         assert_eq!(allowed_roles(&Method::POST, "/v1/jobs"), ADMIN);
         assert_eq!(allowed_roles(&Method::DELETE, "/v1/jobs/{id}"), ADMIN);
         assert_eq!(allowed_roles(&Method::GET, "/v1/jobs/{id}"), READERS);
-        assert_eq!(allowed_roles(&Method::GET, "/metrics"), ANY);
+        assert_eq!(allowed_roles(&Method::GET, "/health"), ANY);
+        assert_eq!(allowed_roles(&Method::GET, "/metrics"), OPERATORS, "job counters: not for workers or agents");
         assert_eq!(allowed_roles(&Method::GET, "/v1/some/new/route"), ADMIN, "closed by default");
     }
 

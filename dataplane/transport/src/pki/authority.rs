@@ -198,6 +198,11 @@ impl CertAuthority {
     /// Creates a new CA (key, certificate, empty index, empty CRL) in `dir`.
     pub fn init(dir: &Path, cluster: &str) -> Result<CertAuthority, PkiError> {
         fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        // Every private key of the cluster lives here: only the owner may list or read it.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| file_err(dir, e))?;
+        }
         let ca = CertAuthority { dir: dir.to_path_buf() };
         let _lock = DirLock::take(dir)?;
         let files = ca.ca_files();
@@ -235,10 +240,9 @@ impl CertAuthority {
         }
         if !ca.index_path().exists() || !files.crl_path.exists() {
             let _lock = DirLock::take(dir)?;
-            let mut index = match ca.load_index() {
-                Ok(i) => i,
-                Err(_) => CertIndex::new("xtsync"),
-            };
+            // A missing index is created; an unreadable one is an error: replacing it
+            // would drop every revocation from the next CRL.
+            let mut index = if ca.index_path().exists() { ca.load_index()? } else { CertIndex::new("xtsync") };
             let (key, cert_pem) = ca.signing_material()?;
             ca.write_crl(&mut index, &key, &cert_pem)?;
             ca.save_index(&index)?;
@@ -371,6 +375,9 @@ impl CertAuthority {
             revoked_unix: None,
         };
         let still_valid = index.record(entry.clone(), now)?;
+        // The index first: a certificate that exists is always in it (and revocable),
+        // even if writing its files or the CRL fails afterwards.
+        self.save_index(&index)?;
         let files = self.cert_files(&req.name);
         // Key first: a reloading daemon that sees the new certificate with the old key
         // refuses the pair and retries at the next change (the key rename).
@@ -387,6 +394,9 @@ impl CertAuthority {
         let _lock = DirLock::take(&self.dir)?;
         let mut index = self.load_index()?;
         let revoked = index.revoke(name_or_serial, unix(OffsetDateTime::now_utc()))?;
+        // The revocation is recorded before the CRL is signed: if signing fails, the
+        // next CRL written from the index still carries it.
+        self.save_index(&index)?;
         let (key, pem) = self.signing_material()?;
         self.write_crl(&mut index, &key, &pem)?;
         self.save_index(&index)?;

@@ -46,6 +46,9 @@ pub struct SessionParams {
     pub target_cores_taken: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
 }
 
+/// How long the target may take to speak first after the handshake (`Ready`).
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Connection attempts a session makes to land on a target core of its own.
 const SPREAD_ATTEMPTS_MAX: usize = 6;
 
@@ -180,7 +183,10 @@ async fn connect(
         .map_err(|e| SessionError::Handshake { addr: addr.clone(), reason: e.to_string() })?;
     let (mut reader, writer) = stream.split();
     // The target speaks first (see `Ready`): nothing is sent before the keys moved.
-    let target_kernel_tls = match read_message(&mut reader).await? {
+    let ready = crate::secure::within(READY_TIMEOUT, read_message(&mut reader))
+        .await
+        .ok_or_else(|| SessionError::Refused(format!("no Ready from the target within {READY_TIMEOUT:?}")))?;
+    let target_kernel_tls = match ready? {
         Some(Message::Ready(r)) => r.target_kernel_tls,
         Some(Message::Error(e)) => return Err(SessionError::Refused(e.message)),
         Some(other) => return Err(SessionError::Protocol(format!("expected Ready, got {other:?}"))),

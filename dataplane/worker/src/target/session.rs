@@ -32,6 +32,8 @@ use xtsync_transport::ktls::TlsPath;
 const OPEN_FILES_MAX: usize = 4096;
 /// How long finished files may wait for their barrier when no frame arrives.
 const BARRIER_IDLE: Duration = Duration::from_millis(3);
+/// How long a connecting peer may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct TargetContext {
     pub store: Arc<dyn WorkerStore>,
@@ -64,7 +66,13 @@ pub async fn serve(tcp: glommio::net::TcpStream, ctx: Rc<TargetContext>) {
     // The client certificate and its role (`worker`) are checked inside the handshake
     // (xtsync_transport::tls): a refused peer gets an alert and no byte of a job.
     let config = ctx.tls.current().server.clone();
-    let tls = match futures_rustls::TlsAcceptor::from(config).accept(Counted::new(tcp, Default::default())).await {
+    let accept = futures_rustls::TlsAcceptor::from(config).accept(Counted::new(tcp, Default::default()));
+    let Some(accepted) = crate::secure::within(HANDSHAKE_TIMEOUT, accept).await else {
+        tracing::warn!(%peer, "refused data-plane connection: no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
+        ctx.metrics.tls_handshakes_refused_total.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let tls = match accepted {
         Ok(t) => t,
         Err(e) => {
             let reason = xtsync_transport::describe_tls_error(&e);
