@@ -7,13 +7,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
-use xtsync_transport::{describe_tls_error, peer_identity, ReloadingTls};
+use xtsync_transport::{describe_tls_error, not_after_unix, peer_identity, ReloadingTls};
 
 use crate::http::access::Peer;
 
@@ -41,7 +43,7 @@ pub async fn serve(
                 Ok((tcp, addr)) => {
                     // The configuration of the moment: a reload applies to new connections.
                     let config = tls.current().server.clone();
-                    connections.spawn(connection(tcp, addr, app.clone(), config, stop_rx.clone()));
+                    connections.spawn(connection(tcp, addr, app.clone(), config, tls.clone(), stop_rx.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait instead of spinning.
@@ -66,6 +68,7 @@ async fn connection(
     addr: SocketAddr,
     app: Router,
     config: std::sync::Arc<rustls::ServerConfig>,
+    tls_now: ReloadingTls,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -91,10 +94,22 @@ async fn connection(
         }
     };
     tracing::debug!(peer = %addr, cert = %identity, "connection accepted");
+    let not_after = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| not_after_unix(c).ok());
     let peer = Peer { addr, identity };
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(peer.clone());
-        app.clone().oneshot(req)
+        let (app, peer, tls_now) = (app.clone(), peer.clone(), tls_now.clone());
+        async move {
+            // The handshake checked the certificate once; a kept-alive connection is
+            // checked again on every request against the current CRL and the clock, so
+            // that revoking (or expiry) cuts off a peer at its next request.
+            if let Some(reason) = no_longer_valid(&tls_now, &peer, not_after) {
+                tracing::warn!(peer = %peer.addr, cert = %peer.identity, %reason, "refused request on a kept-alive connection");
+                let refusal = (StatusCode::FORBIDDEN, [(header::CONNECTION, "close")], "certificate no longer valid\n");
+                return Ok(refusal.into_response());
+            }
+            req.extensions_mut().insert(peer);
+            app.oneshot(req).await
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -110,5 +125,17 @@ async fn connection(
     };
     if let Err(e) = result {
         tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+    }
+}
+
+/// Why a peer accepted at its handshake may no longer be served, if it may not.
+fn no_longer_valid(tls: &ReloadingTls, peer: &Peer, not_after_unix: Option<i64>) -> Option<&'static str> {
+    if tls.current().revoked_serials.contains(&peer.identity.serial) {
+        return Some("certificate revoked since the handshake");
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    match not_after_unix {
+        Some(t) if now > t => Some("certificate expired since the handshake"),
+        _ => None,
     }
 }

@@ -149,10 +149,20 @@ fn bad_certificates_are_refused_at_the_handshake_with_a_log_line() {
     assert_handshake_refused(&d, &pki.files("old-ops"));
     wait_log(&d, &["refused connection", "old-ops (role admin", "certificate expired"]);
 
-    // Revoked: the coordinator rereads the CRL within its 2 s poll.
+    // Revoked: the coordinator rereads the CRL within its 2 s poll; on a connection the
+    // revoked peer kept alive, its next request is refused (a new connection is refused
+    // at the handshake, below).
     assert_eq!(call_as(&d, &pki, "edge-1", "GET", "/health", None).0, 200);
+    let mut kept = common::connect(d.addr, &pki.files("edge-1")).unwrap();
+    assert_eq!(keep_alive_get(&mut kept, "/health").unwrap(), 200);
     pki.ca.revoke("edge-1").unwrap();
     wait_log(&d, &["TLS configuration reloaded", "file change"]);
+    assert_eq!(
+        keep_alive_get(&mut kept, "/health").unwrap(),
+        403,
+        "a revoked peer's kept-alive connection still served"
+    );
+    wait_log(&d, &["refused request on a kept-alive connection", "edge-1 (role agent", "revoked since the handshake"]);
     assert_handshake_refused(&d, &pki.files("edge-1"));
     wait_log(&d, &["refused connection", "edge-1 (role agent", "revoked"]);
 
@@ -213,4 +223,28 @@ fn a_new_certificate_applies_without_a_restart_and_sighup_reloads() {
     wait_log(&d, &["TLS configuration reloaded", "SIGHUP"]);
     assert_eq!(server_serial(&d, &pki), again.cert.serial);
     stop(d);
+}
+
+/// One request on a kept-alive connection; the status, or an error if the connection
+/// gave no complete answer.
+fn keep_alive_get(tls: &mut common::Tls, path: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())?;
+    tls.flush()?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if tls.read(&mut byte)? == 0 {
+            return Err(std::io::Error::other("closed before an answer"));
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .ok_or_else(|| std::io::Error::other("no content-length"))?;
+    let mut body = vec![0u8; length];
+    tls.read_exact(&mut body)?;
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other("no status"))
 }

@@ -111,6 +111,12 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> Result<PeerIdentity, IdentityEr
     Ok(PeerIdentity { name, role, serial: hex_lower(parsed.raw_serial()) })
 }
 
+/// The end of a certificate's validity, in seconds since the Unix epoch.
+pub fn not_after_unix(cert: &CertificateDer<'_>) -> Result<i64, IdentityError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|e| IdentityError::Parse(e.to_string()))?;
+    Ok(parsed.validity().not_after.timestamp())
+}
+
 /// The identity of the peer of an established connection: the first certificate of
 /// the chain rustls verified (`Connection::peer_certificates`).
 pub fn peer_identity(chain: Option<&[CertificateDer<'_>]>) -> Result<PeerIdentity, IdentityError> {

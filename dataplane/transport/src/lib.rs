@@ -17,7 +17,9 @@ pub mod pki;
 pub mod reload;
 pub mod tls;
 
-pub use identity::{identity_of, peer_identity, require_role, IdentityError, PeerIdentity, Role, RoleError};
+pub use identity::{
+    identity_of, not_after_unix, peer_identity, require_role, IdentityError, PeerIdentity, Role, RoleError,
+};
 pub use pki::{load_or_create_ca, CaFiles, CertAuthority, IssueRequest, NodeCertFiles, PkiError};
 pub use reload::{LoadedTls, ReloadingTls};
 pub use tls::{

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustls::{ClientConfig, ServerConfig};
 
 use crate::identity::{identity_of, PeerIdentity};
-use crate::tls::{client_config, server_config, TlsFiles, TlsPolicy, TlsSetupError};
+use crate::tls::{client_config, revoked_serials, server_config, TlsFiles, TlsPolicy, TlsSetupError};
 
 /// How often the files are checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -31,6 +31,9 @@ pub struct LoadedTls {
     pub own: PeerIdentity,
     /// 1 for the first load, +1 for every successful reload.
     pub generation: u64,
+    /// Serials revoked by the CRL of this generation: a server checks the peers of its
+    /// kept-alive connections against it on every request.
+    pub revoked_serials: std::collections::HashSet<String>,
 }
 
 /// What identifies a version of a file: replacing or rewriting it changes one of these.
@@ -92,7 +95,8 @@ fn build(files: &TlsFiles, policy: &TlsPolicy, generation: u64) -> Result<Loaded
             path: files.cert.display().to_string(),
             reason: "changed while being read".into(),
         })?;
-    Ok(LoadedTls { server, client, coordinator_client, own, generation })
+    let revoked_serials = revoked_serials(files.crl.as_deref())?;
+    Ok(LoadedTls { server, client, coordinator_client, own, generation, revoked_serials })
 }
 
 impl ReloadingTls {

@@ -116,6 +116,19 @@ fn load_crls(path: Option<&Path>) -> Result<Vec<CertificateRevocationListDer<'st
     Ok(crls)
 }
 
+/// The serials (lowercase hex, as [`PeerIdentity`](crate::PeerIdentity) has them) that
+/// the CRL file revokes: for checking peers of connections opened before a revocation.
+pub(crate) fn revoked_serials(path: Option<&Path>) -> Result<std::collections::HashSet<String>, TlsSetupError> {
+    let mut serials = std::collections::HashSet::new();
+    for crl in load_crls(path)? {
+        let (_, parsed) = x509_parser::parse_x509_crl(&crl).map_err(|e| {
+            file_err(path.expect("load_crls returns no CRL without a path"), format!("unreadable CRL: {e}"))
+        })?;
+        serials.extend(parsed.iter_revoked_certificates().map(|r| crate::identity::hex_lower(r.raw_serial())));
+    }
+    Ok(serials)
+}
+
 fn roots(ca_path: &Path) -> Result<Arc<RootCertStore>, TlsSetupError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(ca_path)? {
