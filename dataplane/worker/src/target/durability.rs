@@ -4,6 +4,8 @@
 //! only then are they acknowledged. One barrier per batch instead of one fsync per file
 //! is what lets many small files go fast; the order (data durable before the rename) is
 //! what keeps a crash from exposing an empty or partial file under the final name.
+//! A session has at most one flush in flight and keeps receiving and writing the next
+//! batch meanwhile.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -64,14 +66,21 @@ impl Barrier {
         self.bytes = 0;
     }
 
-    /// Flushes off the executor thread; returns one ack per file.
-    pub async fn flush(&mut self, root: OwnedFd, store: Arc<dyn WorkerStore>) -> Vec<Acked> {
+    /// Takes the waiting files; the returned future flushes them off the executor
+    /// thread and yields one ack per file.
+    pub fn flush(
+        &mut self,
+        root: OwnedFd,
+        store: Arc<dyn WorkerStore>,
+    ) -> impl std::future::Future<Output = Vec<Acked>> + 'static {
         let ready = std::mem::take(&mut self.ready);
         self.bytes = 0;
-        if ready.is_empty() {
-            return Vec::new();
+        async move {
+            if ready.is_empty() {
+                return Vec::new();
+            }
+            glommio::executor().spawn_blocking(move || flush_blocking(root, ready, store.as_ref())).await
         }
-        glommio::executor().spawn_blocking(move || flush_blocking(root, ready, store.as_ref())).await
     }
 }
 

@@ -142,6 +142,9 @@ struct TargetSession {
     files: std::collections::HashMap<u64, OpenFile>,
     queue: VecDeque<Pending>,
     barrier: Barrier,
+    /// The barrier being flushed (at most one): the session keeps receiving and writing
+    /// the next batch meanwhile; its acks go out when it completes.
+    flushing: Option<glommio::Task<Vec<crate::target::durability::Acked>>>,
     readers: LocalReaders,
     codec: ChunkCodec,
     memory: PassMemory,
@@ -160,6 +163,7 @@ impl TargetSession {
             files: Default::default(),
             queue: VecDeque::new(),
             barrier: Barrier::default(),
+            flushing: None,
             readers: LocalReaders::default(),
             codec: ChunkCodec::default(),
             memory: PassMemory::default(),
@@ -191,7 +195,16 @@ impl TargetSession {
         let mut frames_seen = 0u64;
         loop {
             self.drain().await?;
-            let next = if self.barrier.is_empty() {
+            let next = if let Some(flushing) = self.flushing.as_mut() {
+                match futures::future::select(frames.recv_async(), flushing).await {
+                    futures::future::Either::Left((m, _)) => m,
+                    futures::future::Either::Right((acks, _)) => {
+                        self.flushing = None;
+                        self.send_acks(acks).await?;
+                        continue;
+                    }
+                }
+            } else if self.barrier.is_empty() {
                 frames.recv_async().await
             } else {
                 let sleep = glommio::timer::sleep(BARRIER_IDLE);
@@ -519,11 +532,31 @@ impl TargetSession {
         }
     }
 
+    /// Starts flushing the waiting files (after the flush in flight, if any, completed
+    /// and its files were acknowledged).
     async fn flush(&mut self) -> Result<(), TargetError> {
+        self.finish_flushing().await?;
+        if self.barrier.is_empty() {
+            return Ok(());
+        }
         let root = self.root()?.clone();
         let dup = rustix::io::fcntl_dupfd_cloexec(root.fd(), 0)
             .map_err(|e| TargetError::Refused(format!("cannot duplicate the root fd: {e}")))?;
-        let acks = self.barrier.flush(dup, self.ctx.store.clone()).await;
+        let flush = self.barrier.flush(dup, self.ctx.store.clone());
+        self.flushing = Some(glommio::spawn_local(flush));
+        Ok(())
+    }
+
+    /// Waits for the flush in flight and acknowledges its files.
+    async fn finish_flushing(&mut self) -> Result<(), TargetError> {
+        if let Some(flushing) = self.flushing.take() {
+            let acks = flushing.await;
+            self.send_acks(acks).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_acks(&mut self, acks: Vec<crate::target::durability::Acked>) -> Result<(), TargetError> {
         for a in acks {
             if a.error.is_none() {
                 self.files_committed += 1;
@@ -547,6 +580,7 @@ impl TargetSession {
             return Err(TargetError::Protocol("EndOfPass while files are still open".into()));
         }
         self.flush().await?;
+        self.finish_flushing().await?;
         let root = self.root()?.clone();
         let memory = std::mem::take(&mut self.memory);
         let deleted = glommio::executor().spawn_blocking(move || end_of_pass(root, memory)).await;
