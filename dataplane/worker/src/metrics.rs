@@ -105,7 +105,7 @@ impl WorkerMetrics {
             (
                 "xtsync_worker_ktls_handoffs_failed_total",
                 "counter",
-                "Sessions closed because the kernel refused keys after the hand-off began",
+                "Sessions closed: kTLS required (transfer.ktls on) but refused, or keys refused after the hand-off began",
                 &self.ktls_handoffs_failed_total,
             ),
         ];
