@@ -133,7 +133,7 @@ fn no_longer_valid(tls: &ReloadingTls, peer: &Peer, not_after_unix: Option<i64>)
     if tls.current().revoked_serials.contains(&peer.identity.serial) {
         return Some("certificate revoked since the handshake");
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = (xtsync_api::now_unix_ms() / 1000) as i64;
     match not_after_unix {
         Some(t) if now > t => Some("certificate expired since the handshake"),
         _ => None,

@@ -94,20 +94,15 @@ fn main() -> anyhow::Result<()> {
         None => config.networking.http_listen,
     };
 
-    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca, &config.networking.tls) {
-        (Some(cert), Some(key), Some(ca), _) => {
-            TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone(), crl: args.tls_crl.clone() }
-        }
-        (None, None, None, Some(t)) => TlsFiles {
-            cert: t.cert_path.clone(),
-            key: t.key_path.clone(),
-            ca: t.ca_path.clone(),
-            crl: args.tls_crl.clone().or(t.crl_path.clone()),
-        },
-        _ => anyhow::bail!(
-            "TLS is required: set networking.tls (cert, key, ca, crl) in the config or pass --tls-cert, --tls-key, --tls-ca and --tls-crl (xtsyncctl cert issue --role coordinator, or xtsyncctl quickstart, makes them)"
-        ),
-    };
+    let tls = TlsFiles::from_flags_or_config(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_ca.as_deref(),
+        args.tls_crl.as_deref(),
+        config.networking.tls.as_ref(),
+        xtsync_transport::Role::Coordinator,
+    )
+    .map_err(anyhow::Error::msg)?;
     let opts = ServerOptions {
         tls,
         node_id: args.node_id,

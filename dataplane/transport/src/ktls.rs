@@ -215,22 +215,29 @@ pub fn hand_off(fd: BorrowedFd<'_>, mut conn: rustls::Connection) -> Result<Hand
     Ok(HandOff { early_plaintext, suite: format!("{:?}", suite.suite()) })
 }
 
+/// A `msghdr` over one iovec with room for one record-type control message (one byte
+/// of data). The caller keeps `iov` and `control` alive while the header is in use;
+/// `control` is made of u64 words because it is read as a `cmsghdr` (8-byte aligned).
+fn record_type_msghdr(iov: &mut libc::iovec, control: &mut [u64; CONTROL_WORDS]) -> libc::msghdr {
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(1) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(control));
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    msg
+}
+
 /// Sends a TLS alert record (level, description) through a kTLS socket without
 /// blocking: used for close_notify at the end of a session.
 pub fn send_alert(fd: BorrowedFd<'_>, level: u8, description: u8) -> io::Result<()> {
     let mut payload = [level, description];
     let mut iov = libc::iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: payload.len() };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(1) } as usize;
-    // u64 words: the buffer is read as a `cmsghdr`, which needs 8-byte alignment.
     let mut control = [0u64; CONTROL_WORDS];
-    debug_assert!(space <= std::mem::size_of_val(&control));
-    // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
+    let msg = record_type_msghdr(&mut iov, &mut control);
     // SAFETY: the control buffer has room for one header with one byte of data.
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
@@ -265,17 +272,8 @@ pub enum ControlRecord {
 pub fn read_control_record(fd: BorrowedFd<'_>) -> io::Result<ControlRecord> {
     let mut payload = [0u8; 64];
     let mut iov = libc::iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: payload.len() };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(1) } as usize;
-    // u64 words: the buffer is read as a `cmsghdr`, which needs 8-byte alignment.
     let mut control = [0u64; CONTROL_WORDS];
-    debug_assert!(space <= std::mem::size_of_val(&control));
-    // SAFETY: as in send_alert.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
+    let mut msg = record_type_msghdr(&mut iov, &mut control);
     // SAFETY: msg points at valid buffers for the duration of the call.
     let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
     if n < 0 {

@@ -32,6 +32,36 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// A daemon's files: `--tls-cert`, `--tls-key` and `--tls-ca` all given (with
+    /// `--tls-crl` optional), or else the config's `networking.tls` (whose CRL
+    /// `--tls-crl` overrides). `role` names the certificate to make in the error.
+    pub fn from_flags_or_config(
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        ca: Option<&Path>,
+        crl: Option<&Path>,
+        configured: Option<&xtsync_config::TlsConfig>,
+        role: Role,
+    ) -> Result<TlsFiles, String> {
+        match (cert, key, ca, configured) {
+            (Some(cert), Some(key), Some(ca), _) => Ok(TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+                ca: ca.into(),
+                crl: crl.map(Into::into),
+            }),
+            (None, None, None, Some(t)) => Ok(TlsFiles {
+                cert: t.cert_path.clone(),
+                key: t.key_path.clone(),
+                ca: t.ca_path.clone(),
+                crl: crl.map(Into::into).or(t.crl_path.clone()),
+            }),
+            _ => Err(format!(
+                "TLS is required: set networking.tls (cert, key, ca, crl) in the config or pass --tls-cert, --tls-key, --tls-ca and --tls-crl (xtsyncctl cert issue --role {role}, or xtsyncctl quickstart, makes them)"
+            )),
+        }
+    }
+
     /// Every file, for change detection.
     pub fn paths(&self) -> Vec<&Path> {
         let mut v = vec![self.cert.as_path(), self.key.as_path(), self.ca.as_path()];
@@ -421,6 +451,29 @@ fn describe_rustls(e: &Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn flags_win_whole_or_not_at_all_and_the_crl_flag_overrides_the_config() {
+        fn p(s: &str) -> Option<&Path> {
+            Some(Path::new(s))
+        }
+        let configured = xtsync_config::TlsConfig {
+            cert_path: "/etc/c.crt".into(),
+            key_path: "/etc/c.key".into(),
+            ca_path: "/etc/ca.crt".into(),
+            crl_path: Some("/etc/ca.crl".into()),
+        };
+        let flags =
+            TlsFiles::from_flags_or_config(p("/f.crt"), p("/f.key"), p("/ca"), None, Some(&configured), Role::Worker)
+                .unwrap();
+        assert_eq!((flags.cert.to_str(), flags.crl), (Some("/f.crt"), None));
+        let config =
+            TlsFiles::from_flags_or_config(None, None, None, p("/new.crl"), Some(&configured), Role::Worker).unwrap();
+        assert_eq!((config.cert.to_str(), config.crl.as_deref()), (Some("/etc/c.crt"), p("/new.crl")));
+        let partial =
+            TlsFiles::from_flags_or_config(p("/f.crt"), None, None, None, Some(&configured), Role::Coordinator);
+        assert!(partial.unwrap_err().contains("--role coordinator"), "a partial set of flags is an error");
+    }
+
     use super::*;
     use crate::pki::{CertAuthority, IssueRequest};
 

@@ -84,20 +84,15 @@ fn main() -> anyhow::Result<()> {
     });
     let metadata_path = args.metadata_path.clone().unwrap_or(config.storage.metadata_path.join("worker"));
     let coordinator = args.coordinator.clone().unwrap_or_else(|| config.coordinators[0].api_addr.clone());
-    let tls_files = match (&args.tls_cert, &args.tls_key, &args.tls_ca, &config.networking.tls) {
-        (Some(cert), Some(key), Some(ca), _) => {
-            TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone(), crl: args.tls_crl.clone() }
-        }
-        (None, None, None, Some(t)) => TlsFiles {
-            cert: t.cert_path.clone(),
-            key: t.key_path.clone(),
-            ca: t.ca_path.clone(),
-            crl: args.tls_crl.clone().or(t.crl_path.clone()),
-        },
-        _ => bail!(
-            "TLS is required: set networking.tls (cert, key, ca, crl) in the config or pass --tls-cert, --tls-key, --tls-ca and --tls-crl (xtsyncctl cert issue --role worker, or xtsyncctl quickstart, makes them)"
-        ),
-    };
+    let tls_files = TlsFiles::from_flags_or_config(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_ca.as_deref(),
+        args.tls_crl.as_deref(),
+        config.networking.tls.as_ref(),
+        xtsync_transport::Role::Worker,
+    )
+    .map_err(anyhow::Error::msg)?;
     if tls_files.crl.is_none() {
         tracing::warn!("no CRL configured (networking.tls.crl): revoked certificates are not refused");
     }
