@@ -11,7 +11,9 @@
 #   - the host kernel, natively.
 # Prints one line per kernel, `KERNEL <release> tls=<kernel|userspace|...> result=<pass|fail>`
 # (and, on the kernel with kTLS, `KTLS-OFF ...` for the same pass with transfer.ktls off,
-# whose target must be identical), and exits non-zero unless every line says pass with
+# and `KTLS-SENDFILE ... sendfile_bytes=N ...` for it with compression off, where the
+# kernel sends every chunk from the file; both targets must be identical; a kTLS pass
+# must have sent bytes by sendfile, a userspace one none), and exits non-zero unless every line says pass with
 # the expected tls and every target has the same content.
 #
 # Kernels come from deb.debian.org through a private apt configuration (own sources,
@@ -281,6 +283,9 @@ if [ -e /proc/net/tls_stat ]; then
   # Where the kernel has TLS, the same pass with kTLS switched off must give the same
   # target (the host compares the digests).
   KMATRIX_MARK=$M-OFF sh /kmatrix/run.sh /kmatrix/bin /tree /work/off "$INNER_TIMEOUT" --ktls off
+  # Compression off: the source keeps no chunk bytes and the kernel sends every wanted
+  # chunk from the file (sendfile through kTLS).
+  KMATRIX_MARK=$M-RAW sh /kmatrix/run.sh /kmatrix/bin /tree /work/raw "$INNER_TIMEOUT" $KTLS_ARGS --compression never
   # A longer stream through the worker's session code with kTLS required: 2 sessions
   # of 48 MiB each way, byte counts checked by the bench (timings mean nothing here).
   if out=$(timeout "$INNER_TIMEOUT" /kmatrix/bin/tls-stream --sessions 2 --gib-per-session 0.046875 --ktls on --verify 2>&1); then
@@ -328,7 +333,7 @@ make_tree "$RUN/tree"
 FAILED=0
 DIGESTS=()
 verdict() {
-  local name=$1 release=$2 logf=$3 label=${VERDICT_LABEL:-KERNEL} M=${VERDICT_MARK:-$M}
+  local name=$1 release=$2 logf=$3 label=${VERDICT_LABEL:-KERNEL} guest_mark=$M M=${VERDICT_MARK:-$M}
   shift 3
   local rc compare json tls ok=1 why=()
   rc=$(tr -d '\r' <"$logf" | sed -n "s/^$M-QS-RC //p" | tail -n 1)
@@ -339,18 +344,30 @@ verdict() {
   [ "$rc" = 0 ] || { ok=0; why+=("quickstart exit status ${rc:-none}"); }
   [[ $compare == identical* ]] || { ok=0; why+=("trees ${compare:-not compared}"); }
   if [ "$tls" = kernel ] && [ "$name" != host ]; then
-    # Cross-check with the kernel's own counters: kTLS sockets were really set up.
+    # Cross-check with the kernel's own counters (printed once per guest): kTLS
+    # sockets were really set up.
     local tx
-    tx=$(tr -d '\r' <"$logf" | awk -v m="$M-TLS-STAT" '$1 == m && $2 == "TlsTxSw" { print $3 }')
+    tx=$(tr -d '\r' <"$logf" | awk -v m="$guest_mark-TLS-STAT" '$1 == m && $2 == "TlsTxSw" { print $3 }')
     [ "${tx:-0}" -gt 0 ] || { ok=0; why+=("data_tls=kernel but TlsTxSw=${tx:-absent}"); }
   fi
+  # Raw chunks on a kernel-TLS session go by sendfile; never under rustls.
+  local sendfile
+  sendfile=$(echo "$json" | sed -n 's/.*"data_sendfile_bytes" *: *\([0-9]*\).*/\1/p')
+  case $tls in
+    kernel) [ "${sendfile:-0}" -gt 0 ] || { ok=0; why+=("data_tls=kernel but data_sendfile_bytes=${sendfile:-absent}"); } ;;
+    userspace) [ "${sendfile:-0}" = 0 ] || { ok=0; why+=("data_tls=userspace but data_sendfile_bytes=$sendfile"); } ;;
+  esac
   local e match=0
   for e in "$@"; do [ "$tls" = "$e" ] && match=1; done
   [ "$match" = 1 ] || { ok=0; why+=("tls=$tls, expected $*"); }
   [[ $compare == identical* ]] && DIGESTS+=("$name ${compare##*digest=}")
   local result=pass
   [ "$ok" = 1 ] || { result=fail; FAILED=1; }
-  echo "$label $release tls=$tls result=$result"
+  if [ -n "${VERDICT_SENDFILE:-}" ]; then
+    echo "$label $release tls=$tls sendfile_bytes=${sendfile:-0} result=$result"
+  else
+    echo "$label $release tls=$tls result=$result"
+  fi
   log "$name: trees ${compare:-not compared}"
   if [ "$ok" != 1 ]; then
     log "$name: FAILED: $(printf '%s; ' "${why[@]}" | sed 's/; $//')"
@@ -461,6 +478,9 @@ for series in $KERNELS; do
   if [ "$want_tls" = kernel ]; then
     # The same kernel with transfer.ktls off: rustls in user space, identical target.
     VERDICT_LABEL=KTLS-OFF VERDICT_MARK=$M-OFF verdict "$series-ktls-off" "${guest_release:-$release}" "$console" userspace
+    # Compression off: chunks sent from the files by the kernel, identical target.
+    VERDICT_LABEL=KTLS-SENDFILE VERDICT_MARK=$M-RAW VERDICT_SENDFILE=1 \
+      verdict "$series-sendfile" "${guest_release:-$release}" "$console" kernel
     stream=$(tr -d '\r' <"$console" | sed -n "s/^$M-STREAM //p" | tail -n 1)
     log "$series: kTLS stream: ${stream:-missing}"
     if [[ $stream != ok*path=kernel* ]]; then

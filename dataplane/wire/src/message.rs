@@ -189,6 +189,32 @@ pub fn encode_chunk_data(
     encode_frame(out, at, kind::CHUNK_DATA);
 }
 
+/// The bytes before and after a ChunkData frame's body, for a sender that writes the
+/// body itself (the kernel, with `sendfile` from the file): `head`, then `body_bytes`
+/// of chunk data, then `tail` make exactly the frame `encode_chunk_data` makes.
+pub fn chunk_data_frame_around(
+    file_id: u64,
+    seg_no: u32,
+    index: u32,
+    encoding: u8,
+    raw_len: u32,
+    body_bytes: u32,
+) -> ([u8; FRAME_HEADER_BYTES], [u8; CHUNK_TRAILER_BYTES]) {
+    let mut tail = Vec::with_capacity(CHUNK_TRAILER_BYTES);
+    put_u64(&mut tail, file_id);
+    put_u32(&mut tail, seg_no);
+    put_u32(&mut tail, index);
+    put_u8(&mut tail, encoding);
+    put_u32(&mut tail, raw_len);
+    let mut head = [0u8; FRAME_HEADER_BYTES];
+    head[0] = crate::PROTOCOL_VERSION;
+    head[1] = kind::CHUNK_DATA;
+    head[4..8].copy_from_slice(&(body_bytes + CHUNK_TRAILER_BYTES as u32).to_le_bytes());
+    let mut trailer = [0u8; CHUNK_TRAILER_BYTES];
+    trailer.copy_from_slice(&tail);
+    (head, trailer)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEnd {
     pub file_id: u64,

@@ -192,3 +192,18 @@ fn borrowed_chunk_data_encodes_like_the_owned_message() {
     let h = decode_header(b[1..9].try_into().unwrap()).unwrap();
     assert_eq!(Message::decode(h.kind, b[9..].to_vec()).unwrap(), Message::ChunkData(owned));
 }
+
+#[test]
+fn a_frame_around_a_body_written_elsewhere_is_the_whole_frame() {
+    let body = b"raw chunk bytes sent by the kernel";
+    let mut whole = Vec::new();
+    encode_chunk_data(&mut whole, 7, 2, 11, 0, body.len() as u32, body);
+    let (head, tail) = chunk_data_frame_around(7, 2, 11, 0, body.len() as u32, body.len() as u32);
+    let spliced = [&head[..], &body[..], &tail[..]].concat();
+    assert_eq!(spliced, whole);
+    let h = decode_header(&head).unwrap();
+    match Message::decode(h.kind, spliced[FRAME_HEADER_BYTES..].to_vec()).unwrap() {
+        Message::ChunkData(c) => assert_eq!((c.file_id, c.index, &c.data[..]), (7, 11, &body[..])),
+        other => panic!("decoded {other:?}"),
+    }
+}

@@ -8,6 +8,7 @@
 //!   `durability`, `entries`) over an openat2-confined filesystem layer (`fsops`).
 //! - `secure`: a session's stream after the handshake, rustls or kernel TLS.
 //! - `frames`, `writer`: frame I/O over a TLS stream; the codec is `xtsync-wire`.
+//! - `sendfile`: chunk bytes sent by the kernel from the source file (kTLS sessions).
 //! - `control`: the tokio thread that talks to the coordinator and serves HTTP.
 
 pub mod control;
@@ -16,6 +17,7 @@ pub mod frames;
 pub mod metrics;
 pub mod runtime;
 pub mod secure;
+pub mod sendfile;
 pub mod source;
 pub mod target;
 pub mod writer;

@@ -24,13 +24,15 @@ pub struct WorkerMetrics {
     pub tls_sessions_userspace_total: AtomicU64,
     pub ktls_fallbacks_total: AtomicU64,
     pub ktls_handoffs_failed_total: AtomicU64,
+    pub chunk_bytes_sendfile_total: AtomicU64,
+    pub sendfile_bytes_padded_total: AtomicU64,
 }
 
 impl WorkerMetrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        let rows: [(&str, &str, &str, &AtomicU64); 17] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 19] = [
             ("xtsync_worker_source_sessions_active", "gauge", "Source sessions running", &self.sessions_source_active),
             ("xtsync_worker_target_sessions_active", "gauge", "Target sessions running", &self.sessions_target_active),
             ("xtsync_worker_passes_total", "counter", "Passes run as source", &self.passes_total),
@@ -107,6 +109,18 @@ impl WorkerMetrics {
                 "counter",
                 "Sessions closed: kTLS required (transfer.ktls on) but refused, or keys refused after the hand-off began",
                 &self.ktls_handoffs_failed_total,
+            ),
+            (
+                "xtsync_worker_chunk_bytes_sendfile_total",
+                "counter",
+                "Raw chunk bytes the kernel sent from source files (sendfile on kernel-TLS sessions)",
+                &self.chunk_bytes_sendfile_total,
+            ),
+            (
+                "xtsync_worker_sendfile_bytes_padded_total",
+                "counter",
+                "Zero bytes sent for file ranges that ended early (file shrank after hashing; the target refuses the chunk and the file is sent again)",
+                &self.sendfile_bytes_padded_total,
             ),
         ];
         for (name, kind, help, v) in rows {

@@ -158,6 +158,17 @@ fn choose(tls: Tls, policy: KtlsPolicy, metrics: &WorkerMetrics) -> Result<(Secu
     Ok((SecureStream::Kernel(stream), TlsPath::Kernel))
 }
 
+impl SecureStream {
+    /// A duplicate of the socket when the kernel makes the TLS records: plain writes to
+    /// it (and `sendfile`) are encrypted. `None` under rustls.
+    pub fn kernel_socket(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+        match self {
+            SecureStream::Rustls(_) => None,
+            SecureStream::Kernel(k) => Some(k.fd().try_clone_to_owned()),
+        }
+    }
+}
+
 impl AsyncRead for SecureStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {

@@ -1,13 +1,21 @@
 //! The single writer of a session's stream. Producers encode frames into buffers and
 //! queue them with a byte budget (so a session's queued output is bounded); the writer
 //! coalesces small queued frames into large writes and writes large ones (chunk data)
-//! from their own buffers.
+//! from their own buffers. On a kernel-TLS session, chunk bytes can also be sent by the
+//! kernel from the source file (`sendfile`, see `crate::sendfile`), in queue order.
 
+use std::cell::Cell;
+use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 use glommio::sync::{Semaphore, StaticPermit};
 use xtsync_wire::Message;
+
+use crate::metrics::WorkerMetrics;
+use crate::sendfile::{send_parts, Part, SEND_STALL_LIMIT};
 
 /// Bytes of encoded frames a session may have queued for its socket.
 pub const QUEUED_BYTES_MAX: u64 = 32 << 20;
@@ -16,9 +24,25 @@ const COALESCED_BYTES_MAX: usize = 1 << 20;
 /// Frames at least this large (one TLS record) are written from their own buffer.
 const DIRECT_WRITE_BYTES_MIN: usize = 16 << 10;
 
+enum Item {
+    Frame(Vec<u8>),
+    /// Frames whose chunk bodies the kernel sends from files.
+    Parts(Vec<Part>),
+}
+
 struct Queued {
-    frame: Vec<u8>,
+    item: Item,
     _permit: StaticPermit,
+}
+
+/// A kernel-TLS socket the writer may hand file ranges to: plain socket writes are
+/// TLS records there.
+pub struct KernelSocket {
+    /// A duplicate of the session's socket: it stays valid while a blocking send runs.
+    pub fd: Arc<OwnedFd>,
+    /// The session's wire byte count (the stream's own writes are counted below it).
+    pub wire_bytes: Rc<Cell<u64>>,
+    pub metrics: Arc<WorkerMetrics>,
 }
 
 /// Cloneable handle to queue frames. Lives on one executor.
@@ -26,6 +50,7 @@ struct Queued {
 pub struct FrameSender {
     tx: flume::Sender<Queued>,
     budget: Rc<Semaphore>,
+    kernel_sends: bool,
 }
 
 impl FrameSender {
@@ -38,37 +63,74 @@ impl FrameSender {
     }
 
     pub async fn send_encoded(&self, frame: Vec<u8>) -> Result<(), std::io::Error> {
-        let units = (frame.len() as u64).min(QUEUED_BYTES_MAX);
+        let units = frame.len() as u64;
+        self.queue(Item::Frame(frame), units).await
+    }
+
+    /// True when file ranges can be queued (`send_parts`): the session's TLS records
+    /// are made by the kernel.
+    pub fn kernel_sends(&self) -> bool {
+        self.kernel_sends
+    }
+
+    /// Queues frames some of whose bytes the kernel reads from files. Only on a
+    /// session where `kernel_sends()` holds.
+    pub async fn send_parts(&self, parts: Vec<Part>) -> Result<(), std::io::Error> {
+        let units = parts
+            .iter()
+            .map(|p| match p {
+                Part::Bytes(b) => b.len() as u64,
+                Part::File(r) => r.bytes as u64,
+            })
+            .sum();
+        self.queue(Item::Parts(parts), units).await
+    }
+
+    async fn queue(&self, item: Item, bytes: u64) -> Result<(), std::io::Error> {
         let closed = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "session writer stopped");
+        let units = bytes.min(QUEUED_BYTES_MAX);
         let permit = self.budget.acquire_static_permit(units).await.map_err(|_| closed())?;
-        self.tx.send_async(Queued { frame, _permit: permit }).await.map_err(|_| closed())
+        self.tx.send_async(Queued { item, _permit: permit }).await.map_err(|_| closed())
     }
 }
 
 /// Starts the writer task for `w`; it ends when every sender is dropped (after
 /// flushing and closing the stream's write side) or on the first write error.
+/// `kernel`: the session's socket when the kernel makes its TLS records.
 pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
     mut w: W,
+    kernel: Option<KernelSocket>,
 ) -> (FrameSender, glommio::task::JoinHandle<Result<W, std::io::Error>>) {
     let (tx, rx) = flume::bounded::<Queued>(1024);
     let budget = Rc::new(Semaphore::new(QUEUED_BYTES_MAX));
+    let kernel_sends = kernel.is_some();
     let handle = glommio::spawn_local(async move {
         let mut batch = Vec::with_capacity(COALESCED_BYTES_MAX);
         while let Ok(first) = rx.recv_async().await {
             // Small frames are coalesced into one write; a frame of a TLS record or more
             // (chunk data) is written from its own buffer, not copied again.
             let mut next = Some(first);
-            while let Some(q) = next.take() {
-                if q.frame.len() >= DIRECT_WRITE_BYTES_MIN {
-                    if !batch.is_empty() {
-                        w.write_all(&batch).await?;
-                        batch.clear();
+            while let Some(Queued { item, _permit }) = next.take() {
+                match item {
+                    Item::Frame(frame) if frame.len() >= DIRECT_WRITE_BYTES_MIN => {
+                        if !batch.is_empty() {
+                            w.write_all(&batch).await?;
+                            batch.clear();
+                        }
+                        w.write_all(&frame).await?;
                     }
-                    w.write_all(&q.frame).await?;
-                } else {
-                    batch.extend_from_slice(&q.frame);
+                    Item::Frame(frame) => batch.extend_from_slice(&frame),
+                    Item::Parts(parts) => {
+                        // Everything queued before goes first.
+                        if !batch.is_empty() {
+                            w.write_all(&batch).await?;
+                            batch.clear();
+                        }
+                        w.flush().await?;
+                        send_from_files(kernel.as_ref(), parts).await?;
+                    }
                 }
-                drop(q);
+                drop(_permit);
                 if batch.len() < COALESCED_BYTES_MAX {
                     next = rx.try_recv().ok();
                 }
@@ -87,5 +149,111 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
         Ok(w)
     })
     .detach();
-    (FrameSender { tx, budget }, handle)
+    (FrameSender { tx, budget, kernel_sends }, handle)
+}
+
+/// Runs one `Parts` item on a blocking thread (the socket is borrowed through its
+/// duplicate, which outlives the call) and counts what went out.
+async fn send_from_files(kernel: Option<&KernelSocket>, parts: Vec<Part>) -> Result<(), std::io::Error> {
+    let Some(kernel) = kernel else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "file ranges queued on a session whose TLS records are not made by the kernel",
+        ));
+    };
+    let fd = kernel.fd.clone();
+    let sent = glommio::executor().spawn_blocking(move || send_parts(fd.as_fd(), &parts, SEND_STALL_LIMIT)).await?;
+    kernel.wire_bytes.set(kernel.wire_bytes.get() + sent.bytes_total);
+    kernel.metrics.chunk_bytes_sendfile_total.fetch_add(sent.bytes_from_file, Ordering::Relaxed);
+    kernel.metrics.sendfile_bytes_padded_total.fetch_add(sent.bytes_padded, Ordering::Relaxed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, BorrowedFd};
+
+    use super::*;
+    use crate::sendfile::FileRange;
+
+    /// Frames queued as bytes and frames whose bodies the kernel sends from a file
+    /// reach the peer in queue order, and the session's counters see both.
+    #[test]
+    fn file_ranges_and_frames_keep_their_queue_order() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let content: Vec<u8> = (0..1_500_000u32).map(|i| (i % 253) as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&content).unwrap();
+        let file = Arc::new(OwnedFd::from(file));
+        let metrics = Arc::new(WorkerMetrics::default());
+        let m = metrics.clone();
+        let wire_bytes = glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let wb = Rc::new(Cell::new(0u64));
+                let tcp = glommio::net::TcpStream::connect(addr).await.unwrap();
+                // SAFETY: `tcp` owns the descriptor for this borrow.
+                let dup = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }.try_clone_to_owned().unwrap();
+                let kernel = KernelSocket { fd: Arc::new(dup), wire_bytes: wb.clone(), metrics: m };
+                let (sender, task) = spawn_writer(tcp, Some(kernel));
+                assert!(sender.kernel_sends());
+                sender.send_encoded(b"small-1".to_vec()).await.unwrap();
+                sender
+                    .send_parts(vec![
+                        Part::Bytes(b"<head>".to_vec()),
+                        Part::File(FileRange { file: file.clone(), offset: 100, bytes: 1_000_000 }),
+                        Part::Bytes(b"<tail>".to_vec()),
+                    ])
+                    .await
+                    .unwrap();
+                sender.send_encoded(vec![7u8; 40_000]).await.unwrap();
+                sender.send_encoded(b"small-2".to_vec()).await.unwrap();
+                drop(sender);
+                task.await.unwrap().unwrap();
+                wb.get()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let got = reader.join().unwrap();
+        let want = [&b"small-1<head>"[..], &content[100..1_000_100], b"<tail>", &[7u8; 40_000], b"small-2"].concat();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the stream is not in queue order");
+        assert_eq!(metrics.chunk_bytes_sendfile_total.load(Ordering::Relaxed), 1_000_000);
+        assert_eq!(wire_bytes, 1_000_012, "the kernel's sends are counted on the wire");
+    }
+
+    #[test]
+    fn file_ranges_on_a_rustls_session_are_refused_not_sent_in_clear() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let file = Arc::new(OwnedFd::from(tempfile::tempfile().unwrap()));
+        let result = glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let tcp = glommio::net::TcpStream::connect(addr).await.unwrap();
+                let (sender, task) = spawn_writer(tcp, None);
+                assert!(!sender.kernel_sends());
+                sender.send_parts(vec![Part::File(FileRange { file, offset: 0, bytes: 10 })]).await.unwrap();
+                drop(sender);
+                task.await.map(|r| r.map(|_| ()))
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(result.expect("the writer task ran").unwrap_err().kind(), std::io::ErrorKind::Unsupported);
+        assert!(reader.join().unwrap().is_empty());
+    }
 }

@@ -9,9 +9,10 @@ use futures_lite::AsyncRead;
 use xtsync_api::{Compression, FileVersion};
 use xtsync_chunker::{ChunkCodec, Encoding};
 use xtsync_store::StoreOp;
-use xtsync_wire::{encode_chunk_data, FileDone, Message, Want};
+use xtsync_wire::{chunk_data_frame_around, encode_chunk_data, FileDone, Message, Want};
 
 use crate::frames::read_message;
+use crate::sendfile::{FileRange, Part};
 use crate::source::scan::{FileStat, WalkKind};
 use crate::source::session::{flush_source_records, ProducerEvent, Session, SessionError, SessionEvent};
 use crate::source::stream::RETRIES_MAX;
@@ -68,40 +69,80 @@ async fn on_want(session: &Rc<Session>, w: Want, codec: &mut ChunkCodec) -> Resu
         .remove(&(w.file_id, w.seg_no))
         .ok_or_else(|| SessionError::Protocol(format!("want for unknown segment {}/{}", w.file_id, w.seg_no)))?;
     let p = &session.params;
+    // On a kernel-TLS session raw chunks go from the file, if it is still the file that
+    // was hashed; otherwise from the bytes kept. Without kept bytes the file is all
+    // there is: a change the stat missed makes the target's hash check fail the file,
+    // which is then read and sent again.
+    let from_file = seg.file.as_ref().filter(|f| !seg.bytes_kept || f.unchanged());
+    let mut parts: Vec<Part> = Vec::new();
     let mut encoded = Vec::new();
     let (mut sent, mut total) = (0u64, 0u64);
-    for (index, &(offset, len)) in seg.chunks.iter().enumerate() {
+    for (index, span) in seg.chunks.iter().enumerate() {
         if !w.wants(index) {
             continue;
         }
-        if len == 0 {
+        if span.bytes == 0 {
             return Err(SessionError::Protocol(format!("want for zero chunk {index} of file {}", w.file_id)));
         }
-        let raw = &seg.data[offset as usize..(offset + len) as usize];
-        let encoding = match p.compression {
-            Compression::Never => Encoding::Raw,
-            Compression::Auto => codec.compress(raw, p.compression_level, true, &mut encoded),
-            Compression::Always => codec.compress(raw, p.compression_level, false, &mut encoded),
+        let raw = seg.bytes_kept.then(|| &seg.data[span.data_at as usize..(span.data_at + span.bytes) as usize]);
+        let encoding = match (p.compression, raw) {
+            (Compression::Never, _) | (_, None) => Encoding::Raw,
+            (Compression::Auto, Some(raw)) => codec.compress(raw, p.compression_level, true, &mut encoded),
+            (Compression::Always, Some(raw)) => codec.compress(raw, p.compression_level, false, &mut encoded),
         };
-        // Raw chunks go from the bytes that were hashed straight into the frame (one
-        // copy; the socket write, or kTLS encryption, reads the frame). Never re-read
-        // from the file: it may have changed since it was hashed.
-        let body = if encoding == Encoding::Raw { raw } else { &encoded[..] };
-        let mut frame = Vec::new();
-        encode_chunk_data(&mut frame, w.file_id, w.seg_no, index as u32, encoding as u8, len, body);
-        session
-            .sender
-            .send_encoded(frame)
-            .await
-            .map_err(|e| SessionError::Protocol(format!("connection lost: {e}")))?;
+        let (file_id, seg_no, at) = (w.file_id, w.seg_no, index as u32);
+        match (encoding, from_file, raw) {
+            (Encoding::Raw, Some(file), _) => {
+                let (head, tail) =
+                    chunk_data_frame_around(file_id, seg_no, at, Encoding::Raw as u8, span.bytes, span.bytes);
+                push_bytes(&mut parts, head.to_vec());
+                parts.push(Part::File(FileRange { file: file.fd.clone(), offset: span.file_at, bytes: span.bytes }));
+                push_bytes(&mut parts, tail.to_vec());
+            }
+            (encoding, _, Some(raw)) => {
+                // Raw chunks go from the bytes that were hashed straight into the frame
+                // (one copy; the socket write, or kTLS encryption, reads the frame).
+                let body = if encoding == Encoding::Raw { raw } else { &encoded[..] };
+                let mut frame = Vec::new();
+                encode_chunk_data(&mut frame, file_id, seg_no, at, encoding as u8, span.bytes, body);
+                if seg.file.is_some() {
+                    // In order with the chunks the kernel sends.
+                    push_bytes(&mut parts, frame);
+                } else {
+                    session
+                        .sender
+                        .send_encoded(frame)
+                        .await
+                        .map_err(|e| SessionError::Protocol(format!("connection lost: {e}")))?;
+                }
+            }
+            (_, _, None) => {
+                // Bytes are dropped only where the file is kept (see `stream_file`).
+                return Err(SessionError::Protocol(format!(
+                    "no bytes and no file for chunk {index} of file {file_id}"
+                )));
+            }
+        }
         sent += 1;
-        total += len as u64;
+        total += span.bytes as u64;
+    }
+    if !parts.is_empty() {
+        session.sender.send_parts(parts).await.map_err(|e| SessionError::Protocol(format!("connection lost: {e}")))?;
     }
     let mut s = session.shared.borrow_mut();
     s.stats.chunks_sent += sent;
     p.metrics.chunks_sent_total.fetch_add(sent, Ordering::Relaxed);
     p.metrics.chunk_bytes_sent_total.fetch_add(total, Ordering::Relaxed);
     Ok(())
+}
+
+/// Appends frame bytes: small ones join the previous bytes part (one send for a
+/// trailer and the next header), large ones stay in their own buffer.
+fn push_bytes(parts: &mut Vec<Part>, bytes: Vec<u8>) {
+    match parts.last_mut() {
+        Some(Part::Bytes(last)) if bytes.len() < 16 << 10 => last.extend_from_slice(&bytes),
+        _ => parts.push(Part::Bytes(bytes)),
+    }
 }
 
 async fn on_file_done(session: &Rc<Session>, d: FileDone) -> Result<(), SessionError> {

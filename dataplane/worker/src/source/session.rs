@@ -19,7 +19,7 @@ use crate::secure::{establish, KtlsPolicy};
 use crate::source::replies::handle_replies;
 use crate::source::scan::{WalkItem, WalkKind};
 use crate::source::stream::{SegmentBuf, FILES_IN_FLIGHT_MAX, SEGMENTS_IN_FLIGHT_BYTES_MAX};
-use crate::writer::{spawn_writer, FrameSender};
+use crate::writer::{spawn_writer, FrameSender, KernelSocket};
 
 /// Entries per `Entries` frame (well under the wire limit, so the frame stays small).
 const ENTRIES_PER_FRAME: usize = 1024;
@@ -173,7 +173,7 @@ async fn connect(
     let server_name = rustls::pki_types::ServerName::try_from(host.clone())
         .map_err(|e| SessionError::Connect { addr: addr.clone(), reason: format!("bad server name {host:?}: {e}") })?;
     let tls = futures_rustls::TlsConnector::from(params.tls.clone())
-        .connect(server_name, Counted::new(tcp, wire_bytes))
+        .connect(server_name, Counted::new(tcp, wire_bytes.clone()))
         .await
         .map_err(|e| SessionError::Handshake {
             addr: addr.clone(),
@@ -181,6 +181,15 @@ async fn connect(
         })?;
     let (stream, path) = establish(tls.into(), params.ktls, &params.metrics)
         .map_err(|e| SessionError::Handshake { addr: addr.clone(), reason: e.to_string() })?;
+    // Under kernel TLS the writer may let the kernel send chunks from the files.
+    let kernel = match stream.kernel_socket() {
+        Some(Ok(fd)) => Some(KernelSocket { fd: Arc::new(fd), wire_bytes, metrics: params.metrics.clone() }),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot duplicate the kernel-TLS socket: chunks go from memory");
+            None
+        }
+        None => None,
+    };
     let (mut reader, writer) = stream.split();
     // The target speaks first (see `Ready`): nothing is sent before the keys moved.
     let ready = crate::secure::within(READY_TIMEOUT, read_message(&mut reader))
@@ -199,7 +208,7 @@ async fn connect(
         target_tls = if target_kernel_tls { "kernel" } else { "userspace" },
         "source session connected"
     );
-    let (sender, _writer_task) = spawn_writer(writer);
+    let (sender, _writer_task) = spawn_writer(writer, kernel);
     Ok((sender, reader))
 }
 

@@ -1,11 +1,16 @@
 //! Streaming one file: read it through io_uring, cut it into content-defined chunks,
 //! name them, and send their names in segments. The chunk bytes of a segment stay in
-//! memory (within a per-session budget) until the target says which ones it wants.
+//! memory (within a per-session budget) until the target says which ones it wants —
+//! except on a kernel-TLS session with compression off, where the kernel sends the
+//! wanted chunks from the file (`sendfile`) and the segment keeps only the open file.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
 
 use glommio::io::BufferedFile;
 use glommio::sync::StaticPermit;
+use xtsync_api::Compression;
 use xtsync_chunker::{is_all_zero, ChunkName, DigestBuilder, StreamChunker};
 use xtsync_wire::{ChunkRef, FileBegin, FileEnd, Message, Segment, CHUNKS_PER_SEGMENT_MAX};
 
@@ -25,11 +30,41 @@ const READ_BYTES_MAX: u64 = 1 << 20;
 /// How often a file that keeps changing while read is tried again.
 pub const RETRIES_MAX: u8 = 3;
 
-/// The chunk bytes of one sent segment.
+/// A source file kept open for the kernel to send chunks from, with the stat its chunks
+/// were named under.
+pub struct OpenSourceFile {
+    pub fd: Arc<OwnedFd>,
+    pub stat: FileStat,
+}
+
+impl OpenSourceFile {
+    /// The file still looks as it did when it was hashed (size, times, inode). A write
+    /// that keeps all of them (same size, within the mtime granularity) is caught by
+    /// the target's hash check instead.
+    pub fn unchanged(&self) -> bool {
+        fstat(self.fd.as_fd()).is_some_and(|now| now == self.stat)
+    }
+}
+
+/// Where one chunk of a segment is.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkSpan {
+    /// Offset of the chunk in the file.
+    pub file_at: u64,
+    /// Offset in `SegmentBuf::data`, when the bytes are kept.
+    pub data_at: u32,
+    /// 0 for a zero chunk (never wanted, no bytes kept).
+    pub bytes: u32,
+}
+
+/// One sent segment, until its want is answered.
 pub struct SegmentBuf {
+    /// The chunk bytes, as hashed (empty when `bytes_kept` is false).
     pub data: Vec<u8>,
-    /// (offset in `data`, length) per chunk, in segment order.
-    pub chunks: Vec<(u32, u32)>,
+    pub bytes_kept: bool,
+    pub chunks: Vec<ChunkSpan>,
+    /// Set on kernel-TLS sessions: raw chunks go from the file.
+    pub file: Option<Rc<OpenSourceFile>>,
     pub _permit: Option<StaticPermit>,
 }
 
@@ -38,33 +73,47 @@ struct Builder {
     seg_no: u32,
     refs: Vec<ChunkRef>,
     data: Vec<u8>,
-    spans: Vec<(u32, u32)>,
+    keep_bytes: bool,
+    /// Bytes of chunks pushed (kept or not): what fills a segment.
+    bytes: usize,
+    spans: Vec<ChunkSpan>,
 }
 
 impl Builder {
     /// `bytes_hint`: what is left of the file, so that the buffer is allocated once
     /// (growing an 8 MiB Vec by doubling left large freed blocks behind).
-    fn new(file_id: u64, seg_no: u32, bytes_hint: u64) -> Builder {
-        let capacity = bytes_hint.min(SEGMENT_BYTES_MAX as u64 + (1 << 20)) as usize;
-        Builder { file_id, seg_no, refs: Vec::new(), data: Vec::with_capacity(capacity), spans: Vec::new() }
+    fn new(file_id: u64, seg_no: u32, bytes_hint: u64, keep_bytes: bool) -> Builder {
+        let capacity = if keep_bytes { bytes_hint.min(SEGMENT_BYTES_MAX as u64 + (1 << 20)) as usize } else { 0 };
+        Builder {
+            file_id,
+            seg_no,
+            refs: Vec::new(),
+            data: Vec::with_capacity(capacity),
+            keep_bytes,
+            bytes: 0,
+            spans: Vec::new(),
+        }
     }
 
-    fn push(&mut self, chunk: &[u8], digest: &mut DigestBuilder) {
+    fn push(&mut self, chunk: &[u8], file_at: u64, digest: &mut DigestBuilder) {
         let name = ChunkName::of(chunk);
         digest.push(&name, chunk.len() as u32);
         let zero = is_all_zero(chunk);
         self.refs.push(ChunkRef { name: name.0, len: chunk.len() as u32, zero });
+        self.bytes += chunk.len();
         // Zero chunks are never wanted: keep no bytes for them.
-        if !zero {
-            self.spans.push((self.data.len() as u32, chunk.len() as u32));
+        if zero {
+            self.spans.push(ChunkSpan { file_at, data_at: 0, bytes: 0 });
+            return;
+        }
+        self.spans.push(ChunkSpan { file_at, data_at: self.data.len() as u32, bytes: chunk.len() as u32 });
+        if self.keep_bytes {
             self.data.extend_from_slice(chunk);
-        } else {
-            self.spans.push((0, 0));
         }
     }
 
     fn full(&self) -> bool {
-        self.data.len() >= SEGMENT_BYTES_MAX || self.refs.len() >= CHUNKS_PER_SEGMENT_MAX
+        self.bytes >= SEGMENT_BYTES_MAX || self.refs.len() >= CHUNKS_PER_SEGMENT_MAX
     }
 }
 
@@ -109,9 +158,26 @@ impl Session {
         });
         self.shared.borrow_mut().files.insert(file_id, InFlightFile { item, digest: None, _permit: permit });
 
+        // On a kernel-TLS session the kernel sends raw chunks from the file: keep it
+        // open (a duplicate descriptor) until the segments are answered. With
+        // compression off the chunk bytes are then not kept at all.
+        let open_file = self.sender.kernel_sends().then(|| {
+            // SAFETY: the descriptor belongs to `file`, open for this borrow.
+            let fd = unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) };
+            match fd.try_clone_to_owned() {
+                Ok(fd) => Some(Rc::new(OpenSourceFile { fd: Arc::new(fd), stat })),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot keep the source file open: chunks go from memory");
+                    None
+                }
+            }
+        });
+        let open_file = open_file.flatten();
+        let keep_bytes = open_file.is_none() || self.params.compression != Compression::Never;
         let mut chunker = StreamChunker::new(self.params.chunk_params);
         let mut digest = DigestBuilder::default();
-        let mut seg = Builder::new(file_id, 0, stat.size);
+        let mut seg = Builder::new(file_id, 0, stat.size, keep_bytes);
+        let mut chunk_at = 0u64;
         let mut pos = 0u64;
         let mut read_error = None;
         loop {
@@ -129,11 +195,12 @@ impl Session {
             pos += block.len() as u64;
             let mut ready: Vec<Builder> = Vec::new();
             chunker.push(&block, eof, |chunk| {
-                seg.push(chunk, &mut digest);
+                seg.push(chunk, chunk_at, &mut digest);
+                chunk_at += chunk.len() as u64;
                 if seg.full() {
                     // `pos` is already past this block: what is left, plus the block.
                     let left = stat.size.saturating_sub(pos) + READ_BYTES_MAX;
-                    let next = Builder::new(file_id, seg.seg_no + 1, left);
+                    let next = Builder::new(file_id, seg.seg_no + 1, left, keep_bytes);
                     ready.push(std::mem::replace(&mut seg, next));
                 }
             });
@@ -142,7 +209,7 @@ impl Session {
                 if let Some(begin) = begin.take() {
                     self.send(&Message::FileBegin(begin)).await?;
                 }
-                self.send_segment(b).await?;
+                self.send_segment(b, open_file.clone()).await?;
             }
             if eof {
                 break;
@@ -163,7 +230,7 @@ impl Session {
             self.send(&Message::FileBegin(begin)).await?;
         }
         if !seg.refs.is_empty() {
-            self.send_segment(seg).await?;
+            self.send_segment(seg, open_file).await?;
         }
         if let Some(f) = self.shared.borrow_mut().files.get_mut(&file_id) {
             f.digest = (!aborted).then_some(digest);
@@ -171,19 +238,43 @@ impl Session {
         self.send(&Message::FileEnd(FileEnd { file_id, digest, aborted })).await
     }
 
-    async fn send_segment(&self, b: Builder) -> Result<(), SessionError> {
-        let units = (b.data.len() as u64).min(SEGMENTS_IN_FLIGHT_BYTES_MAX);
+    async fn send_segment(&self, b: Builder, file: Option<Rc<OpenSourceFile>>) -> Result<(), SessionError> {
+        // Segments whose bytes are not kept count as if they were: the budget also
+        // bounds how far reading runs ahead of sending (the kernel's page cache holds
+        // the bytes meanwhile).
+        let nonzero_bytes: u64 = b.spans.iter().map(|c| c.bytes as u64).sum();
+        let units = nonzero_bytes.min(SEGMENTS_IN_FLIGHT_BYTES_MAX);
         let permit = self.segment_budget.acquire_static_permit(units).await.map_err(|_| SessionError::Cancelled)?;
         let key = (b.file_id, b.seg_no);
         let msg = Message::Segment(Segment { file_id: b.file_id, seg_no: b.seg_no, chunks: b.refs });
-        self.shared
-            .borrow_mut()
-            .segments
-            .insert(key, SegmentBuf { data: b.data, chunks: b.spans, _permit: Some(permit) });
+        self.shared.borrow_mut().segments.insert(
+            key,
+            SegmentBuf { data: b.data, bytes_kept: b.keep_bytes, chunks: b.spans, file, _permit: Some(permit) },
+        );
         self.send(&msg).await
     }
 
     pub async fn send(&self, msg: &Message) -> Result<(), SessionError> {
         self.sender.send(msg).await.map_err(|e| SessionError::Protocol(format!("connection lost: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn a_kept_file_that_was_written_after_hashing_is_seen_as_changed() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"version one").unwrap();
+        let stat = FileStat::of(&std::fs::symlink_metadata(f.path()).unwrap());
+        let kept = OpenSourceFile { fd: Arc::new(OwnedFd::from(f.reopen().unwrap())), stat };
+        assert!(kept.unchanged());
+        // Same size, later write: mtime and ctime move.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(f.path(), b"version two").unwrap();
+        assert!(!kept.unchanged(), "a rewrite of the same size must not pass for the hashed file");
     }
 }

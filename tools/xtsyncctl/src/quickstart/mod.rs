@@ -66,6 +66,9 @@ struct QuickstartReport {
     /// Who encrypted this pass's data-plane sessions at both ends: `kernel`,
     /// `userspace` or `mixed` (from the workers' /metrics).
     data_tls: &'static str,
+    /// Raw chunk bytes the kernel sent straight from source files in this pass
+    /// (`sendfile` on kernel-TLS sessions; 0 under rustls).
+    data_sendfile_bytes: u64,
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
@@ -193,7 +196,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         );
     }
 
-    let mut tls_before = tls_sessions(&worker_http).await?;
+    let mut counts_before = data_path_counts(&worker_http).await?;
     loop {
         let started = Instant::now();
         let run = client.start_run(job.id).await?;
@@ -206,9 +209,13 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             (state, _) => bail!("pass {} did not succeed: {}", run.id, crate::output::state_name(state)),
         };
         let diffs = compare_trees(&source, &target, args.verify_content, 10)?;
-        let tls_after = tls_sessions(&worker_http).await?;
-        let data_tls = data_tls_path(tls_after.0 - tls_before.0, tls_after.1 - tls_before.1);
-        tls_before = tls_after;
+        let counts = data_path_counts(&worker_http).await?;
+        let data_tls = data_tls_path(
+            counts.tls_sessions_kernel - counts_before.tls_sessions_kernel,
+            counts.tls_sessions_userspace - counts_before.tls_sessions_userspace,
+        );
+        let data_sendfile_bytes = counts.chunk_bytes_sendfile - counts_before.chunk_bytes_sendfile;
+        counts_before = counts;
         let report = QuickstartReport {
             summary,
             run_id: run.id,
@@ -220,6 +227,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
                 .filter_map(|w| w.peak_rss_bytes().map(|b| (w.name.clone(), b)))
                 .collect(),
             data_tls,
+            data_sendfile_bytes,
         };
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
@@ -313,17 +321,25 @@ async fn ensure_job(client: &Client, spec: JobSpec) -> anyhow::Result<Job> {
     client.create_job(&spec).await
 }
 
-/// (kernel, userspace) TLS sessions counted so far by both workers.
-async fn tls_sessions(worker_http: &[String]) -> anyhow::Result<(u64, u64)> {
+/// What both workers' data paths counted so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct DataPathCounts {
+    tls_sessions_kernel: u64,
+    tls_sessions_userspace: u64,
+    chunk_bytes_sendfile: u64,
+}
+
+async fn data_path_counts(worker_http: &[String]) -> anyhow::Result<DataPathCounts> {
     // The workers' /metrics port is plain HTTP on loopback (counters only): a client
     // without TLS, so that no crypto provider is needed for it.
     let http =
         reqwest::Client::builder().timeout(Duration::from_secs(10)).use_preconfigured_tls(plain_tls()?).build()?;
-    let mut totals = (0, 0);
+    let mut totals = DataPathCounts::default();
     for addr in worker_http {
         let text = http.get(format!("http://{addr}/metrics")).send().await?.text().await?;
-        totals.0 += metric_value(&text, "xtsync_worker_tls_sessions_kernel_total");
-        totals.1 += metric_value(&text, "xtsync_worker_tls_sessions_userspace_total");
+        totals.tls_sessions_kernel += metric_value(&text, "xtsync_worker_tls_sessions_kernel_total");
+        totals.tls_sessions_userspace += metric_value(&text, "xtsync_worker_tls_sessions_userspace_total");
+        totals.chunk_bytes_sendfile += metric_value(&text, "xtsync_worker_chunk_bytes_sendfile_total");
     }
     Ok(totals)
 }
