@@ -69,9 +69,12 @@ fn start_worker_with(extra_args: &[&str]) -> Worker {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", data_port)).is_err() {
-        assert!(Instant::now() < deadline, "worker did not listen");
-        std::thread::sleep(Duration::from_millis(20));
+    // The data port and the HTTP port (/metrics) open independently: wait for both.
+    for port in [data_port, http_port] {
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "worker did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     Worker { child, data_port, http_port, ca, log, _dir: dir }
 }
