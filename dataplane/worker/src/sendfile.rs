@@ -83,7 +83,8 @@ fn send_all(socket: BorrowedFd<'_>, mut bytes: &[u8], more: bool, stall_limit: D
     Ok(())
 }
 
-/// Sends the range; returns how many bytes the file gave (fewer if it ended early).
+/// Sends the range; returns how many bytes the file gave (fewer if it ended early or
+/// could not be read).
 fn sendfile_range(socket: BorrowedFd<'_>, range: &FileRange, stall_limit: Duration) -> io::Result<u64> {
     let mut offset = range.offset as libc::off_t;
     let end = range.offset + range.bytes as u64;
@@ -95,10 +96,55 @@ fn sendfile_range(socket: BorrowedFd<'_>, range: &FileRange, stall_limit: Durati
         match n {
             0 => break,
             n if n > 0 => {}
-            _ => wait_or_fail(socket, io::Error::last_os_error(), stall_limit)?,
+            _ => {
+                let e = io::Error::last_os_error();
+                if file_side_refusal(&e) {
+                    // This file cannot be spliced (its filesystem) or read: copy what can
+                    // be read; the caller pads the rest.
+                    tracing::debug!(error = %e, "sendfile refused: copying the range");
+                    let at = offset as u64;
+                    return Ok(at - range.offset + copy_range(socket, range, at, end, stall_limit)?);
+                }
+                wait_or_fail(socket, e, stall_limit)?
+            }
         }
     }
     Ok(offset as u64 - range.offset)
+}
+
+/// Errors of `sendfile` that come from the file, not the socket.
+fn file_side_refusal(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EIO | libc::ESPIPE))
+}
+
+/// Reads `at..end` of the file and sends it; returns the bytes read (fewer if the file
+/// ended or a read failed: the receiver's hash check fails the chunk).
+fn copy_range(
+    socket: BorrowedFd<'_>,
+    range: &FileRange,
+    mut at: u64,
+    end: u64,
+    stall_limit: Duration,
+) -> io::Result<u64> {
+    let start = at;
+    let mut buf = vec![0u8; (end - at).min(1 << 20) as usize];
+    while at < end {
+        let want = (end - at).min(buf.len() as u64) as usize;
+        // SAFETY: `buf` has room for `want` bytes; the descriptor is borrowed.
+        let n = unsafe { libc::pread(range.file.as_raw_fd(), buf.as_mut_ptr().cast(), want, at as libc::off_t) };
+        if n <= 0 {
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n < 0 {
+                tracing::warn!(error = %io::Error::last_os_error(), "cannot read the source file to send a chunk");
+            }
+            break;
+        }
+        send_all(socket, &buf[..n as usize], true, stall_limit)?;
+        at += n as u64;
+    }
+    Ok(at - start)
 }
 
 /// Returns once the socket can take more after `EAGAIN` (or at once after `EINTR`);
@@ -134,7 +180,7 @@ fn wait_or_fail(socket: BorrowedFd<'_>, error: io::Error, stall_limit: Duration)
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, FromRawFd};
     use std::os::unix::net::UnixStream;
 
     use super::*;
@@ -192,6 +238,29 @@ mod tests {
         let (sent, got) = send_and_read(parts);
         assert_eq!(got, [&[9u8; 40][..], &[0u8; 40][..], b"next"].concat());
         assert_eq!((sent.bytes_from_file, sent.bytes_padded, sent.bytes_total), (40, 40, 84));
+    }
+
+    #[test]
+    fn a_descriptor_the_kernel_cannot_splice_from_is_copied_or_padded_not_fatal() {
+        // A pipe: sendfile refuses it (EINVAL) and it cannot be read at an offset
+        // either, so the range is padded and the stream stays well formed.
+        let (r, _w) = pipe();
+        let parts = vec![
+            Part::Bytes(b"<".to_vec()),
+            Part::File(FileRange { file: Arc::new(r), offset: 0, bytes: 5 }),
+            Part::Bytes(b">".to_vec()),
+        ];
+        let (sent, got) = send_and_read(parts);
+        assert_eq!(got, b"<\0\0\0\0\0>");
+        assert_eq!((sent.bytes_from_file, sent.bytes_padded), (0, 5));
+    }
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) returns.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors were just created and are owned here.
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
     }
 
     #[test]
