@@ -364,7 +364,10 @@ mod tests {
         c.push(ev("b", EventKind::MovedTo { cookie: 0 }), t0);
         let batch = c.flush().expect("batch");
         assert!(batch.renames.is_empty());
-        assert_eq!(changes(&batch), vec![("a".to_string(), ChangeKind::Deleted), ("b".to_string(), ChangeKind::Created)]);
+        assert_eq!(
+            changes(&batch),
+            vec![("a".to_string(), ChangeKind::Deleted), ("b".to_string(), ChangeKind::Created)]
+        );
     }
 
     #[test]
@@ -432,7 +435,10 @@ mod tests {
         c.push(ev("dirty", EventKind::SubtreeDirty), t0);
         let batch = c.flush().expect("batch");
         assert!(batch.renames.is_empty());
-        assert_eq!(changes(&batch), vec![("x".to_string(), ChangeKind::Deleted), ("y".to_string(), ChangeKind::Deleted)]);
+        assert_eq!(
+            changes(&batch),
+            vec![("x".to_string(), ChangeKind::Deleted), ("y".to_string(), ChangeKind::Deleted)]
+        );
         assert_eq!(batch.dirty_subtrees.len(), 2);
     }
 

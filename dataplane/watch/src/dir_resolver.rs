@@ -136,9 +136,8 @@ impl DirResolver {
         let flags = libc::O_PATH | libc::O_CLOEXEC;
         // SAFETY: `buf` is a live `struct file_handle` whose `handle_bytes` matches the bytes
         // filled in; `mount_fd` is a valid descriptor.
-        let ret = unsafe {
-            libc::open_by_handle_at(self.mount_fd.as_raw_fd(), (&mut buf as *mut HandleBuf).cast(), flags)
-        };
+        let ret =
+            unsafe { libc::open_by_handle_at(self.mount_fd.as_raw_fd(), (&mut buf as *mut HandleBuf).cast(), flags) };
         sys::owned_fd(ret)
     }
 

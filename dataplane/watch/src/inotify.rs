@@ -59,13 +59,14 @@ impl Inotify {
     /// watched come back as [`EventKind::SubtreeDirty`] events.
     pub(crate) fn new(root: &Path, scan_entries_max: usize) -> Result<(Self, Vec<Event>), WatchError> {
         // SAFETY: inotify_init1 takes no pointers.
-        let fd = sys::owned_fd(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) }).map_err(
-            |source| WatchError::InotifySetup {
-                path: root.to_path_buf(),
-                reason: "inotify_init1 refused (EMFILE: raise fs.inotify.max_user_instances)",
-                source,
-            },
-        )?;
+        let fd =
+            sys::owned_fd(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) }).map_err(|source| {
+                WatchError::InotifySetup {
+                    path: root.to_path_buf(),
+                    reason: "inotify_init1 refused (EMFILE: raise fs.inotify.max_user_instances)",
+                    source,
+                }
+            })?;
         let mut inotify = Inotify {
             fd,
             root: root.to_path_buf(),

@@ -132,7 +132,8 @@ impl Watcher {
         let (source, backend, initial) = open_source(&root, &options)?;
         let stop = Arc::new(StopSignal::new().map_err(|source| WatchError::Sys { op: "eventfd", source })?);
         let (tx, batches) = mpsc::sync_channel(options.channel_batches_max);
-        let coalescer = Coalescer::new(CoalesceConfig { window: options.window, batch_paths_max: options.batch_paths_max });
+        let coalescer =
+            Coalescer::new(CoalesceConfig { window: options.window, batch_paths_max: options.batch_paths_max });
         let thread_stop = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name(format!("xtsync-watch-{}", backend.name()))
@@ -180,9 +181,13 @@ impl Drop for Watcher {
     }
 }
 
+/// An opened backend, which one it is, and the events its setup produced (subtrees it
+/// could not watch).
+type Opened = (Box<dyn Source>, Backend, Vec<Event>);
+
 /// Opens the backend `options` asks for; `Auto` falls back to inotify with the reason.
-fn open_source(root: &Path, options: &WatchOptions) -> Result<(Box<dyn Source>, Backend, Vec<Event>), WatchError> {
-    let inotify = || -> Result<(Box<dyn Source>, Backend, Vec<Event>), WatchError> {
+fn open_source(root: &Path, options: &WatchOptions) -> Result<Opened, WatchError> {
+    let inotify = || -> Result<Opened, WatchError> {
         let (source, initial) = Inotify::new(root, options.batch_paths_max)?;
         Ok((Box::new(source), Backend::Inotify, initial))
     };
