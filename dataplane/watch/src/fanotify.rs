@@ -1,0 +1,298 @@
+//! fanotify backend: one filesystem-wide mark with directory-entry events
+//! (`FAN_REPORT_DFID_NAME`), filtered down to the root.
+//!
+//! Unlike inotify it needs no watch per directory (no watch limit, no race when a
+//! directory appears) and costs no kernel memory per watched directory; it needs
+//! CAP_SYS_ADMIN. Each event names a parent directory by file handle plus an entry name;
+//! the handle is resolved to a path when the event is read (see [`DirResolver`]), so a path
+//! reflects where the directory is at read time, not at event time.
+//!
+//! The queue is left bounded (no `FAN_UNLIMITED_QUEUE`): a reader that falls behind gets
+//! `FAN_Q_OVERFLOW` (whole root dirty, one rescan) instead of unbounded kernel memory.
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::dir_resolver::{DirResolver, Resolved};
+use crate::error::WatchError;
+use crate::event::{Event, EventKind};
+use crate::fanotify_records::{FanEvent, FanEvents, FidInfo};
+use crate::source::{Source, READS_PER_WAKEUP_MAX, READ_BUF_BYTES};
+use crate::sys;
+
+/// Events every mark asks for, whatever the kernel version.
+const BASE_MASK: u64 = libc::FAN_CREATE
+    | libc::FAN_DELETE
+    | libc::FAN_CLOSE_WRITE
+    | libc::FAN_MODIFY
+    | libc::FAN_ATTRIB
+    | libc::FAN_DELETE_SELF
+    | libc::FAN_ONDIR
+    | libc::FAN_EVENT_ON_CHILD;
+
+/// A fanotify group with a filesystem mark, filtered to one root.
+pub(crate) struct Fanotify {
+    fd: OwnedFd,
+    root: PathBuf,
+    resolver: DirResolver,
+    /// The root's own handle: its deletion means nothing more will be reported.
+    root_handle: Vec<u8>,
+    /// Cookies we make up to pair the two sides of a `FAN_RENAME` for the coalescer.
+    next_cookie: u32,
+    /// Handles of directories that were gone when their events were read. Harmless if we
+    /// see the directory's `FAN_DELETE_SELF` (its contents went with it; its removal is
+    /// reported by its parent); otherwise we cannot tell where those events happened.
+    unresolved: HashSet<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Fanotify {
+    /// Marks the filesystem holding `root` (absolute, canonical).
+    pub(crate) fn new(root: &Path) -> Result<Self, WatchError> {
+        let refused = |reason: &'static str, source: std::io::Error| WatchError::FanotifyRefused {
+            path: root.to_path_buf(),
+            reason,
+            source,
+        };
+        let init_flags = libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK | libc::FAN_REPORT_DFID_NAME;
+        let event_flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_LARGEFILE) as libc::c_uint;
+        // SAFETY: fanotify_init takes no pointers.
+        let fd = sys::owned_fd(unsafe { libc::fanotify_init(init_flags, event_flags) }).map_err(|err| {
+            let reason = match err.raw_os_error() {
+                Some(libc::EPERM) => "fanotify_init needs CAP_SYS_ADMIN (run as root)",
+                Some(libc::EINVAL) => "the kernel lacks FAN_REPORT_DFID_NAME (needs Linux >= 5.9)",
+                Some(libc::ENOSYS) => "the kernel is built without fanotify",
+                _ => "fanotify_init failed",
+            };
+            refused(reason, err)
+        })?;
+        let rename_events = mark_filesystem(&fd, root).map_err(|(reason, err)| refused(reason, err))?;
+        let mount_fd = std::fs::File::open(root)
+            .map(OwnedFd::from)
+            .map_err(|err| refused("cannot open the root for open_by_handle_at", err))?;
+        let root_handle = DirResolver::handle_of(root)
+            .map_err(|err| refused("name_to_handle_at on the root failed: no file handles here", err))?;
+        let mut resolver = DirResolver::new(mount_fd, root.to_path_buf());
+        if let Err((reason, err)) = self_check(&mut resolver, &root_handle) {
+            return Err(refused(reason, err));
+        }
+        // With FAN_RENAME (Linux 5.17) renames arrive as one event with both sides, which we
+        // pair; without it they are a delete plus a create.
+        tracing::debug!(root = %root.display(), rename_events, "fanotify filesystem mark set");
+        Ok(Fanotify {
+            fd,
+            root: root.to_path_buf(),
+            resolver,
+            root_handle,
+            next_cookie: 0,
+            unresolved: HashSet::new(),
+            buf: vec![0; READ_BUF_BYTES],
+        })
+    }
+
+    fn handle(&mut self, event: FanEvent<'_>, sink: &mut dyn FnMut(Event)) {
+        if event.fd >= 0 {
+            // SAFETY: the kernel gave us this descriptor with the event; nobody else owns it.
+            drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(event.fd) });
+        }
+        let mask = event.mask;
+        if mask & libc::FAN_Q_OVERFLOW != 0 {
+            tracing::warn!(root = %self.root.display(), "fanotify queue overflowed: whole root dirty");
+            sink(Event::new("", EventKind::Overflow));
+            return;
+        }
+        if mask & libc::FAN_RENAME != 0 {
+            self.handle_rename(&event, sink);
+            return;
+        }
+        let Some(info) = event.infos.first() else { return };
+        let is_dir = mask & libc::FAN_ONDIR != 0;
+        if mask & libc::FAN_DELETE_SELF != 0 && is_dir {
+            // The directory itself is gone (its parent's FAN_DELETE reports the entry).
+            self.unresolved.remove(info.handle);
+            self.resolver.forget(info.handle);
+            if info.handle == self.root_handle.as_slice() {
+                tracing::error!(root = %self.root.display(), "watched root deleted");
+                sink(Event::new("", EventKind::SubtreeDirty));
+            }
+            return;
+        }
+        let mask = mask & !libc::FAN_DELETE_SELF; // of a file: its parent's FAN_DELETE says it all
+        if mask & !libc::FAN_ONDIR == 0 {
+            return;
+        }
+        let Some(path) = self.entry_path(info) else { return };
+        if mask & libc::FAN_CREATE != 0 {
+            sink(Event::new(path.clone(), EventKind::Created));
+        }
+        if mask & libc::FAN_MOVED_TO != 0 {
+            sink(Event::new(path.clone(), EventKind::MovedTo { cookie: 0 }));
+            if is_dir {
+                // Without FAN_RENAME we cannot tell a move within the root from one into it.
+                sink(Event::new(path.clone(), EventKind::SubtreeDirty));
+            }
+        }
+        if mask & (libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE) != 0 {
+            sink(Event::new(path.clone(), EventKind::Modified));
+        }
+        if mask & libc::FAN_ATTRIB != 0 {
+            sink(Event::new(path.clone(), EventKind::Attrib));
+        }
+        if mask & libc::FAN_MOVED_FROM != 0 {
+            sink(Event::new(path.clone(), EventKind::MovedFrom { cookie: 0 }));
+        }
+        if mask & libc::FAN_DELETE != 0 {
+            sink(Event::new(path, EventKind::Deleted));
+        }
+        if is_dir && mask & (libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO) != 0 {
+            self.resolver.invalidate_all();
+        }
+    }
+
+    /// `FAN_RENAME`: both sides in one event, each filtered to the root on its own.
+    fn handle_rename(&mut self, event: &FanEvent<'_>, sink: &mut dyn FnMut(Event)) {
+        let side = |info_type: u8| event.infos.iter().find(|info| info.info_type == info_type);
+        let from = side(libc::FAN_EVENT_INFO_TYPE_OLD_DFID_NAME).and_then(|info| self.entry_path(info));
+        let to = side(libc::FAN_EVENT_INFO_TYPE_NEW_DFID_NAME).and_then(|info| self.entry_path(info));
+        let is_dir = event.mask & libc::FAN_ONDIR != 0;
+        match (from, to) {
+            (Some(from), Some(to)) => {
+                self.next_cookie = self.next_cookie.wrapping_add(1).max(1);
+                let cookie = self.next_cookie;
+                sink(Event::new(from, EventKind::MovedFrom { cookie }));
+                sink(Event::new(to, EventKind::MovedTo { cookie }));
+            }
+            (Some(from), None) => sink(Event::new(from, EventKind::Deleted)),
+            (None, Some(to)) => {
+                sink(Event::new(to.clone(), EventKind::Created));
+                if is_dir {
+                    // Moved in from outside: its contents are new here too.
+                    sink(Event::new(to, EventKind::SubtreeDirty));
+                }
+            }
+            (None, None) => {}
+        }
+        if is_dir {
+            self.resolver.invalidate_all();
+        }
+    }
+
+    /// The root-relative path an info record names, or `None` if it is outside the root
+    /// (or its directory is gone, which is remembered in `unresolved`).
+    fn entry_path(&mut self, info: &FidInfo<'_>) -> Option<PathBuf> {
+        match self.resolver.resolve(info.handle, info.handle_type(), info.handle_bytes()) {
+            Resolved::Inside(dir) if info.name == b"." || info.name.is_empty() => Some(dir),
+            Resolved::Inside(dir) => Some(dir.join(std::ffi::OsStr::from_bytes(info.name))),
+            Resolved::Outside => None,
+            Resolved::Gone => {
+                if self.unresolved.len() < UNRESOLVED_MAX {
+                    self.unresolved.insert(info.handle.to_vec());
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Pending unresolved handles kept; past it one more is simply not remembered, and the
+/// end-of-drain check still sees a non-empty set (root dirty).
+const UNRESOLVED_MAX: usize = 4096;
+
+impl Source for Fanotify {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn read_events(&mut self, sink: &mut dyn FnMut(Event)) -> Result<(), WatchError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut drained = false;
+        let mut result = Ok(());
+        for _ in 0..READS_PER_WAKEUP_MAX {
+            let len = match sys::read_nonblocking(self.fd.as_fd(), &mut buf) {
+                Ok(Some(len)) => len,
+                Ok(None) => {
+                    drained = true;
+                    break;
+                }
+                Err(source) => {
+                    result = Err(WatchError::Sys { op: "read(fanotify)", source });
+                    break;
+                }
+            };
+            for decoded in FanEvents::new(&buf[..len]) {
+                match decoded {
+                    Ok(event) => self.handle(event, sink),
+                    Err(err) => {
+                        tracing::error!(?err, "undecodable fanotify record: whole root dirty");
+                        sink(Event::new("", EventKind::Overflow));
+                        break;
+                    }
+                }
+            }
+        }
+        self.buf = buf;
+        // Everything queued up to now has been read: a gone directory whose deletion we did
+        // not see may have been inside the root.
+        if drained && !self.unresolved.is_empty() {
+            tracing::warn!(
+                root = %self.root.display(),
+                directories = self.unresolved.len(),
+                "events in directories that vanished before they could be resolved: whole root dirty"
+            );
+            self.unresolved.clear();
+            sink(Event::new("", EventKind::Overflow));
+        }
+        result
+    }
+}
+
+/// Adds the filesystem mark; returns whether `FAN_RENAME` is in use.
+fn mark_filesystem(fd: &OwnedFd, root: &Path) -> Result<bool, (&'static str, std::io::Error)> {
+    let c_root = sys::c_path(root).map_err(|err| ("root path contains a NUL byte", err))?;
+    let mark = |mask: u64| {
+        let flags = libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM;
+        // SAFETY: `c_root` is NUL-terminated and outlives the call.
+        sys::cvt(unsafe {
+            libc::fanotify_mark(std::os::fd::AsRawFd::as_raw_fd(fd), flags, mask, libc::AT_FDCWD, c_root.as_ptr())
+        })
+    };
+    match mark(BASE_MASK | libc::FAN_RENAME) {
+        Ok(_) => return Ok(true),
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+            tracing::info!("kernel without FAN_RENAME (Linux < 5.17): renames reported as delete + create");
+        }
+        Err(err) => return Err((mark_refusal(&err), err)),
+    }
+    match mark(BASE_MASK | libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO) {
+        Ok(_) => Ok(false),
+        Err(err) => Err((mark_refusal(&err), err)),
+    }
+}
+
+fn mark_refusal(err: &std::io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(libc::EPERM) => "FAN_MARK_FILESYSTEM needs CAP_SYS_ADMIN in the initial user namespace",
+        Some(libc::ENODEV) | Some(libc::EOPNOTSUPP) => {
+            "this filesystem cannot report file handles (e.g. tmpfs before Linux 6.6, some FUSE/network filesystems)"
+        }
+        Some(libc::EXDEV) => "this filesystem's handles are not unique across it (e.g. a btrfs subvolume)",
+        Some(libc::EINVAL) => "the kernel rejected the event mask (needs Linux >= 5.9)",
+        _ => "fanotify_mark failed",
+    }
+}
+
+/// Resolving the root's own handle must give the root back; otherwise (no
+/// CAP_DAC_READ_SEARCH, handles that do not decode) no event could be placed.
+fn self_check(resolver: &mut DirResolver, root_handle: &[u8]) -> Result<(), (&'static str, std::io::Error)> {
+    let handle_type = root_handle.get(4..8).and_then(|b| b.try_into().ok()).map_or(0, i32::from_ne_bytes);
+    let handle = root_handle.get(8..).unwrap_or(&[]);
+    match resolver.resolve(root_handle, handle_type, handle) {
+        Resolved::Inside(path) if path.as_os_str().is_empty() => Ok(()),
+        _ => Err((
+            "open_by_handle_at cannot resolve the root's handle back to it (needs CAP_DAC_READ_SEARCH)",
+            std::io::Error::from_raw_os_error(libc::EPERM),
+        )),
+    }
+}
