@@ -13,7 +13,9 @@
 //!       ◄───────────────────────────────── FileDone
 //! EndOfPass ─────────────────────────────► deletions, final fsync
 //!       ◄───────────────────────────────── PassDone
+//! (Entries … EndOfPass again: the next pass on the same session, or close)
 //! ```
+//! A continuous job keeps its session and runs one pass per batch of changes on it.
 //! Everything is pipelined: the source never waits for an answer before sending the
 //! next frame, within the bounds of its in-flight window.
 

@@ -8,19 +8,14 @@ use std::sync::Arc;
 
 use crate::metrics::WorkerMetrics;
 use crate::secure::KtlsPolicy;
-use crate::source::scan::WalkItem;
-use crate::source::session::{run_session, SessionEvent, SessionParams};
+use crate::source::session::{run_session, PassFeed, SessionEvent, SessionParams};
 use crate::target::listener::{accept_loop, bind};
 use crate::target::session::TargetContext;
 
 /// Sent from the control thread to one executor.
 pub enum CoreCommand {
-    StartSource {
-        params: SessionParams,
-        items: flume::Receiver<WalkItem>,
-        events: flume::Sender<SessionEvent>,
-        end_of_pass: flume::Receiver<()>,
-    },
+    /// A source session: one pass per feed, until `passes` closes.
+    StartSource { params: SessionParams, passes: flume::Receiver<PassFeed>, events: flume::Sender<SessionEvent> },
 }
 
 pub struct CoreSetup {
@@ -55,8 +50,8 @@ pub async fn core_main(core: usize, setup: Arc<CoreSetup>, commands: flume::Rece
     }
     while let Ok(cmd) = commands.recv_async().await {
         match cmd {
-            CoreCommand::StartSource { params, items, events, end_of_pass } => {
-                glommio::spawn_local(run_session(params, items, events, end_of_pass)).detach();
+            CoreCommand::StartSource { params, passes, events } => {
+                glommio::spawn_local(run_session(params, passes, events)).detach();
             }
         }
     }

@@ -25,6 +25,8 @@ const COALESCED_BYTES_MAX: usize = 1 << 20;
 const DIRECT_WRITE_BYTES_MIN: usize = 16 << 10;
 
 enum Item {
+    /// Ends the stream (close_notify, FIN) even while other senders are alive.
+    Close,
     Frame(Vec<u8>),
     /// Frames whose chunk bodies the kernel sends from files.
     Parts(Vec<Part>),
@@ -86,6 +88,12 @@ impl FrameSender {
         self.queue(Item::Parts(parts), units).await
     }
 
+    /// Closes the session's write side after everything queued before; later sends
+    /// fail. Senders held elsewhere (a reply task) do not keep the stream open.
+    pub async fn close(&self) {
+        let _ = self.queue(Item::Close, 0).await;
+    }
+
     async fn queue(&self, item: Item, bytes: u64) -> Result<(), std::io::Error> {
         let closed = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "session writer stopped");
         let units = bytes.min(QUEUED_BYTES_MAX);
@@ -106,6 +114,7 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
     let kernel_sends = kernel.is_some();
     let handle = glommio::spawn_local(async move {
         let mut batch = Vec::with_capacity(COALESCED_BYTES_MAX);
+        let mut closing = false;
         while let Ok(first) = rx.recv_async().await {
             // Small frames are coalesced into one write; a frame of a TLS record or more
             // (chunk data) is written from its own buffer, not copied again.
@@ -120,6 +129,10 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
                         w.write_all(&frame).await?;
                     }
                     Item::Frame(frame) => batch.extend_from_slice(&frame),
+                    Item::Close => {
+                        closing = true;
+                        break;
+                    }
                     Item::Parts(parts) => {
                         // Everything queued before goes first.
                         if !batch.is_empty() {
@@ -139,10 +152,14 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
                 w.write_all(&batch).await?;
                 batch.clear();
             }
+            if closing {
+                break;
+            }
             if rx.is_empty() {
                 w.flush().await?;
             }
         }
+        drop(rx);
         // Close our direction (TLS close_notify, then FIN) so that the peer sees the
         // end of the session even while our reader still waits for its frames.
         w.close().await?;

@@ -13,7 +13,7 @@ use xtsync_chunker::ChunkParams;
 use crate::cores::CoreCommand;
 use crate::metrics::WorkerMetrics;
 use crate::source::scan::walk;
-use crate::source::session::{SessionEvent, SessionParams, SessionStats};
+use crate::source::session::{PassFeed, SessionEvent, SessionParams, SessionStats};
 
 /// Walk items queued per session before the walk waits.
 const ITEMS_QUEUED_MAX: usize = 8192;
@@ -96,7 +96,10 @@ async fn run(
             metrics: ctx.metrics.clone(),
             target_cores_taken: target_cores_taken.clone(),
         };
-        let cmd = CoreCommand::StartSource { params, items, events: events_tx.clone(), end_of_pass: end_rx };
+        // One pass: the feed's sender is dropped at once, so the session closes after it.
+        let (feed_tx, passes) = flume::bounded(1);
+        let _ = feed_tx.send(PassFeed { items, end_of_pass: end_rx });
+        let cmd = CoreCommand::StartSource { params, passes, events: events_tx.clone() };
         ctx.cores[i % ctx.cores.len()].send(cmd).map_err(|_| PassError::Walk("executors stopped".into()))?;
     }
     drop(events_tx);

@@ -143,21 +143,28 @@ pub struct Session {
     pub file_budget: Rc<glommio::sync::Semaphore>,
 }
 
-/// Runs a session to the end and reports `Finished` or `Failed` on `events`.
+/// One pass's input to a session: the walk's items and the signal that every session
+/// of the pass has its content durable (deletions may go).
+pub struct PassFeed {
+    pub items: flume::Receiver<WalkItem>,
+    pub end_of_pass: flume::Receiver<()>,
+}
+
+/// Runs a session: one pass per `PassFeed` received on `passes`, on the same connection,
+/// each reported with `ContentDone` and `Finished`; the session closes when `passes`
+/// closes. The first failure is reported as `Failed` and ends the session.
 pub async fn run_session(
     params: SessionParams,
-    items: flume::Receiver<WalkItem>,
+    passes: flume::Receiver<PassFeed>,
     events: flume::Sender<SessionEvent>,
-    end_of_pass: flume::Receiver<()>,
 ) {
     let index = params.session_index;
     params.metrics.sessions_source_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let result = run(params.clone(), items, events.clone(), end_of_pass).await;
+    let result = run(params.clone(), passes, events.clone()).await;
     params.metrics.sessions_source_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    let _ = events.send(match result {
-        Ok(stats) => SessionEvent::Finished { session: index, stats },
-        Err(e) => SessionEvent::Failed { session: index, error: e.to_string() },
-    });
+    if let Err(e) = result {
+        let _ = events.send(SessionEvent::Failed { session: index, error: e.to_string() });
+    }
 }
 
 async fn connect(
@@ -259,10 +266,12 @@ async fn hello<R: futures_lite::AsyncRead + Unpin>(
 
 async fn run(
     params: SessionParams,
-    items: flume::Receiver<WalkItem>,
+    passes: flume::Receiver<PassFeed>,
     events: flume::Sender<SessionEvent>,
-    end_of_pass: flume::Receiver<()>,
-) -> Result<SessionStats, SessionError> {
+) -> Result<(), SessionError> {
+    // The first pass's input comes before the connection is opened: a pass cancelled
+    // early costs no handshake.
+    let Ok(feed) = passes.recv_async().await else { return Ok(()) };
     let wire_bytes = Rc::new(Cell::new(0u64));
     let (sender, reader) = open_session(&params, wire_bytes.clone()).await?;
 
@@ -277,30 +286,61 @@ async fn run(
         segment_budget: Rc::new(glommio::sync::Semaphore::new(SEGMENTS_IN_FLIGHT_BYTES_MAX)),
         file_budget: Rc::new(glommio::sync::Semaphore::new(FILES_IN_FLIGHT_MAX)),
     });
-    let replies = glommio::spawn_local(handle_replies(session.clone(), reader)).detach();
+    let _replies = glommio::spawn_local(handle_replies(session.clone(), reader)).detach();
+    let result = passes_on(&session, feed, &passes, &producer_rx, &wire_bytes).await;
+    // The reply task holds the session (and a sender) until the target closes: close
+    // our side explicitly so that the target sees the end of the session.
+    session.sender.close().await;
+    result
+}
 
-    let produced = produce(&session, &items, &producer_rx).await;
-    let finished = match produced {
-        Ok(()) => {
-            flush_source_records(&session).await;
-            let _ = events.send(SessionEvent::ContentDone { session: params.session_index });
-            // Deletions and directory metadata wait until every session is done.
-            end_of_pass.recv_async().await.map_err(|_| SessionError::Cancelled)?;
-            let files = session.shared.borrow().stats.files_transferred;
-            session
-                .sender
-                .send(&Message::EndOfPass(xtsync_wire::EndOfPass { files }))
-                .await
-                .map_err(|e| SessionError::Protocol(e.to_string()))?;
-            wait_until(&session, &producer_rx, |s| s.pass_done).await
+async fn passes_on(
+    session: &Rc<Session>,
+    mut feed: PassFeed,
+    passes: &flume::Receiver<PassFeed>,
+    producer_rx: &flume::Receiver<ProducerEvent>,
+    wire_bytes: &Rc<Cell<u64>>,
+) -> Result<(), SessionError> {
+    let params = &session.params;
+    loop {
+        let wire_before = wire_bytes.get();
+        {
+            let mut shared = session.shared.borrow_mut();
+            shared.stats = SessionStats::default();
+            shared.pass_done = false;
         }
-        Err(e) => Err(e),
-    };
-    drop(replies);
-    let mut stats = session.shared.borrow().stats;
-    stats.bytes_on_wire = wire_bytes.get();
-    params.metrics.bytes_sent_total.fetch_add(stats.bytes_on_wire, std::sync::atomic::Ordering::Relaxed);
-    finished.map(|()| stats)
+        one_pass(session, &feed, producer_rx).await?;
+        let mut stats = session.shared.borrow().stats;
+        stats.bytes_on_wire = wire_bytes.get() - wire_before;
+        params.metrics.bytes_sent_total.fetch_add(stats.bytes_on_wire, std::sync::atomic::Ordering::Relaxed);
+        let _ = session.events.send(SessionEvent::Finished { session: params.session_index, stats });
+        match passes.recv_async().await {
+            Ok(next) => feed = next,
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+/// One pass over the open session: entries and files, then (once every session of the
+/// pass is done) EndOfPass, until the target's PassDone.
+async fn one_pass(
+    session: &Rc<Session>,
+    feed: &PassFeed,
+    producer_rx: &flume::Receiver<ProducerEvent>,
+) -> Result<(), SessionError> {
+    let index = session.params.session_index;
+    produce(session, &feed.items, producer_rx).await?;
+    flush_source_records(session).await;
+    let _ = session.events.send(SessionEvent::ContentDone { session: index });
+    // Deletions and directory metadata wait until every session is done.
+    feed.end_of_pass.recv_async().await.map_err(|_| SessionError::Cancelled)?;
+    let files = session.shared.borrow().stats.files_transferred;
+    session
+        .sender
+        .send(&Message::EndOfPass(xtsync_wire::EndOfPass { files }))
+        .await
+        .map_err(|e| SessionError::Protocol(e.to_string()))?;
+    wait_until(session, producer_rx, |s| s.pass_done).await
 }
 
 /// Waits for producer events until `done(shared)` holds; needs arriving meanwhile are a

@@ -218,7 +218,8 @@ impl TargetSession {
             };
             let msg = match next {
                 Ok(Ok(m)) => m,
-                // A source that closes right after Hello is trying another core.
+                // A source that closes right after Hello is trying another core; one
+                // that closes after a pass is done with the session.
                 Ok(Err(FrameError::Closed)) | Err(_) if frames_seen == 0 => return Ok(()),
                 Ok(Err(FrameError::Closed)) | Err(_) => {
                     return Err(TargetError::Protocol("source closed the connection mid-pass".into()))
@@ -227,7 +228,11 @@ impl TargetSession {
             };
             frames_seen += 1;
             if let Message::EndOfPass(_) = msg {
-                return self.end_of_pass().await;
+                // The source may start another pass on this session (continuous
+                // replication) or close it: between passes a close is clean.
+                self.end_of_pass().await?;
+                frames_seen = 0;
+                continue;
             }
             self.handle(msg).await?;
         }
@@ -584,7 +589,7 @@ impl TargetSession {
         let root = self.root()?.clone();
         let memory = std::mem::take(&mut self.memory);
         let deleted = glommio::executor().spawn_blocking(move || end_of_pass(root, memory)).await;
-        let done = PassDone { entries_deleted: deleted, files_committed: self.files_committed };
+        let done = PassDone { entries_deleted: deleted, files_committed: std::mem::take(&mut self.files_committed) };
         self.send(&Message::PassDone(done)).await
     }
 
