@@ -5,6 +5,7 @@
 //! the target; its producer sends entries and file manifests (`stream.rs`) while its
 //! reply handler (`replies.rs`) answers the target's wants with chunk data.
 
+pub mod changes;
 pub mod pass;
 pub mod replies;
 pub mod scan;

@@ -138,53 +138,102 @@ pub fn walk(
     if !root_meta.is_dir() {
         return Err(ScanError::Root { path: root.display().to_string(), reason: "not a directory".into() });
     }
-    let mut stats = WalkStats::default();
-    let mut links: HashMap<(u64, u64), RelPath> = HashMap::new();
-    let mut xattr_buf = Vec::new();
-    let mut stack: Vec<(RelPath, PathBuf, std::fs::Metadata)> = vec![(RelPath::root(), root.to_path_buf(), root_meta)];
-    let send = |shard: usize, item: WalkItem| shards[shard].send(item).map_err(|_| ScanError::Cancelled);
+    let mut walker = Walker::new(delete, store, shards);
+    walker.dir(RelPath::root(), root.to_path_buf(), root_meta, true)?;
+    Ok(walker.stats)
+}
 
-    while let Some((rel, abs, dir_meta)) = stack.pop() {
-        let mut names: Vec<Vec<u8>> = match std::fs::read_dir(&abs) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().as_bytes().to_vec()).collect(),
-            Err(e) => {
-                tracing::warn!(path = %abs.display(), error = %e, "cannot list directory; skipping it");
-                stats.errors += 1;
-                continue;
-            }
-        };
-        names.retain(|n| !n.starts_with(TEMP_PREFIX.as_bytes()));
-        names.sort_unstable();
-        stats.dirs += 1;
-        let dir_item = WalkItem {
-            path: rel.clone(),
-            meta: meta_of(&dir_meta, read_xattrs(&abs, &mut xattr_buf)),
-            abs: abs.clone(),
-            kind: WalkKind::Dir { children: delete.then(|| names.clone()) },
-            retries: 0,
-        };
-        send(shard_of(rel.as_bytes(), shards.len()), dir_item)?;
+/// Sends entries to the sessions of a pass: whole trees (`walk`) or parts of one
+/// (`crate::source::changes`). Hard links are recognised among the entries it sends.
+pub struct Walker<'a> {
+    delete: bool,
+    store: &'a Arc<dyn WorkerStore>,
+    shards: &'a [flume::Sender<WalkItem>],
+    pub stats: WalkStats,
+    links: HashMap<(u64, u64), RelPath>,
+    xattr_buf: Vec<u8>,
+}
 
-        let mut files: Vec<(RelPath, PathBuf, std::fs::Metadata)> = Vec::new();
-        let mut subdirs = Vec::new();
-        for name in names {
-            let child_abs = abs.join(std::ffi::OsStr::from_bytes(&name));
-            let Ok(child_rel) = rel.join(&name) else {
-                tracing::warn!(path = %child_abs.display(), "name cannot be replicated (too long); skipping");
-                stats.errors += 1;
-                continue;
-            };
-            let m = match std::fs::symlink_metadata(&child_abs) {
-                Ok(m) => m,
+impl<'a> Walker<'a> {
+    pub fn new(delete: bool, store: &'a Arc<dyn WorkerStore>, shards: &'a [flume::Sender<WalkItem>]) -> Self {
+        Walker { delete, store, shards, stats: WalkStats::default(), links: HashMap::new(), xattr_buf: Vec::new() }
+    }
+
+    fn send(&self, shard: usize, item: WalkItem) -> Result<(), ScanError> {
+        self.shards[shard].send(item).map_err(|_| ScanError::Cancelled)
+    }
+
+    /// Sends directory `rel`'s own entry (with its listing when deletions are on, so the
+    /// target removes what is gone) and, with `recurse`, everything below it, depth
+    /// first in name order.
+    pub fn dir(&mut self, rel: RelPath, abs: PathBuf, meta: std::fs::Metadata, recurse: bool) -> Result<(), ScanError> {
+        let mut stack: Vec<(RelPath, PathBuf, std::fs::Metadata)> = vec![(rel, abs, meta)];
+        while let Some((rel, abs, dir_meta)) = stack.pop() {
+            let mut names: Vec<Vec<u8>> = match std::fs::read_dir(&abs) {
+                Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().as_bytes().to_vec()).collect(),
                 Err(e) => {
-                    // Vanished between listing and stat: not an error, it is just gone.
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(path = %child_abs.display(), error = %e, "cannot stat; skipping");
-                        stats.errors += 1;
-                    }
+                    tracing::warn!(path = %abs.display(), error = %e, "cannot list directory; skipping it");
+                    self.stats.errors += 1;
                     continue;
                 }
             };
+            names.retain(|n| !n.starts_with(TEMP_PREFIX.as_bytes()));
+            names.sort_unstable();
+            self.stats.dirs += 1;
+            let dir_item = WalkItem {
+                path: rel.clone(),
+                meta: meta_of(&dir_meta, read_xattrs(&abs, &mut self.xattr_buf)),
+                abs: abs.clone(),
+                kind: WalkKind::Dir { children: self.delete.then(|| names.clone()) },
+                retries: 0,
+            };
+            self.send(shard_of(rel.as_bytes(), self.shards.len()), dir_item)?;
+            if !recurse {
+                continue;
+            }
+            let mut children = Vec::with_capacity(names.len());
+            for name in names {
+                let child_abs = abs.join(std::ffi::OsStr::from_bytes(&name));
+                let Ok(child_rel) = rel.join(&name) else {
+                    tracing::warn!(path = %child_abs.display(), "name cannot be replicated (too long); skipping");
+                    self.stats.errors += 1;
+                    continue;
+                };
+                if let Some(m) = self.stat(&child_abs) {
+                    children.push((child_rel, child_abs, m));
+                }
+            }
+            let subdirs = self.entries(children)?;
+            // Depth first, in name order.
+            stack.extend(subdirs.into_iter().rev());
+        }
+        Ok(())
+    }
+
+    /// `lstat`, or `None` (logged unless the entry just vanished, which is no error).
+    pub fn stat(&mut self, abs: &Path) -> Option<std::fs::Metadata> {
+        match std::fs::symlink_metadata(abs) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %abs.display(), error = %e, "cannot stat; skipping");
+                    self.stats.errors += 1;
+                }
+                None
+            }
+        }
+    }
+
+    /// Sends the symlinks and regular files among `children` (one source-record lookup
+    /// for all the files) and returns the directories among them, unsent.
+    pub fn entries(
+        &mut self,
+        children: Vec<(RelPath, PathBuf, std::fs::Metadata)>,
+    ) -> Result<Vec<(RelPath, PathBuf, std::fs::Metadata)>, ScanError> {
+        let shards = self.shards.len();
+        let mut files: Vec<(RelPath, PathBuf, std::fs::Metadata)> = Vec::new();
+        let mut subdirs = Vec::new();
+        for (child_rel, child_abs, m) in children {
             let ft = m.file_type();
             if ft.is_dir() {
                 subdirs.push((child_rel, child_abs, m));
@@ -193,7 +242,7 @@ pub fn walk(
                     Ok(t) => t.as_os_str().as_bytes().to_vec(),
                     Err(_) => continue,
                 };
-                stats.symlinks += 1;
+                self.stats.symlinks += 1;
                 let item = WalkItem {
                     path: child_rel.clone(),
                     meta: meta_of(&m, Vec::new()),
@@ -201,43 +250,39 @@ pub fn walk(
                     kind: WalkKind::Symlink { target },
                     retries: 0,
                 };
-                send(shard_of(child_rel.as_bytes(), shards.len()), item)?;
+                self.send(shard_of(child_rel.as_bytes(), shards), item)?;
             } else if ft.is_file() {
                 files.push((child_rel, child_abs, m));
             }
             // Sockets, FIFOs and devices are not replicated.
         }
-
-        // One store lookup for all the files of this directory.
         let keys: Vec<Vec<u8>> = files.iter().map(|(_, a, _)| a.as_os_str().as_bytes().to_vec()).collect();
-        let records = store.source_records(&keys)?;
+        let records = self.store.source_records(&keys)?;
         for ((child_rel, child_abs, m), record) in files.into_iter().zip(records) {
             let stat = FileStat::of(&m);
-            let meta = meta_of(&m, read_xattrs(&child_abs, &mut xattr_buf));
+            let meta = meta_of(&m, read_xattrs(&child_abs, &mut self.xattr_buf));
             let shard = if m.nlink() > 1 {
                 let key = (stat.dev, stat.ino);
-                let shard = shard_of(&[stat.dev.to_le_bytes(), stat.ino.to_le_bytes()].concat(), shards.len());
-                if let Some(first) = links.get(&key) {
-                    stats.hardlinks += 1;
+                let shard = shard_of(&[stat.dev.to_le_bytes(), stat.ino.to_le_bytes()].concat(), shards);
+                if let Some(first) = self.links.get(&key) {
+                    self.stats.hardlinks += 1;
                     let kind = WalkKind::HardLink { to: first.clone() };
-                    send(shard, WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0 })?;
+                    self.send(shard, WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0 })?;
                     continue;
                 }
-                links.insert(key, child_rel.clone());
+                self.links.insert(key, child_rel.clone());
                 shard
             } else {
-                shard_of(child_rel.as_bytes(), shards.len())
+                shard_of(child_rel.as_bytes(), shards)
             };
-            stats.files += 1;
-            stats.bytes += stat.size;
+            self.stats.files += 1;
+            self.stats.bytes += stat.size;
             let cached_digest = record.filter(|r| stat.matches(r)).map(|r| r.digest);
             let kind = WalkKind::File { stat, cached_digest };
-            send(shard, WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0 })?;
+            self.send(shard, WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0 })?;
         }
-        // Depth first, in name order.
-        stack.extend(subdirs.into_iter().rev());
+        Ok(subdirs)
     }
-    Ok(stats)
 }
 
 #[cfg(test)]

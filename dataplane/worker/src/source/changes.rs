@@ -1,0 +1,272 @@
+//! A pass over what changed instead of the whole tree. The watcher's batch becomes a
+//! `ChangeSet` (pure: which subtrees to walk whole, which directories to list, which
+//! entries to stat), and `walk_changes` sends just those entries to the pass's
+//! sessions. Every path in a batch is a hint: it is stat'ed, and what is found is sent —
+//! an entry that is gone is removed at the target through its parent's listing.
+
+use std::collections::BTreeSet;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use xtsync_store::WorkerStore;
+use xtsync_watch::{ChangeBatch, ChangeKind};
+use xtsync_wire::RelPath;
+
+use crate::source::scan::{ScanError, WalkItem, WalkStats, Walker};
+use crate::target::fsops::TEMP_PREFIX;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeSet {
+    /// Walked whole: new or moved-in entries (files or directories) and subtrees whose
+    /// events may have been lost. The root here means a full walk.
+    pub subtrees: BTreeSet<RelPath>,
+    /// Sent with their listing but not their children: the parents of created, deleted
+    /// and renamed entries (the listing is what removes a deleted name at the target).
+    pub listed_dirs: BTreeSet<RelPath>,
+    /// Stat'ed and sent alone: written files, metadata changes.
+    pub entries: BTreeSet<RelPath>,
+    /// When the oldest change in the set was seen: where its replication lag starts.
+    pub oldest_change: Instant,
+    /// Paths the set stands for (for the pending-changes gauge).
+    pub paths: usize,
+}
+
+impl ChangeSet {
+    /// The whole tree: a reconciliation pass.
+    pub fn everything(now: Instant) -> ChangeSet {
+        ChangeSet {
+            subtrees: BTreeSet::from([RelPath::root()]),
+            listed_dirs: BTreeSet::new(),
+            entries: BTreeSet::new(),
+            oldest_change: now,
+            paths: 1,
+        }
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.subtrees.contains(&RelPath::root())
+    }
+
+    /// Folds a later set into this one (changes that queued while a pass ran).
+    pub fn merge(&mut self, other: ChangeSet) {
+        self.subtrees.extend(other.subtrees);
+        self.listed_dirs.extend(other.listed_dirs);
+        self.entries.extend(other.entries);
+        self.oldest_change = self.oldest_change.min(other.oldest_change);
+        self.paths += other.paths;
+        self.normalize();
+    }
+
+    /// Drops what a subtree walk covers anyway.
+    fn normalize(&mut self) {
+        let subtrees: Vec<RelPath> = self.subtrees.iter().cloned().collect();
+        let covered = |p: &RelPath, strict: bool| subtrees.iter().any(|s| (!strict || s != p) && within(p, s));
+        self.subtrees.retain(|p| !covered(p, true));
+        self.listed_dirs.retain(|p| !covered(p, false));
+        self.entries.retain(|p| !covered(p, false));
+    }
+}
+
+/// `path` is `ancestor` or lies below it.
+fn within(path: &RelPath, ancestor: &RelPath) -> bool {
+    let (p, a) = (path.as_bytes(), ancestor.as_bytes());
+    a.is_empty() || p == a || (p.len() > a.len() && p.starts_with(a) && p[a.len()] == b'/')
+}
+
+fn rel(path: &Path) -> Option<RelPath> {
+    let bytes = path.as_os_str().as_bytes();
+    // The target's temporary files never travel (a tree can be another job's target).
+    let name = bytes.rsplit(|&b| b == b'/').next().unwrap_or(bytes);
+    if name.starts_with(TEMP_PREFIX.as_bytes()) {
+        return None;
+    }
+    RelPath::new(bytes.to_vec()).ok()
+}
+
+fn parent(p: &RelPath) -> RelPath {
+    p.split_last().map(|(parent, _)| parent).unwrap_or_else(RelPath::root)
+}
+
+/// Pure: what to walk for one batch of changes.
+pub fn change_set_of(batch: &ChangeBatch) -> ChangeSet {
+    let mut set = ChangeSet {
+        subtrees: BTreeSet::new(),
+        listed_dirs: BTreeSet::new(),
+        entries: BTreeSet::new(),
+        oldest_change: batch.oldest_event_at,
+        paths: batch.len(),
+    };
+    for dirty in &batch.dirty_subtrees {
+        match rel(dirty) {
+            Some(p) => set.subtrees.insert(p),
+            // A path the wire cannot carry: rescan from the root rather than miss it.
+            None => set.subtrees.insert(RelPath::root()),
+        };
+    }
+    for r in &batch.renames {
+        // Sent as a new entry (its chunks are found at the target: no data moves) plus
+        // both listings (the old name goes).
+        if let Some(from) = rel(&r.from) {
+            set.listed_dirs.insert(parent(&from));
+        }
+        if let Some(to) = rel(&r.to) {
+            set.listed_dirs.insert(parent(&to));
+            set.subtrees.insert(to);
+        }
+    }
+    for (path, kind) in &batch.changes {
+        let Some(p) = rel(path) else { continue };
+        match kind {
+            ChangeKind::Created => {
+                set.listed_dirs.insert(parent(&p));
+                set.subtrees.insert(p);
+            }
+            ChangeKind::Deleted => {
+                set.listed_dirs.insert(parent(&p));
+                // Recreated since? Then it is sent; if not, the stat finds nothing.
+                set.entries.insert(p);
+            }
+            ChangeKind::Modified | ChangeKind::Attrib => {
+                set.entries.insert(p);
+            }
+        }
+    }
+    set.normalize();
+    set
+}
+
+/// Sends the entries of `set` under `root` to `shards`: listed directories first, then
+/// whole subtrees, then single entries.
+pub fn walk_changes(
+    root: &Path,
+    delete: bool,
+    store: &Arc<dyn WorkerStore>,
+    set: &ChangeSet,
+    shards: &[flume::Sender<WalkItem>],
+) -> Result<WalkStats, ScanError> {
+    if !std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
+        return Err(ScanError::Root { path: root.display().to_string(), reason: "not a directory".into() });
+    }
+    let mut walker = Walker::new(delete, store, shards);
+    let abs_of = |p: &RelPath| {
+        if p.is_root() {
+            root.to_path_buf()
+        } else {
+            root.join(std::ffi::OsStr::from_bytes(p.as_bytes()))
+        }
+    };
+    for dir in &set.listed_dirs {
+        let abs = abs_of(dir);
+        match walker.stat(&abs) {
+            Some(m) if m.is_dir() => walker.dir(dir.clone(), abs, m, false)?,
+            _ => {} // gone too: its own parent's listing says so
+        }
+    }
+    for (paths, recurse) in [(&set.subtrees, true), (&set.entries, false)] {
+        for p in paths {
+            let abs = abs_of(p);
+            let Some(m) = walker.stat(&abs) else { continue };
+            if m.is_dir() {
+                walker.dir(p.clone(), abs, m, recurse)?;
+            } else {
+                walker.entries(vec![(p.clone(), abs, m)])?;
+            }
+        }
+    }
+    Ok(walker.stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use xtsync_store::MemStore;
+    use xtsync_watch::Rename;
+
+    use super::*;
+    use crate::source::scan::WalkKind;
+
+    fn rp(s: &str) -> RelPath {
+        RelPath::new(s.as_bytes().to_vec()).unwrap()
+    }
+
+    fn batch(changes: &[(&str, ChangeKind)], renames: &[(&str, &str)], dirty: &[&str]) -> ChangeBatch {
+        ChangeBatch {
+            changes: changes.iter().map(|(p, k)| (PathBuf::from(p), *k)).collect::<BTreeMap<_, _>>(),
+            renames: renames.iter().map(|(f, t)| Rename { from: f.into(), to: t.into() }).collect(),
+            dirty_subtrees: dirty.iter().map(PathBuf::from).collect(),
+            oldest_event_at: Instant::now(),
+            event_count: 1,
+        }
+    }
+
+    #[test]
+    fn each_kind_of_change_walks_what_it_must() {
+        let set = change_set_of(&batch(
+            &[
+                ("a/new", ChangeKind::Created),
+                ("a/edited", ChangeKind::Modified),
+                ("b/gone", ChangeKind::Deleted),
+                ("c/chmod", ChangeKind::Attrib),
+            ],
+            &[("d/old", "e/renamed")],
+            &[],
+        ));
+        assert_eq!(set.subtrees, BTreeSet::from([rp("a/new"), rp("e/renamed")]));
+        assert_eq!(set.listed_dirs, BTreeSet::from([rp("a"), rp("b"), rp("d"), rp("e")]));
+        assert_eq!(set.entries, BTreeSet::from([rp("a/edited"), rp("b/gone"), rp("c/chmod")]));
+    }
+
+    #[test]
+    fn a_dirty_subtree_swallows_what_lies_inside_it_and_the_root_swallows_all() {
+        let mut set =
+            change_set_of(&batch(&[("x/y/f", ChangeKind::Modified), ("z", ChangeKind::Created)], &[], &["x"]));
+        assert_eq!(set.subtrees, BTreeSet::from([rp("x"), rp("z")]));
+        assert_eq!(set.entries, BTreeSet::new());
+        // "z"'s parent is the root: listed, not a subtree.
+        assert_eq!(set.listed_dirs, BTreeSet::from([RelPath::root()]));
+        set.merge(change_set_of(&batch(&[], &[], &[""])));
+        assert!(set.is_everything());
+        assert_eq!((set.subtrees.len(), set.listed_dirs.len(), set.entries.len()), (1, 0, 0));
+    }
+
+    #[test]
+    fn xtsync_temporary_files_never_travel() {
+        let set = change_set_of(&batch(&[(&format!("d/{TEMP_PREFIX}1.2.3"), ChangeKind::Created)], &[], &[]));
+        assert!(set.subtrees.is_empty() && set.listed_dirs.is_empty() && set.entries.is_empty());
+    }
+
+    #[test]
+    fn the_walk_sends_listings_new_trees_and_changed_entries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for d in ["a", "b", "new/sub", "untouched"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        for f in ["a/edited", "a/other", "b/kept", "new/sub/f", "untouched/f"] {
+            std::fs::write(r.join(f), f).unwrap();
+        }
+        let set = change_set_of(&batch(
+            &[("a/edited", ChangeKind::Modified), ("b/gone", ChangeKind::Deleted), ("new", ChangeKind::Created)],
+            &[],
+            &[],
+        ));
+        let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
+        let (tx, rx) = flume::unbounded();
+        walk_changes(r, true, &store, &set, &[tx]).unwrap();
+        let sent: Vec<(String, bool)> = rx
+            .drain()
+            .map(|i| {
+                let children = matches!(&i.kind, WalkKind::Dir { children: Some(_) });
+                (i.path.to_string_lossy(), children)
+            })
+            .collect();
+        let names: Vec<&str> = sent.iter().map(|(p, _)| p.as_str()).collect();
+        // The root lists "new" (created below it); "b" lists that "gone" is gone.
+        assert_eq!(names, ["", "b", "new", "new/sub", "new/sub/f", "a/edited"]);
+        assert!(sent.iter().filter(|(p, _)| p.is_empty() || p == "b" || p == "new").all(|(_, listed)| *listed));
+    }
+}
