@@ -615,7 +615,6 @@ max connections = 0
 
 LSYNCD_CONF = """\
 settings {{
-    logfile = "{run}/lsyncd.log",
     nodaemon = true,
     insist = true,
     inotifyMode = "CloseWrite",
@@ -668,7 +667,7 @@ class Lsyncd(Tool):
 
     def count_batches(self) -> int:
         try:
-            with open(os.path.join(self.run_dir, "lsyncd.log"), errors="replace") as f:
+            with open(os.path.join(self.run_dir, "lsyncd.out"), errors="replace") as f:
                 return sum(1 for line in f if "Calling rsync with filter-list" in line)
         except OSError:
             return -1

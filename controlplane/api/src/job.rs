@@ -41,11 +41,28 @@ pub struct JobOptions {
     pub compression_level: i32,
     /// Number of parallel sessions (one per worker core); 0 = one per core.
     pub sessions: u32,
+    /// Keep replicating: after the first pass the source worker watches the tree
+    /// (fanotify as root, inotify otherwise) and replicates each batch of changes on a
+    /// session it keeps open. The run stays `running` and reports its lag.
+    pub continuous: bool,
+    /// Continuous jobs: how long changes are gathered into one batch, from the first.
+    pub batch_window_ms: u32,
+    /// Continuous jobs: a full reconciliation pass this often (catches anything change
+    /// capture missed); 0 = never.
+    pub reconcile_interval_s: u32,
 }
 
 impl Default for JobOptions {
     fn default() -> Self {
-        Self { delete: false, compression: Compression::Auto, compression_level: 1, sessions: 0 }
+        Self {
+            delete: false,
+            compression: Compression::Auto,
+            compression_level: 1,
+            sessions: 0,
+            continuous: false,
+            batch_window_ms: 20,
+            reconcile_interval_s: 3600,
+        }
     }
 }
 

@@ -26,11 +26,23 @@ impl RunState {
 
 /// Counters of a pass while it runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunProgress {
     pub files_seen: u64,
     pub files_done: u64,
     pub bytes_scanned: u64,
     pub bytes_on_wire: u64,
+    /// Continuous runs: passes completed (the first is the full one).
+    pub passes_done: u64,
+    /// Continuous runs: age of the oldest change not yet durable at the target (0 when
+    /// caught up) — the replication lag, i.e. the RPO right now.
+    pub lag_ms: u64,
+    /// Continuous runs: changed paths waiting for or in their pass.
+    pub changes_pending: u64,
+    /// Continuous runs: what the run waits for when it cannot make progress (the
+    /// target unreachable, a failed pass being retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// Summary of a finished pass (`xtsyncctl quickstart --json` prints this).

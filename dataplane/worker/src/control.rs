@@ -15,6 +15,7 @@ use xtsync_api::{
 use xtsync_transport::ReloadingTls;
 
 use crate::metrics::WorkerMetrics;
+use crate::source::continuous::run_continuous;
 use crate::source::pass::{run_pass, PassContext, PassSink};
 
 /// The coordinator's REST API over HTTPS, with this worker's certificate; the server
@@ -193,6 +194,26 @@ async fn run_assignment(client: &CoordinatorClient, ctx: &PassContext, a: Assign
         RunReport { worker: name.into(), state: RunState::Running, progress: RunProgress::default(), summary: None };
     let _ = client.report(run_id, &running).await;
     let mut sink = CoordinatorSink { client: client.clone(), worker: name.into(), run_id, job_id: a.job.id };
+    if a.job.spec.options.continuous {
+        // Runs while the worker runs; it ends only if change capture fails.
+        let error = match run_continuous(ctx, &a, &mut sink).await {
+            Ok(()) => "continuous run ended".to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(run_id, %error, "continuous run stopped");
+        report_end(
+            client,
+            run_id,
+            RunReport {
+                worker: name.into(),
+                state: RunState::Failed { error },
+                progress: RunProgress::default(),
+                summary: None,
+            },
+        )
+        .await;
+        return;
+    }
     let (state, summary) = match run_pass(ctx, &a, &mut sink).await {
         Ok(summary) => {
             tracing::info!(
@@ -211,7 +232,11 @@ async fn run_assignment(client: &CoordinatorClient, ctx: &PassContext, a: Assign
         }
     };
     let progress = RunProgress::default();
-    let report = RunReport { worker: name.into(), state, progress, summary };
+    report_end(client, run_id, RunReport { worker: name.into(), state, progress, summary }).await;
+}
+
+/// Reports the end of a run, retrying for a while (the coordinator may be restarting).
+async fn report_end(client: &CoordinatorClient, run_id: RunId, report: RunReport) {
     let mut delay = Duration::from_millis(100);
     for _ in 0..20 {
         if client.report(run_id, &report).await.is_ok() {

@@ -14,6 +14,7 @@
 pub mod control;
 pub mod cores;
 pub mod frames;
+pub mod histogram;
 pub mod metrics;
 pub mod runtime;
 pub mod secure;

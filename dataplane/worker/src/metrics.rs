@@ -1,9 +1,21 @@
 //! Worker counters: atomics written by the executors, read by `/metrics`. No locks on
 //! the hot path; each counter is a relaxed atomic.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
-use xtsync_api::metrics::write_metric;
+use xtsync_api::metrics::{write_labelled, write_metric};
+
+use crate::histogram::LatencyHistogram;
+
+/// Where a continuous job stands, for `/metrics` (one per job name).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JobLag {
+    /// Age of the oldest change not yet durable at the target (0 when caught up).
+    pub lag_ms: u64,
+    pub changes_pending: u64,
+}
 
 #[derive(Default)]
 pub struct WorkerMetrics {
@@ -26,6 +38,10 @@ pub struct WorkerMetrics {
     pub ktls_handoffs_failed_total: AtomicU64,
     pub chunk_bytes_sendfile_total: AtomicU64,
     pub sendfile_bytes_padded_total: AtomicU64,
+    /// Continuous jobs: from a change being seen to the file being durable at the target.
+    pub change_to_durable: LatencyHistogram,
+    pub continuous_passes_total: AtomicU64,
+    pub continuous_jobs: Mutex<BTreeMap<String, JobLag>>,
 }
 
 impl WorkerMetrics {
@@ -126,6 +142,36 @@ impl WorkerMetrics {
         for (name, kind, help, v) in rows {
             write_metric(&mut out, name, kind, help, g(v));
         }
+        write_metric(
+            &mut out,
+            "xtsync_worker_continuous_passes_total",
+            "counter",
+            "Passes over batches of changes (continuous jobs)",
+            g(&self.continuous_passes_total),
+        );
+        self.change_to_durable.render(
+            &mut out,
+            "xtsync_worker_change_to_durable_seconds",
+            "Continuous jobs: from a change being seen at the source to the file being durable at the target",
+        );
+        let jobs = self.continuous_jobs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let lag: Vec<_> = jobs.iter().map(|(job, l)| (vec![("job", job.clone())], l.lag_ms as f64 / 1000.0)).collect();
+        write_labelled(
+            &mut out,
+            "xtsync_worker_replication_lag_seconds",
+            "gauge",
+            "Continuous jobs: age of the oldest change not yet durable at the target (the RPO now)",
+            &lag,
+        );
+        let pending: Vec<_> =
+            jobs.iter().map(|(job, l)| (vec![("job", job.clone())], l.changes_pending as f64)).collect();
+        write_labelled(
+            &mut out,
+            "xtsync_worker_changes_pending",
+            "gauge",
+            "Continuous jobs: changed paths waiting for or in their pass",
+            &pending,
+        );
         out
     }
 }

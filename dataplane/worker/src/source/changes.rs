@@ -45,6 +45,13 @@ impl ChangeSet {
         }
     }
 
+    /// Single entries to stat and send again (files that failed in a pass).
+    pub fn of_entries(entries: impl IntoIterator<Item = RelPath>, oldest_change: Instant) -> ChangeSet {
+        let entries: BTreeSet<RelPath> = entries.into_iter().collect();
+        let paths = entries.len();
+        ChangeSet { subtrees: BTreeSet::new(), listed_dirs: BTreeSet::new(), entries, oldest_change, paths }
+    }
+
     pub fn is_everything(&self) -> bool {
         self.subtrees.contains(&RelPath::root())
     }

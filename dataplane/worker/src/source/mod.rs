@@ -4,8 +4,12 @@
 //! (`session.rs`, on the glommio executors). Each session owns one TLS connection to
 //! the target; its producer sends entries and file manifests (`stream.rs`) while its
 //! reply handler (`replies.rs`) answers the target's wants with chunk data.
+//!
+//! A continuous job (`continuous.rs`) watches the tree (`xtsync-watch`) after its first
+//! pass and replicates each batch of changes (`changes.rs`) over one kept session.
 
 pub mod changes;
+pub mod continuous;
 pub mod pass;
 pub mod replies;
 pub mod scan;

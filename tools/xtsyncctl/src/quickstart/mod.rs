@@ -2,6 +2,7 @@
 //! `b`) on loopback, with a CA and certificates generated under the state directory,
 //! replicating SOURCE to TARGET through the same code paths as production.
 
+mod continuous;
 mod daemons;
 mod sample;
 mod verify;
@@ -17,6 +18,7 @@ use xtsync_transport::{CertAuthority, IssueRequest, NodeCertFiles, Role, TlsFile
 
 use crate::client::Client;
 use crate::output::{print_summary, wait_for_run};
+use continuous::Daemons;
 use daemons::{free_port, sibling_binary, Daemon};
 pub use verify::compare_trees;
 
@@ -31,7 +33,9 @@ pub struct QuickstartArgs {
     /// State directory: certificates, metadata stores, logs.
     #[arg(long, default_value = "xtsync-quickstart")]
     pub state: PathBuf,
-    /// Exit after one complete, verified pass (exit code 0 only then).
+    /// Exit after one complete, verified pass (exit code 0 only then). Without it the
+    /// job is continuous: after the first pass (verified) every change is replicated
+    /// until interrupted, with the lag printed every --interval-s.
     #[arg(long)]
     pub once: bool,
     /// Print the pass summary as one JSON object.
@@ -49,9 +53,12 @@ pub struct QuickstartArgs {
     /// Kernel TLS on the data plane: auto (where the kernel has it), on (required) or off.
     #[arg(long, default_value = "auto")]
     pub ktls: String,
-    /// Seconds between passes without --once.
+    /// Without --once: seconds between status lines (lag, pending changes).
     #[arg(long, default_value_t = 5)]
     pub interval_s: u64,
+    /// Without --once: how long changes are gathered into one batch, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub batch_window_ms: u32,
 }
 
 #[derive(Serialize)]
@@ -183,7 +190,13 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         source_path: source.display().to_string(),
         target_worker: "worker-b".into(),
         target_path: target.display().to_string(),
-        options: JobOptions { delete: true, compression, ..JobOptions::default() },
+        options: JobOptions {
+            delete: true,
+            compression,
+            continuous: !args.once,
+            batch_window_ms: args.batch_window_ms,
+            ..JobOptions::default()
+        },
         agents: vec![],
     };
     let job = ensure_job(&client, spec).await?;
@@ -195,9 +208,13 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             logs.display()
         );
     }
+    if !args.once {
+        let daemons = Daemons { coordinator: &mut coordinator, workers: &mut workers };
+        return continuous::replicate(&client, job.id, &source, &target, &args, daemons).await;
+    }
 
-    let mut counts_before = data_path_counts(&worker_http).await?;
-    loop {
+    let counts_before = data_path_counts(&worker_http).await?;
+    {
         let started = Instant::now();
         let run = client.start_run(job.id).await?;
         let finished = tokio::select! {
@@ -215,7 +232,6 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             counts.tls_sessions_userspace - counts_before.tls_sessions_userspace,
         );
         let data_sendfile_bytes = counts.chunk_bytes_sendfile - counts_before.chunk_bytes_sendfile;
-        counts_before = counts;
         let report = QuickstartReport {
             summary,
             run_id: run.id,
@@ -243,13 +259,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         if !diffs.is_empty() {
             bail!("target differs from source:\n{}", diffs.join("\n"));
         }
-        if args.once {
-            return Ok(());
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(args.interval_s)) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -296,7 +306,7 @@ async fn wait_workers(client: &Client, workers: &mut [Daemon]) -> anyhow::Result
 }
 
 /// Resolves to an error as soon as a daemon dies.
-async fn watch(coordinator: &mut Daemon, workers: &mut [Daemon]) -> anyhow::Error {
+pub(super) async fn watch(coordinator: &mut Daemon, workers: &mut [Daemon]) -> anyhow::Error {
     loop {
         if let Err(e) = coordinator.check_alive() {
             return e;

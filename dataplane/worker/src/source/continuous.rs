@@ -1,0 +1,275 @@
+//! A continuous run (job option `continuous`), driven from the control thread: watch
+//! the source tree, replicate it whole once, then replicate each batch of changes as a
+//! pass over one session kept open to the target. Changes that arrive while a pass runs
+//! are folded into the next one. A failed pass (target unreachable, session refused)
+//! keeps its changes and is retried on a new session with a growing delay; the run says
+//! what it waits for. Lag (the age of the oldest change not yet durable at the target)
+//! is reported to the coordinator and in `/metrics`.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xtsync_api::{Assignment, FileVersion, RunProgress};
+use xtsync_watch::{ChangeBatch, WatchOptions, Watcher};
+use xtsync_wire::RelPath;
+
+use crate::cores::CoreCommand;
+use crate::metrics::JobLag;
+use crate::source::changes::{change_set_of, walk_changes, ChangeSet};
+use crate::source::pass::{run_pass, PassContext, PassError, PassSink, VERSIONS_PER_COMMIT};
+use crate::source::session::{PassFeed, SessionEvent, SessionParams, SessionStats};
+
+/// Walk items queued for the session before the walk waits.
+const ITEMS_QUEUED_MAX: usize = 8192;
+/// The catalog is committed at least this often while versions wait (they are durable
+/// at the target already: the catalog only lags).
+const CATALOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// Progress (lag) goes to the coordinator at most this often.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+/// Retry delays after a failed pass: doubling from the first to the last.
+const RETRY_DELAY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_DELAY_MAX: Duration = Duration::from_secs(5);
+
+/// The session kept open to the target: one pass per feed.
+struct LiveSession {
+    feeds: flume::Sender<PassFeed>,
+    events: flume::Receiver<SessionEvent>,
+}
+
+struct Run<'a, S: PassSink> {
+    ctx: &'a PassContext,
+    a: &'a Assignment,
+    sink: &'a mut S,
+    root: PathBuf,
+    session: Option<LiveSession>,
+    progress: RunProgress,
+    last_progress: Instant,
+    versions: Vec<FileVersion>,
+    last_commit: Instant,
+}
+
+/// Runs until the watcher fails (the source root went away) — a continuous run has no
+/// other end while the worker runs.
+pub async fn run_continuous(ctx: &PassContext, a: &Assignment, sink: &mut impl PassSink) -> Result<(), PassError> {
+    let options = &a.job.spec.options;
+    let root = PathBuf::from(&a.job.spec.source_path);
+    // Watch first: what changes while the first pass runs is in the next batch.
+    let watch_options = WatchOptions {
+        window: Duration::from_millis(options.batch_window_ms.max(1) as u64),
+        ..WatchOptions::default()
+    };
+    let watcher = Watcher::new(&root, watch_options).map_err(|e| PassError::Walk(e.to_string()))?;
+    tracing::info!(job = %a.job.spec.name, backend = watcher.backend().name(), root = %root.display(), "watching the source tree");
+    let batches = forward_batches(watcher);
+
+    let mut run = Run {
+        ctx,
+        a,
+        sink,
+        root,
+        session: None,
+        progress: RunProgress::default(),
+        last_progress: Instant::now(),
+        versions: Vec::new(),
+        last_commit: Instant::now(),
+    };
+    // The whole tree once, with every core (retried like any pass).
+    let mut pending = Some(ChangeSet::everything(Instant::now()));
+    let reconcile_every = match options.reconcile_interval_s {
+        0 => None,
+        s => Some(Duration::from_secs(s as u64)),
+    };
+    let mut last_full = Instant::now();
+    let mut retry_delay = RETRY_DELAY_FIRST;
+    loop {
+        let set = match pending.take() {
+            Some(set) => set,
+            None => {
+                run.report_lag(None, 0);
+                let wait = reconcile_every
+                    .map_or(Duration::from_secs(3600), |every| every.saturating_sub(last_full.elapsed()));
+                let waited = tokio::time::timeout(wait.min(CATALOG_COMMIT_INTERVAL), batches.recv_async()).await;
+                match waited {
+                    Ok(Ok(batch)) => change_set_of(&batch),
+                    Ok(Err(_)) => return Err(PassError::Walk("change capture stopped".into())),
+                    Err(_) => {
+                        run.commit_catalog().await?;
+                        if reconcile_every.is_some_and(|every| last_full.elapsed() >= every) {
+                            ChangeSet::everything(Instant::now())
+                        } else {
+                            continue;
+                        }
+                    }
+                }
+            }
+        };
+        let mut set = set;
+        // Everything that queued meanwhile goes in the same pass.
+        while let Ok(batch) = batches.try_recv() {
+            set.merge(change_set_of(&batch));
+        }
+        run.report_lag(Some(set.oldest_change), set.paths as u64);
+        let full = set.is_everything();
+        let result = if full { run.full_pass().await } else { run.change_pass(&set).await };
+        match result {
+            Ok(failed) => {
+                retry_delay = RETRY_DELAY_FIRST;
+                run.progress.passes_done += 1;
+                run.progress.waiting_for = None;
+                if full {
+                    last_full = Instant::now();
+                }
+                // Files that could not be read are tried again with the next batch.
+                if !failed.is_empty() {
+                    pending = Some(ChangeSet::of_entries(failed, set.oldest_change));
+                }
+                run.commit_catalog().await?;
+            }
+            Err(e) => {
+                tracing::warn!(job = %a.job.spec.name, error = %e, delay = ?retry_delay, "pass failed; retrying");
+                run.session = None;
+                run.progress.waiting_for = Some(e);
+                run.report_lag(Some(set.oldest_change), set.paths as u64);
+                pending = Some(set);
+                tokio::time::sleep(retry_delay).await;
+                retry_delay = (retry_delay * 2).min(RETRY_DELAY_MAX);
+            }
+        }
+    }
+}
+
+/// Moves the watcher's batches onto an async channel; the thread (and the watcher) end
+/// once the run drops the receiver.
+fn forward_batches(watcher: Watcher) -> flume::Receiver<ChangeBatch> {
+    let (tx, rx) = flume::bounded(64);
+    std::thread::Builder::new()
+        .name("xtsync-watch-fwd".into())
+        .spawn(move || loop {
+            match watcher.batches().recv_timeout(Duration::from_secs(1)) {
+                Ok(batch) => {
+                    if tx.send(batch).is_err() {
+                        return;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !tx.is_disconnected() => {}
+                Err(_) => return,
+            }
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the change-capture thread"));
+    rx
+}
+
+impl<S: PassSink> Run<'_, S> {
+    /// The whole tree with every core (the first pass and reconciliation passes).
+    async fn full_pass(&mut self) -> Result<Vec<RelPath>, String> {
+        let summary = run_pass(self.ctx, self.a, self.sink).await.map_err(|e| e.to_string())?;
+        self.progress.files_seen = summary.files;
+        self.progress.files_done += summary.files_transferred;
+        self.progress.bytes_scanned = summary.bytes_scanned;
+        self.progress.bytes_on_wire += summary.bytes_on_wire;
+        tracing::info!(job = %self.a.job.spec.name, files = summary.files, transferred = summary.files_transferred, "full pass done; replicating changes");
+        Ok(Vec::new())
+    }
+
+    /// One batch of changes over the kept session. Returns the files that failed.
+    async fn change_pass(&mut self, set: &ChangeSet) -> Result<Vec<RelPath>, String> {
+        let ctx = self.ctx;
+        let options = &self.a.job.spec.options;
+        if self.session.is_none() {
+            self.session = Some(self.start_session()?);
+        }
+        let live = self.session.as_ref().ok_or("no session")?;
+        let (items_tx, items) = flume::bounded(ITEMS_QUEUED_MAX);
+        let (end_tx, end_of_pass) = flume::bounded(1);
+        live.feeds.send(PassFeed { items, end_of_pass }).map_err(|_| "the session to the target ended".to_string())?;
+        let (root, store, delete, walked_set) = (self.root.clone(), ctx.store.clone(), options.delete, set.clone());
+        let walker = tokio::task::spawn_blocking(move || walk_changes(&root, delete, &store, &walked_set, &[items_tx]));
+        let mut failed = Vec::new();
+        let stats: SessionStats = loop {
+            match live.events.recv_async().await {
+                Ok(SessionEvent::Committed(v)) => {
+                    ctx.metrics.change_to_durable.observe(set.oldest_change.elapsed());
+                    self.progress.files_done += 1;
+                    self.versions.push(v);
+                }
+                Ok(SessionEvent::FileFailed { path, error }) => {
+                    tracing::warn!(%path, %error, "file not replicated; trying again with the next batch");
+                    if let Ok(p) = RelPath::new(path.into_bytes()) {
+                        failed.push(p);
+                    }
+                }
+                Ok(SessionEvent::ContentDone { .. }) => {
+                    let _ = end_tx.send(());
+                }
+                Ok(SessionEvent::Finished { stats, .. }) => break stats,
+                Ok(SessionEvent::Failed { error, .. }) => return Err(error),
+                Err(_) => return Err("the session to the target ended".into()),
+            }
+        };
+        walker.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        ctx.metrics.continuous_passes_total.fetch_add(1, Ordering::Relaxed);
+        self.progress.bytes_on_wire += stats.bytes_on_wire;
+        Ok(failed)
+    }
+
+    fn start_session(&self) -> Result<LiveSession, String> {
+        let (ctx, a) = (self.ctx, self.a);
+        let options = &a.job.spec.options;
+        let params = SessionParams {
+            job_id: a.job.id,
+            run_id: a.run_id,
+            session_index: 0,
+            session_count: 1,
+            target_addr: a.target_data_addr.clone(),
+            target_root: a.job.spec.target_path.clone(),
+            delete: options.delete,
+            compression: options.compression,
+            compression_level: options.compression_level,
+            chunk_params: ctx.chunk_params,
+            tls: ctx.tls.current().client.clone(),
+            ktls: ctx.ktls,
+            store: ctx.store.clone(),
+            metrics: ctx.metrics.clone(),
+            target_cores_taken: Arc::default(),
+        };
+        let (feeds, passes) = flume::unbounded();
+        let (events_tx, events) = flume::unbounded();
+        ctx.cores[0]
+            .send(CoreCommand::StartSource { params, passes, events: events_tx })
+            .map_err(|_| "executors stopped".to_string())?;
+        Ok(LiveSession { feeds, events })
+    }
+
+    /// The lag now (from the oldest change not yet durable) to `/metrics`, and, at most
+    /// every `PROGRESS_INTERVAL`, to the coordinator.
+    fn report_lag(&mut self, oldest_pending: Option<Instant>, changes_pending: u64) {
+        let lag_ms = oldest_pending.map_or(0, |t| t.elapsed().as_millis() as u64);
+        self.progress.lag_ms = lag_ms;
+        self.progress.changes_pending = changes_pending;
+        self.ctx
+            .metrics
+            .continuous_jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.a.job.spec.name.clone(), JobLag { lag_ms, changes_pending });
+        if self.last_progress.elapsed() >= PROGRESS_INTERVAL || self.progress.waiting_for.is_some() {
+            self.sink.progress(self.progress.clone());
+            self.last_progress = Instant::now();
+        }
+    }
+
+    /// Commits waiting versions to the catalog when there are enough, or they waited
+    /// long enough.
+    async fn commit_catalog(&mut self) -> Result<(), PassError> {
+        let due = self.versions.len() >= VERSIONS_PER_COMMIT || self.last_commit.elapsed() >= CATALOG_COMMIT_INTERVAL;
+        if self.versions.is_empty() || !due {
+            return Ok(());
+        }
+        self.last_commit = Instant::now();
+        let versions = std::mem::take(&mut self.versions);
+        self.sink.commit(versions).await.map_err(PassError::Catalog)
+    }
+}

@@ -1,0 +1,104 @@
+//! `xtsyncctl quickstart` without `--once`: the job is continuous. Waits for the run's
+//! first (full) pass, verifies the target, then prints the replication lag every
+//! `--interval-s` until interrupted or a daemon dies.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::bail;
+use serde::Serialize;
+use xtsync_api::Run;
+
+use super::daemons::Daemon;
+use super::{compare_trees, watch, QuickstartArgs};
+use crate::client::Client;
+
+pub struct Daemons<'a> {
+    pub coordinator: &'a mut Daemon,
+    pub workers: &'a mut Vec<Daemon>,
+}
+
+/// One status line (`--json`: one object per line).
+#[derive(Serialize)]
+struct Status {
+    run_id: u64,
+    passes_done: u64,
+    files_done: u64,
+    lag_ms: u64,
+    changes_pending: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_for: Option<String>,
+}
+
+pub async fn replicate(
+    client: &Client,
+    job_id: u64,
+    source: &Path,
+    target: &Path,
+    args: &QuickstartArgs,
+    daemons: Daemons<'_>,
+) -> anyhow::Result<()> {
+    let run = client.start_run(job_id).await?;
+    tokio::select! {
+        r = first_pass(client, run.id) => { r?; }
+        dead = watch(daemons.coordinator, daemons.workers) => return Err(dead),
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+    }
+    let diffs = compare_trees(source, target, args.verify_content, 10)?;
+    if !args.json {
+        if diffs.is_empty() {
+            println!("first pass verified; replicating every change (Ctrl-C to stop)");
+        } else {
+            // The source may have changed since the pass: those changes follow.
+            println!("first pass done; {} paths differ now (changes since are on their way)", diffs.len());
+        }
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(args.interval_s.max(1))) => {}
+            dead = watch(daemons.coordinator, daemons.workers) => return Err(dead),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        let run = client.run(run.id).await?;
+        if run.state.is_finished() {
+            bail!("the continuous run ended: {}", crate::output::state_name(&run.state));
+        }
+        print_status(&run, args.json)?;
+    }
+}
+
+/// Waits until the run has finished its first pass (or failed).
+async fn first_pass(client: &Client, run_id: u64) -> anyhow::Result<()> {
+    loop {
+        let run = client.run(run_id).await?;
+        if run.state.is_finished() {
+            bail!("the continuous run ended: {}", crate::output::state_name(&run.state));
+        }
+        if run.progress.passes_done >= 1 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn print_status(run: &Run, json: bool) -> anyhow::Result<()> {
+    let p = &run.progress;
+    let status = Status {
+        run_id: run.id,
+        passes_done: p.passes_done,
+        files_done: p.files_done,
+        lag_ms: p.lag_ms,
+        changes_pending: p.changes_pending,
+        waiting_for: p.waiting_for.clone(),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&status)?);
+    } else {
+        let waiting = status.waiting_for.as_deref().map(|w| format!(" · waiting: {w}")).unwrap_or_default();
+        println!(
+            "lag {} ms · {} changes pending · {} passes · {} files replicated{waiting}",
+            status.lag_ms, status.changes_pending, status.passes_done, status.files_done
+        );
+    }
+    Ok(())
+}
