@@ -44,9 +44,17 @@ pub fn files_needing_content(root: &TargetRoot, store: &dyn WorkerStore, entries
                 || st_mtime_ns != mtime_ns
                 || (st.st_mode & 0o7777) != entry.meta.mode
                 || (chown && (st.st_uid != entry.meta.uid || st.st_gid != entry.meta.gid))
+                || !same_xattrs(&entry.meta.xattrs, fsops::user_xattrs_at(dir.as_fd(), name))
         })
         .map(|((i, ..), _)| i)
         .collect()
+}
+
+/// The source's `user.*` attributes (in its listing order) against the target's (sorted).
+fn same_xattrs(source: &[(Vec<u8>, Vec<u8>)], target: Vec<(Vec<u8>, Vec<u8>)>) -> bool {
+    let mut source: Vec<(Vec<u8>, Vec<u8>)> = source.iter().filter(|(n, _)| n.starts_with(b"user.")).cloned().collect();
+    source.sort();
+    source == target
 }
 
 /// What a session remembers for its end of pass.

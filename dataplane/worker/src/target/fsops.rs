@@ -7,7 +7,7 @@
 //! in `assemble.rs`. Directory fsyncs happen in the durability barrier, off the
 //! executor.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
@@ -187,6 +187,12 @@ pub fn apply_meta_fd(fd: BorrowedFd<'_>, meta: &Meta, what: &[u8]) -> Result<(),
             .map_err(sys(what, "chown"))?;
     }
     rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode & 0o7777)).map_err(sys(what, "chmod"))?;
+    // `user.*` attributes the source no longer has go (a directory keeps its inode).
+    for name in user_xattr_names(|buf| rustix::fs::flistxattr(fd, buf)) {
+        if !meta.xattrs.iter().any(|(n, _)| *n == name) {
+            rustix::fs::fremovexattr(fd, name.as_slice()).map_err(sys(what, "removexattr"))?;
+        }
+    }
     for (name, value) in &meta.xattrs {
         // Only the user namespace crosses hosts; anything else is ignored.
         if name.starts_with(b"user.") {
@@ -195,6 +201,34 @@ pub fn apply_meta_fd(fd: BorrowedFd<'_>, meta: &Meta, what: &[u8]) -> Result<(),
         }
     }
     rustix::fs::futimens(fd, &timestamps(meta)).map_err(sys(what, "set mtime"))
+}
+
+/// The `user.*` attribute names a `listxattr`-like call returns (none on error).
+fn user_xattr_names(list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    match list(&mut buf[..]) {
+        Ok(n) => buf[..n].split(|&b| b == 0).filter(|n| n.starts_with(b"user.")).map(|n| n.to_vec()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The `user.*` attributes of `name` in `dir` (not following a symlink), sorted by name:
+/// what a metadata comparison with the source's entry needs.
+pub fn user_xattrs_at(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(name);
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&path));
+    let mut value = vec![0u8; xtsync_wire::XATTR_VALUE_BYTES_MAX];
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = user_xattr_names(|buf| rustix::fs::llistxattr(path, buf))
+        .into_iter()
+        .filter_map(|n| {
+            let len = rustix::fs::lgetxattr(path, n.as_slice(), &mut value[..]).ok()?;
+            Some((n, value[..len].to_vec()))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Applies owner and mtime to a symlink (mode is meaningless for symlinks on Linux).
