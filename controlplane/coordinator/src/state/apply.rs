@@ -42,8 +42,46 @@ fn register_worker(kv: &mut impl KvWrite, reg: WorkerRegistration) -> Result<Res
         c.workers += 1;
         put_json(kv, keys::COUNTERS.to_vec(), &c);
     }
+    // A registration comes from a worker process that just started (or that the
+    // coordinator had forgotten): the runs it was running are gone with the old
+    // process. They go back to Pending and are handed out again; a continuous run
+    // resumes where the target's records and checkpoints say it stopped.
+    let running_key = keys::running_of(&reg.name);
+    let running: Vec<RunId> = get_json(kv, &running_key)?.unwrap_or_default();
+    if !running.is_empty() {
+        let mut c = counters(kv)?;
+        for run_id in running {
+            let Some(mut run) = get_json::<Run>(kv, &keys::run(run_id))? else { continue };
+            if run.state != RunState::Running {
+                continue;
+            }
+            count_state(&mut c, &run.state, false);
+            run.state = RunState::Pending;
+            count_state(&mut c, &run.state, true);
+            put_json(kv, keys::pending(run_id), &run.job_id);
+            put_json(kv, keys::run(run_id), &run);
+        }
+        put_json(kv, keys::COUNTERS.to_vec(), &c);
+        kv.delete(running_key);
+    }
     put_json(kv, key, &reg);
     Ok(Ok(Outcome::Worker(reg)))
+}
+
+/// Keeps the list of runs a source worker is running (what its restart requeues).
+fn track_running(kv: &mut impl KvWrite, worker: &str, run_id: RunId, running: bool) -> Result<(), KvError> {
+    let key = keys::running_of(worker);
+    let mut runs: Vec<RunId> = get_json(kv, &key)?.unwrap_or_default();
+    runs.retain(|&r| r != run_id);
+    if running {
+        runs.push(run_id);
+    }
+    if runs.is_empty() {
+        kv.delete(key);
+    } else {
+        put_json(kv, key, &runs);
+    }
+    Ok(())
 }
 
 fn create_job(kv: &mut impl KvWrite, spec: JobSpec, created_unix_ms: u64) -> Result<Response, KvError> {
@@ -136,7 +174,8 @@ fn report_run(kv: &mut impl KvWrite, run_id: RunId, report: RunReport, unix_ms: 
     let Some(mut run) = get_json::<Run>(kv, &keys::run(run_id))? else {
         return Ok(Err(CommandError::RunNotFound { id: run_id }));
     };
-    if let Some(job) = get_json::<Job>(kv, &keys::job(run.job_id))? {
+    let job = get_json::<Job>(kv, &keys::job(run.job_id))?;
+    if let Some(job) = &job {
         if report.worker != job.spec.source_worker && report.worker != job.spec.target_worker {
             return Ok(Err(CommandError::WrongWorker { run_id, worker: report.worker }));
         }
@@ -157,6 +196,10 @@ fn report_run(kv: &mut impl KvWrite, run_id: RunId, report: RunReport, unix_ms: 
     }
     if was_pending && report.state != RunState::Pending {
         kv.delete(keys::pending(run_id));
+    }
+    let (was_running, is_running) = (run.state == RunState::Running, report.state == RunState::Running);
+    if let Some(job) = job.filter(|_| was_running != is_running) {
+        track_running(kv, &job.spec.source_worker, run_id, is_running)?;
     }
     if report.state.is_finished() {
         run.finished_unix_ms = Some(unix_ms);
@@ -354,6 +397,30 @@ mod tests {
             refused(&mut kv, Command::ReportRun { run_id: 7, report: report(RunState::Running), unix_ms: 1 }),
             CommandError::RunNotFound { id: 7 }
         );
+    }
+
+    #[test]
+    fn a_restarted_source_worker_gets_its_running_runs_back_as_pending() {
+        let mut kv = setup();
+        ok(&mut kv, Command::CreateJob { spec: spec("a"), created_unix_ms: 1 });
+        for id in 1..=3 {
+            ok(&mut kv, Command::CreateRun { job_id: 1, created_unix_ms: id });
+        }
+        ok(&mut kv, Command::ReportRun { run_id: 1, report: report(RunState::Running), unix_ms: 3 });
+        ok(&mut kv, Command::ReportRun { run_id: 2, report: report(RunState::Running), unix_ms: 3 });
+        ok(&mut kv, Command::ReportRun { run_id: 2, report: report(RunState::Succeeded), unix_ms: 4 });
+        // The target worker restarting changes nothing.
+        ok(&mut kv, Command::RegisterWorker(reg("dst")));
+        assert_eq!(query::pending_runs(&kv, 10).unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![3]);
+        // The source restarting requeues what it was running, not what it finished.
+        ok(&mut kv, Command::RegisterWorker(reg("src")));
+        assert_eq!(query::pending_runs(&kv, 10).unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 3]);
+        let c = query::counters(&kv).unwrap();
+        assert_eq!((c.runs_pending, c.runs_running, c.runs_succeeded), (2, 0, 1));
+        // Handed out again, it runs again; a second restart requeues it again.
+        ok(&mut kv, Command::ReportRun { run_id: 1, report: report(RunState::Running), unix_ms: 5 });
+        ok(&mut kv, Command::RegisterWorker(reg("src")));
+        assert_eq!(query::run(&kv, 1).unwrap().unwrap().state, RunState::Pending);
     }
 
     #[test]

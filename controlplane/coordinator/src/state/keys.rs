@@ -46,6 +46,11 @@ pub fn pending(run_id: RunId) -> Vec<u8> {
     format!("pending/{run_id:020}").into_bytes()
 }
 
+/// The runs a source worker is running (value: run ids), requeued when it registers.
+pub fn running_of(worker: &str) -> Vec<u8> {
+    format!("runningof/{worker}").into_bytes()
+}
+
 /// Catalog row: latest version of `path` in job `job_id`.
 pub fn catalog(job_id: JobId, path: &str) -> Vec<u8> {
     format!("cat/{job_id:020}/{path}").into_bytes()

@@ -95,7 +95,7 @@ pub async fn run_continuous(ctx: &PassContext, a: &Assignment, sink: &mut impl P
                     Ok(Ok(batch)) => change_set_of(&batch),
                     Ok(Err(_)) => return Err(PassError::Walk("change capture stopped".into())),
                     Err(_) => {
-                        run.commit_catalog().await?;
+                        run.commit_catalog().await;
                         if reconcile_every.is_some_and(|every| last_full.elapsed() >= every) {
                             ChangeSet::everything(Instant::now())
                         } else {
@@ -125,7 +125,7 @@ pub async fn run_continuous(ctx: &PassContext, a: &Assignment, sink: &mut impl P
                 if !failed.is_empty() {
                     pending = Some(ChangeSet::of_entries(failed, set.oldest_change));
                 }
-                run.commit_catalog().await?;
+                run.commit_catalog().await;
             }
             Err(e) => {
                 tracing::warn!(job = %a.job.spec.name, error = %e, delay = ?retry_delay, "pass failed; retrying");
@@ -262,14 +262,18 @@ impl<S: PassSink> Run<'_, S> {
     }
 
     /// Commits waiting versions to the catalog when there are enough, or they waited
-    /// long enough.
-    async fn commit_catalog(&mut self) -> Result<(), PassError> {
+    /// long enough. The files are durable at the target already, so a coordinator that
+    /// cannot be reached only delays the catalog: the versions wait for the next try.
+    async fn commit_catalog(&mut self) {
         let due = self.versions.len() >= VERSIONS_PER_COMMIT || self.last_commit.elapsed() >= CATALOG_COMMIT_INTERVAL;
         if self.versions.is_empty() || !due {
-            return Ok(());
+            return;
         }
         self.last_commit = Instant::now();
-        let versions = std::mem::take(&mut self.versions);
-        self.sink.commit(versions).await.map_err(PassError::Catalog)
+        let batch: Vec<FileVersion> = self.versions.drain(..self.versions.len().min(VERSIONS_PER_COMMIT)).collect();
+        if let Err(e) = self.sink.commit(batch.clone()).await {
+            tracing::warn!(error = %e, versions = batch.len(), "catalog commit failed; keeping the versions for the next try");
+            self.versions.splice(0..0, batch);
+        }
     }
 }

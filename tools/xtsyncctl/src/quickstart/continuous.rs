@@ -1,6 +1,7 @@
 //! `xtsyncctl quickstart` without `--once`: the job is continuous. Waits for the run's
 //! first (full) pass, verifies the target, then prints the replication lag every
-//! `--interval-s` until interrupted or a daemon dies.
+//! `--interval-s` until interrupted. Like a service manager (the systemd units say
+//! `Restart=on-failure`), it starts a daemon that died again; the run resumes.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use serde::Serialize;
 use xtsync_api::Run;
 
 use super::daemons::Daemon;
-use super::{compare_trees, watch, QuickstartArgs};
+use super::{compare_trees, QuickstartArgs};
 use crate::client::Client;
 
 pub struct Daemons<'a> {
@@ -36,12 +37,12 @@ pub async fn replicate(
     source: &Path,
     target: &Path,
     args: &QuickstartArgs,
-    daemons: Daemons<'_>,
+    mut daemons: Daemons<'_>,
 ) -> anyhow::Result<()> {
     let run = client.start_run(job_id).await?;
     tokio::select! {
         r = first_pass(client, run.id) => { r?; }
-        dead = watch(daemons.coordinator, daemons.workers) => return Err(dead),
+        dead = supervise(&mut daemons) => return Err(dead),
         _ = tokio::signal::ctrl_c() => return Ok(()),
     }
     let diffs = compare_trees(source, target, args.verify_content, 10)?;
@@ -56,7 +57,7 @@ pub async fn replicate(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(args.interval_s.max(1))) => {}
-            dead = watch(daemons.coordinator, daemons.workers) => return Err(dead),
+            dead = supervise(&mut daemons) => return Err(dead),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
         let run = client.run(run.id).await?;
@@ -64,6 +65,34 @@ pub async fn replicate(
             bail!("the continuous run ended: {}", crate::output::state_name(&run.state));
         }
         print_status(&run, args.json)?;
+    }
+}
+
+/// Restarts daemons that exit; resolves to an error only when one keeps dying
+/// (more than `RESTARTS_MAX` times within `RESTART_WINDOW`).
+async fn supervise(daemons: &mut Daemons<'_>) -> anyhow::Error {
+    const RESTARTS_MAX: usize = 5;
+    const RESTART_WINDOW: Duration = Duration::from_secs(10);
+    let mut restarts: Vec<std::time::Instant> = Vec::new();
+    loop {
+        let all = std::iter::once(&mut *daemons.coordinator).chain(daemons.workers.iter_mut());
+        for d in all {
+            match d.restart_if_exited() {
+                Ok(None) => continue,
+                Ok(Some(status)) => eprintln!("{} exited ({status}); started it again", d.name),
+                Err(e) => return e.context(format!("restarting {}", d.name)),
+            }
+            restarts.retain(|t| t.elapsed() < RESTART_WINDOW);
+            restarts.push(std::time::Instant::now());
+            if restarts.len() > RESTARTS_MAX {
+                return anyhow::anyhow!(
+                    "daemons keep exiting ({} restarts within {RESTART_WINDOW:?}); logs: {}",
+                    restarts.len(),
+                    d.log.display()
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

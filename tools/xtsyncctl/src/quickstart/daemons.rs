@@ -12,6 +12,8 @@ pub struct Daemon {
     pub name: String,
     pub child: Child,
     pub log: PathBuf,
+    binary: PathBuf,
+    args: Vec<String>,
 }
 
 impl Daemon {
@@ -19,26 +21,42 @@ impl Daemon {
         std::fs::create_dir_all(log_dir)?;
         let log = log_dir.join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut command = Command::new(binary);
-        // If xtsyncctl dies without running its destructors (SIGTERM, SIGKILL), the
-        // kernel stops the daemons too instead of leaving them orphaned.
-        // SAFETY: prctl is async-signal-safe and touches only the child being spawned.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Daemon { name: name.into(), child, log })
+        let child = spawn(binary, args, out)?;
+        Ok(Daemon { name: name.into(), child, log, binary: binary.to_path_buf(), args: args.to_vec() })
     }
 
+    /// Starts the daemon again (same arguments, log appended) if it has exited; returns
+    /// how it exited.
+    pub fn restart_if_exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let Some(status) = self.child.try_wait()? else { return Ok(None) };
+        let out =
+            File::options().append(true).open(&self.log).with_context(|| format!("opening {}", self.log.display()))?;
+        self.child = spawn(&self.binary, &self.args, out)?;
+        Ok(Some(status))
+    }
+}
+
+fn spawn(binary: &Path, args: &[String], out: File) -> anyhow::Result<Child> {
+    let mut command = Command::new(binary);
+    // If xtsyncctl dies without running its destructors (SIGTERM, SIGKILL), the
+    // kernel stops the daemons too instead of leaving them orphaned.
+    // SAFETY: prctl is async-signal-safe and touches only the child being spawned.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))
+}
+
+impl Daemon {
     /// Fails with the tail of its log if the daemon has exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {

@@ -306,7 +306,7 @@ async fn wait_workers(client: &Client, workers: &mut [Daemon]) -> anyhow::Result
 }
 
 /// Resolves to an error as soon as a daemon dies.
-pub(super) async fn watch(coordinator: &mut Daemon, workers: &mut [Daemon]) -> anyhow::Error {
+async fn watch(coordinator: &mut Daemon, workers: &mut [Daemon]) -> anyhow::Error {
     loop {
         if let Err(e) = coordinator.check_alive() {
             return e;
