@@ -720,8 +720,21 @@ class Xtsync(Tool):
         rc = self.ctl.poll()
         if rc is not None:
             raise ToolError(f"CONTINUOUS MODE NOT AVAILABLE? xtsyncctl quickstart (without --once) exited with "
-                            f"status {rc} instead of replicating until interrupted; last output:\n"
-                            + self.log_tail("xtsyncctl.out"))
+                            f"status {rc} instead of replicating until interrupted; its output:\n"
+                            + self.error_excerpt())
+
+    def error_excerpt(self) -> str:
+        """The output before the first 'Error:' line and a few lines of it (not the whole backtrace)."""
+        try:
+            with open(os.path.join(self.run_dir, "xtsyncctl.out"), errors="replace") as f:
+                lines = f.readlines()
+        except OSError:
+            return ""
+        for i, line in enumerate(lines):
+            if line.startswith("Error:"):
+                end = next((j for j in range(i, len(lines)) if "Stack backtrace" in lines[j]), i + 8)
+                return "".join(lines[max(0, i - 8):min(end, i + 8)])
+        return "".join(lines[-15:])
 
     def stop(self) -> None:
         if self.ctl.poll() is None:

@@ -27,6 +27,10 @@ pub struct ChangeSet {
     pub listed_dirs: BTreeSet<RelPath>,
     /// Stat'ed and sent alone: written files, metadata changes.
     pub entries: BTreeSet<RelPath>,
+    /// Sent with their metadata only (no listing): the parents of `entries`. Replacing
+    /// a file at the target touches its directory; the directory's own times must then
+    /// be set again, though nothing in it was added or removed at the source.
+    pub meta_dirs: BTreeSet<RelPath>,
     /// When the oldest change in the set was seen: where its replication lag starts.
     pub oldest_change: Instant,
     /// Paths the set stands for (for the pending-changes gauge).
@@ -40,6 +44,7 @@ impl ChangeSet {
             subtrees: BTreeSet::from([RelPath::root()]),
             listed_dirs: BTreeSet::new(),
             entries: BTreeSet::new(),
+            meta_dirs: BTreeSet::new(),
             oldest_change: now,
             paths: 1,
         }
@@ -49,7 +54,8 @@ impl ChangeSet {
     pub fn of_entries(entries: impl IntoIterator<Item = RelPath>, oldest_change: Instant) -> ChangeSet {
         let entries: BTreeSet<RelPath> = entries.into_iter().collect();
         let paths = entries.len();
-        ChangeSet { subtrees: BTreeSet::new(), listed_dirs: BTreeSet::new(), entries, oldest_change, paths }
+        let meta_dirs = entries.iter().map(parent).collect();
+        ChangeSet { subtrees: BTreeSet::new(), listed_dirs: BTreeSet::new(), entries, meta_dirs, oldest_change, paths }
     }
 
     pub fn is_everything(&self) -> bool {
@@ -61,6 +67,7 @@ impl ChangeSet {
         self.subtrees.extend(other.subtrees);
         self.listed_dirs.extend(other.listed_dirs);
         self.entries.extend(other.entries);
+        self.meta_dirs.extend(other.meta_dirs);
         self.oldest_change = self.oldest_change.min(other.oldest_change);
         self.paths += other.paths;
         self.normalize();
@@ -73,6 +80,8 @@ impl ChangeSet {
         self.subtrees.retain(|p| !covered(p, true));
         self.listed_dirs.retain(|p| !covered(p, false));
         self.entries.retain(|p| !covered(p, false));
+        let listed = &self.listed_dirs;
+        self.meta_dirs.retain(|p| !covered(p, false) && !listed.contains(p));
     }
 }
 
@@ -102,6 +111,7 @@ pub fn change_set_of(batch: &ChangeBatch) -> ChangeSet {
         subtrees: BTreeSet::new(),
         listed_dirs: BTreeSet::new(),
         entries: BTreeSet::new(),
+        meta_dirs: BTreeSet::new(),
         oldest_change: batch.oldest_event_at,
         paths: batch.len(),
     };
@@ -136,6 +146,7 @@ pub fn change_set_of(batch: &ChangeBatch) -> ChangeSet {
                 set.entries.insert(p);
             }
             ChangeKind::Modified | ChangeKind::Attrib => {
+                set.meta_dirs.insert(parent(&p));
                 set.entries.insert(p);
             }
         }
@@ -169,6 +180,13 @@ pub fn walk_changes(
         match walker.stat(&abs) {
             Some(m) if m.is_dir() => walker.dir(dir.clone(), abs, m, false)?,
             _ => {} // gone too: its own parent's listing says so
+        }
+    }
+    for dir in &set.meta_dirs {
+        let abs = abs_of(dir);
+        match walker.stat(&abs) {
+            Some(m) if m.is_dir() => walker.dir_meta(dir.clone(), abs, m)?,
+            _ => {}
         }
     }
     for (paths, recurse) in [(&set.subtrees, true), (&set.entries, false)] {
@@ -225,6 +243,8 @@ mod tests {
         assert_eq!(set.subtrees, BTreeSet::from([rp("a/new"), rp("e/renamed")]));
         assert_eq!(set.listed_dirs, BTreeSet::from([rp("a"), rp("b"), rp("d"), rp("e")]));
         assert_eq!(set.entries, BTreeSet::from([rp("a/edited"), rp("b/gone"), rp("c/chmod")]));
+        // "a" is listed already; "c" only needs its times set again.
+        assert_eq!(set.meta_dirs, BTreeSet::from([rp("c")]));
     }
 
     #[test]
@@ -272,8 +292,10 @@ mod tests {
             })
             .collect();
         let names: Vec<&str> = sent.iter().map(|(p, _)| p.as_str()).collect();
-        // The root lists "new" (created below it); "b" lists that "gone" is gone.
-        assert_eq!(names, ["", "b", "new", "new/sub", "new/sub/f", "a/edited"]);
+        // The root lists "new" (created below it); "b" lists that "gone" is gone; "a"
+        // goes with its metadata only (a file in it was replaced).
+        assert_eq!(names, ["", "b", "a", "new", "new/sub", "new/sub/f", "a/edited"]);
         assert!(sent.iter().filter(|(p, _)| p.is_empty() || p == "b" || p == "new").all(|(_, listed)| *listed));
+        assert!(!sent.iter().find(|(p, _)| p == "a").unwrap().1, "a metadata-only directory entry has no listing");
     }
 }

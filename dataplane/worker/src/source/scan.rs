@@ -210,6 +210,20 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
+    /// Sends directory `rel`'s own entry without a listing: its metadata is applied, and
+    /// nothing in it is deleted.
+    pub fn dir_meta(&mut self, rel: RelPath, abs: PathBuf, meta: std::fs::Metadata) -> Result<(), ScanError> {
+        self.stats.dirs += 1;
+        let item = WalkItem {
+            path: rel.clone(),
+            meta: meta_of(&meta, read_xattrs(&abs, &mut self.xattr_buf)),
+            abs,
+            kind: WalkKind::Dir { children: None },
+            retries: 0,
+        };
+        self.send(shard_of(rel.as_bytes(), self.shards.len()), item)
+    }
+
     /// `lstat`, or `None` (logged unless the entry just vanished, which is no error).
     pub fn stat(&mut self, abs: &Path) -> Option<std::fs::Metadata> {
         match std::fs::symlink_metadata(abs) {

@@ -60,7 +60,14 @@ pub async fn replicate(
             dead = supervise(&mut daemons) => return Err(dead),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
-        let run = client.run(run.id).await?;
+        // The coordinator may be restarting (see `supervise`): say so and ask again.
+        let run = match client.run(run.id).await {
+            Ok(run) => run,
+            Err(e) => {
+                eprintln!("status unavailable: {e:#}");
+                continue;
+            }
+        };
         if run.state.is_finished() {
             bail!("the continuous run ended: {}", crate::output::state_name(&run.state));
         }
@@ -68,12 +75,13 @@ pub async fn replicate(
     }
 }
 
-/// Restarts daemons that exit; resolves to an error only when one keeps dying
-/// (more than `RESTARTS_MAX` times within `RESTART_WINDOW`).
+/// Restarts daemons that exit; resolves to an error only when one of them keeps dying
+/// (more than `RESTARTS_MAX` restarts of the same daemon within `RESTART_WINDOW`, like
+/// systemd's start limit).
 async fn supervise(daemons: &mut Daemons<'_>) -> anyhow::Error {
-    const RESTARTS_MAX: usize = 5;
+    const RESTARTS_MAX: usize = 10;
     const RESTART_WINDOW: Duration = Duration::from_secs(10);
-    let mut restarts: Vec<std::time::Instant> = Vec::new();
+    let mut restarts: std::collections::HashMap<String, Vec<std::time::Instant>> = Default::default();
     loop {
         let all = std::iter::once(&mut *daemons.coordinator).chain(daemons.workers.iter_mut());
         for d in all {
@@ -82,12 +90,14 @@ async fn supervise(daemons: &mut Daemons<'_>) -> anyhow::Error {
                 Ok(Some(status)) => eprintln!("{} exited ({status}); started it again", d.name),
                 Err(e) => return e.context(format!("restarting {}", d.name)),
             }
-            restarts.retain(|t| t.elapsed() < RESTART_WINDOW);
-            restarts.push(std::time::Instant::now());
-            if restarts.len() > RESTARTS_MAX {
+            let times = restarts.entry(d.name.clone()).or_default();
+            times.retain(|t| t.elapsed() < RESTART_WINDOW);
+            times.push(std::time::Instant::now());
+            if times.len() > RESTARTS_MAX {
                 return anyhow::anyhow!(
-                    "daemons keep exiting ({} restarts within {RESTART_WINDOW:?}); logs: {}",
-                    restarts.len(),
+                    "{} keeps exiting ({} restarts within {RESTART_WINDOW:?}); log: {}",
+                    d.name,
+                    times.len(),
                     d.log.display()
                 );
             }
@@ -99,7 +109,11 @@ async fn supervise(daemons: &mut Daemons<'_>) -> anyhow::Error {
 /// Waits until the run has finished its first pass (or failed).
 async fn first_pass(client: &Client, run_id: u64) -> anyhow::Result<()> {
     loop {
-        let run = client.run(run_id).await?;
+        let Ok(run) = client.run(run_id).await else {
+            // Restarting (see `supervise`).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
         if run.state.is_finished() {
             bail!("the continuous run ended: {}", crate::output::state_name(&run.state));
         }

@@ -3,9 +3,12 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 pub fn xtsyncctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_xtsyncctl"))
@@ -34,7 +37,8 @@ pub fn pass(source: &Path, target: &Path, state: &Path, extra: &[&str]) -> serde
 }
 
 pub fn logs(state: &Path) -> String {
-    ["coordinator", "worker-a", "worker-b"]
+    let quickstart = std::fs::read_to_string(state.join("quickstart.stderr")).unwrap_or_default();
+    let daemons = ["coordinator", "worker-a", "worker-b"]
         .iter()
         .map(|n| {
             let text = std::fs::read_to_string(state.join(format!("logs/{n}.log"))).unwrap_or_default();
@@ -42,7 +46,8 @@ pub fn logs(state: &Path) -> String {
             format!("--- {n}\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
         })
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    format!("--- xtsyncctl quickstart (stderr)\n{quickstart}\n{daemons}")
 }
 
 #[derive(Debug, PartialEq)]
@@ -201,4 +206,98 @@ pub fn build_tree(root: &Path) {
     std::os::unix::fs::FileExt::write_at(&f, &pseudo_random(8192, 2), 8 << 20).unwrap();
     set_mtime(&root.join("src/file-003.txt"), 1_000_000_000, 123_456_789);
     set_mtime(&root.join("src/deep"), 1_500_000_000, 5);
+}
+
+/// A continuous quickstart; its `--json` status lines arrive on `lines`.
+pub struct Continuous {
+    pub child: Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+    state: PathBuf,
+}
+
+impl Continuous {
+    pub fn start(source: &Path, target: &Path, state: &Path) -> Continuous {
+        let mut child = xtsyncctl()
+            .args(["quickstart", "--json", "--interval-s", "1", "--source"])
+            .arg(source)
+            .arg("--target")
+            .arg(target)
+            .arg("--state")
+            .arg(state)
+            .stdout(Stdio::piped())
+            .stderr({
+                std::fs::create_dir_all(state).unwrap();
+                std::fs::File::create(state.join("quickstart.stderr")).unwrap()
+            })
+            .spawn()
+            .expect("start xtsyncctl");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Continuous { child, lines, state: state.to_path_buf() }
+    }
+
+    /// The next status line satisfying `ok`, or a failure naming what was last seen.
+    pub fn status_until(&self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last = None;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(v) if ok(&v) => return v,
+                Ok(v) => last = Some(v),
+                Err(_) => break,
+            }
+        }
+        panic!("no status line with {what} (last: {last:?})\nlogs:\n{}", logs(&self.state));
+    }
+
+    /// Waits until the target is the source again.
+    pub fn wait_same_tree(&self, source: &Path, target: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let differences = tree_differences(source, target);
+            if differences.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the target did not follow the source:\n{}\nlogs:\n{}",
+                differences.join("\n"),
+                logs(&self.state)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Continuous {
+    fn drop(&mut self) {
+        // Ctrl-C, as a user would; the daemons die with it (PR_SET_PDEATHSIG).
+        let _ = std::process::Command::new("kill").arg("-INT").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn passes(v: &serde_json::Value) -> u64 {
+    v["passes_done"].as_u64().unwrap_or(0)
+}
+
+pub fn caught_up(v: &serde_json::Value) -> bool {
+    v["lag_ms"] == 0 && v["changes_pending"] == 0 && v.get("waiting_for").is_none()
 }
