@@ -58,3 +58,73 @@ fn a_burst_of_small_files_is_batched_not_sent_a_pass_each() {
     assert!(used >= 1, "no pass replicated the burst");
     assert!(used < (FILES / 5) as u64, "{FILES} files took {used} passes: changes are not batched");
 }
+
+/// A small tmpfs mounted for the test, unmounted however it ends.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "xtsync-test"])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs on {} (the suite runs as root)", at.display());
+        SmallDisk(at.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {}", self.0.display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_target_disk_pauses_the_run_with_a_clear_error_and_it_resumes_when_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state"));
+    std::fs::create_dir_all(source.join("in")).unwrap();
+    std::fs::write(source.join("in/first.txt"), b"fits").unwrap();
+    let disk = SmallDisk::mount(&target, "3m");
+    let run = Continuous::start(&source, &target, &state);
+    run.status_until("the first pass done", |v| passes(v) >= 1);
+
+    // 6 MiB of incompressible files into 3 MiB.
+    for i in 0..6 {
+        std::fs::write(source.join(format!("in/big-{i}.bin")), pseudo_random(1 << 20, 50 + i)).unwrap();
+    }
+    let paused = run.status_until("the run waiting on the full disk", |v| {
+        v["waiting_for"].as_str().is_some_and(|w| w.contains("No space left on device"))
+    });
+    assert!(paused["changes_pending"].as_u64().unwrap() > 0, "{paused}");
+    // Nothing at the target is damaged: every file there is a whole source version.
+    for entry in std::fs::read_dir(target.join("in")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if name.starts_with(".xtsync-tmp") {
+            continue;
+        }
+        assert_eq!(
+            std::fs::read(entry.path()).unwrap(),
+            std::fs::read(source.join("in").join(&name)).unwrap(),
+            "{name} at the target is not the source's version"
+        );
+    }
+
+    disk.resize("64m");
+    run.wait_same_tree(&source, &target);
+    run.status_until("the lag back to zero once space was freed", caught_up);
+}

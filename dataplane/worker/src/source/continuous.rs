@@ -115,17 +115,31 @@ pub async fn run_continuous(ctx: &PassContext, a: &Assignment, sink: &mut impl P
         let result = if full { run.full_pass().await } else { run.change_pass(&set).await };
         match result {
             Ok(failed) => {
-                retry_delay = RETRY_DELAY_FIRST;
                 run.progress.passes_done += 1;
-                run.progress.waiting_for = None;
                 if full {
                     last_full = Instant::now();
                 }
-                // Files that could not be read are tried again with the next batch.
-                if !failed.is_empty() {
-                    pending = Some(ChangeSet::of_entries(failed, set.oldest_change));
-                }
                 run.commit_catalog().await;
+                if failed.is_empty() {
+                    retry_delay = RETRY_DELAY_FIRST;
+                    run.progress.waiting_for = None;
+                    continue;
+                }
+                // Files the target could not take (its disk is full, say) or the source
+                // could not read: the run pauses, says why, and tries them again.
+                let (first_path, first_error) = &failed[0];
+                let waiting = format!(
+                    "{} file(s) not replicated, retrying in {retry_delay:?}; first: {}: {first_error}",
+                    failed.len(),
+                    first_path.to_string_lossy()
+                );
+                tracing::warn!(job = %a.job.spec.name, "{waiting}");
+                run.progress.waiting_for = Some(waiting);
+                let again = ChangeSet::of_entries(failed.into_iter().map(|(p, _)| p), set.oldest_change);
+                run.report_lag(Some(again.oldest_change), again.paths as u64);
+                pending = Some(again);
+                tokio::time::sleep(retry_delay).await;
+                retry_delay = (retry_delay * 2).min(RETRY_DELAY_MAX);
             }
             Err(e) => {
                 tracing::warn!(job = %a.job.spec.name, error = %e, delay = ?retry_delay, "pass failed; retrying");
@@ -164,7 +178,7 @@ fn forward_batches(watcher: Watcher) -> flume::Receiver<ChangeBatch> {
 
 impl<S: PassSink> Run<'_, S> {
     /// The whole tree with every core (the first pass and reconciliation passes).
-    async fn full_pass(&mut self) -> Result<Vec<RelPath>, String> {
+    async fn full_pass(&mut self) -> Result<Vec<(RelPath, String)>, String> {
         let summary = run_pass(self.ctx, self.a, self.sink).await.map_err(|e| e.to_string())?;
         self.progress.files_seen = summary.files;
         self.progress.files_done += summary.files_transferred;
@@ -174,8 +188,8 @@ impl<S: PassSink> Run<'_, S> {
         Ok(Vec::new())
     }
 
-    /// One batch of changes over the kept session. Returns the files that failed.
-    async fn change_pass(&mut self, set: &ChangeSet) -> Result<Vec<RelPath>, String> {
+    /// One batch of changes over the kept session. Returns the files that failed, why.
+    async fn change_pass(&mut self, set: &ChangeSet) -> Result<Vec<(RelPath, String)>, String> {
         let ctx = self.ctx;
         let options = &self.a.job.spec.options;
         if self.session.is_none() {
@@ -196,9 +210,8 @@ impl<S: PassSink> Run<'_, S> {
                     self.versions.push(v);
                 }
                 Ok(SessionEvent::FileFailed { path, error }) => {
-                    tracing::warn!(%path, %error, "file not replicated; trying again with the next batch");
                     if let Ok(p) = RelPath::new(path.into_bytes()) {
-                        failed.push(p);
+                        failed.push((p, error));
                     }
                 }
                 Ok(SessionEvent::ContentDone { .. }) => {
