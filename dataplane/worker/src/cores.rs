@@ -21,6 +21,7 @@ pub enum CoreCommand {
 pub struct CoreSetup {
     pub data_listen: SocketAddr,
     pub store: Arc<dyn xtsync_store::WorkerStore>,
+    pub partials: Arc<crate::target::checkpoint::KeptPartials>,
     /// Reloaded on file change or SIGHUP: each accepted connection takes the current one.
     pub server_tls: xtsync_transport::ReloadingTls,
     pub ktls: KtlsPolicy,
@@ -34,6 +35,7 @@ pub struct CoreSetup {
 pub async fn core_main(core: usize, setup: Arc<CoreSetup>, commands: flume::Receiver<CoreCommand>) {
     let ctx = Rc::new(TargetContext {
         store: setup.store.clone(),
+        partials: setup.partials.clone(),
         tls: setup.server_tls.clone(),
         ktls: setup.ktls,
         metrics: setup.metrics.clone(),

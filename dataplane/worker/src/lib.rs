@@ -9,12 +9,14 @@
 //! - `secure`: a session's stream after the handshake, rustls or kernel TLS.
 //! - `frames`, `writer`: frame I/O over a TLS stream; the codec is `xtsync-wire`.
 //! - `sendfile`: chunk bytes sent by the kernel from the source file (kTLS sessions).
+//! - `liveness`: dead-peer detection on data sockets (a cut link ends a session).
 //! - `control`: the tokio thread that talks to the coordinator and serves HTTP.
 
 pub mod control;
 pub mod cores;
 pub mod frames;
 pub mod histogram;
+pub mod liveness;
 pub mod metrics;
 pub mod runtime;
 pub mod secure;

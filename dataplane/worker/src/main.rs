@@ -122,6 +122,7 @@ fn main() -> anyhow::Result<()> {
     let setup = Arc::new(CoreSetup {
         data_listen,
         store: store.clone(),
+        partials: Arc::default(),
         server_tls: tls.clone(),
         ktls,
         metrics: metrics.clone(),

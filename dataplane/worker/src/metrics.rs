@@ -41,6 +41,8 @@ pub struct WorkerMetrics {
     /// Continuous jobs: from a change being seen to the file being durable at the target.
     pub change_to_durable: LatencyHistogram,
     pub continuous_passes_total: AtomicU64,
+    pub checkpoints_total: AtomicU64,
+    pub checkpoint_bytes_total: AtomicU64,
     pub continuous_jobs: Mutex<BTreeMap<String, JobLag>>,
 }
 
@@ -148,6 +150,20 @@ impl WorkerMetrics {
             "counter",
             "Passes over batches of changes (continuous jobs)",
             g(&self.continuous_passes_total),
+        );
+        write_metric(
+            &mut out,
+            "xtsync_worker_checkpoints_total",
+            "counter",
+            "Checkpoints of files under construction (made durable and indexed: a cut transfer resumes from them)",
+            g(&self.checkpoints_total),
+        );
+        write_metric(
+            &mut out,
+            "xtsync_worker_checkpoint_bytes_total",
+            "counter",
+            "Bytes covered by checkpoints",
+            g(&self.checkpoint_bytes_total),
         );
         self.change_to_durable.render(
             &mut out,

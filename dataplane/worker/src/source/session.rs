@@ -176,6 +176,8 @@ async fn connect(
         .await
         .map_err(|e| SessionError::Connect { addr: addr.clone(), reason: e.to_string() })?;
     let _ = tcp.set_nodelay(true);
+    // SAFETY: `tcp` owns the descriptor for this borrow.
+    crate::liveness::watch_peer(unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&tcp)) });
     let host = addr.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(&addr).to_string();
     let server_name = rustls::pki_types::ServerName::try_from(host.clone())
         .map_err(|e| SessionError::Connect { addr: addr.clone(), reason: format!("bad server name {host:?}: {e}") })?;

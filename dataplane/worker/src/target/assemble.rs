@@ -53,6 +53,15 @@ pub struct OpenFile {
     pub unchanged: bool,
     /// The source sent FileEnd: no more segments may follow.
     pub ended: bool,
+    /// Absolute path of the temporary copy (where checkpointed chunks are indexed).
+    pub temp_abs: Vec<u8>,
+    /// Bytes written since the last checkpoint, and how much of `written` it covers.
+    pub unsynced_bytes: u64,
+    pub checkpointed_chunks: usize,
+    /// A checkpoint exists: the temporary copy outlives an early end of the session.
+    pub checkpointed: bool,
+    /// Checkpointed temporaries of earlier attempts this file was resumed from.
+    pub resumed_from: std::collections::HashSet<Vec<u8>>,
 }
 
 impl OpenFile {
@@ -61,7 +70,15 @@ impl OpenFile {
         meta: Meta,
         size: u64,
         target: Option<(OwnedFd, Vec<u8>, (OwnedFd, String))>,
+        final_abs: &[u8],
     ) -> OpenFile {
+        let temp_abs = match &target {
+            Some((_, _, (_, tmp_name))) => {
+                let dir = &final_abs[..final_abs.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+                [dir, b"/", tmp_name.as_bytes()].concat()
+            }
+            None => Vec::new(),
+        };
         let target = target.map(|(dir, name, (fd, tmp_name))| {
             // SAFETY: the fd was just created and is owned by nobody else.
             let file = unsafe { BufferedFile::from_raw_fd(fd.into_raw_fd()) };
@@ -81,6 +98,11 @@ impl OpenFile {
             error: None,
             unchanged: false,
             ended: false,
+            temp_abs,
+            unsynced_bytes: 0,
+            checkpointed_chunks: 0,
+            checkpointed: false,
+            resumed_from: Default::default(),
         }
     }
 

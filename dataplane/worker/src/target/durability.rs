@@ -13,6 +13,7 @@ use std::sync::Arc;
 use xtsync_chunker::ChunkName;
 use xtsync_store::{ChunkLocation, StoreBatch, StoreOp, TargetRecord, WorkerStore};
 
+use crate::target::checkpoint::{remove_partials, KeptPartials};
 use crate::target::fsops::{replace, FsError};
 
 /// Files per barrier, and bytes per barrier, before a flush is forced.
@@ -29,6 +30,8 @@ pub struct Ready {
     pub written: Vec<(ChunkName, u64, u32)>,
     pub chunks_reused: u32,
     pub chunks_received: u32,
+    /// Checkpointed temporaries of earlier attempts: removed once this file is in place.
+    pub resumed_from: Vec<Vec<u8>>,
 }
 
 pub struct Acked {
@@ -72,6 +75,7 @@ impl Barrier {
         &mut self,
         root: OwnedFd,
         store: Arc<dyn WorkerStore>,
+        kept: Arc<KeptPartials>,
     ) -> impl std::future::Future<Output = Vec<Acked>> + 'static {
         let ready = std::mem::take(&mut self.ready);
         self.bytes = 0;
@@ -79,21 +83,25 @@ impl Barrier {
             if ready.is_empty() {
                 return Vec::new();
             }
-            glommio::executor().spawn_blocking(move || flush_blocking(root, ready, store.as_ref())).await
+            glommio::executor().spawn_blocking(move || flush_blocking(root, ready, store.as_ref(), &kept)).await
         }
     }
 }
 
-fn flush_blocking(root: OwnedFd, ready: Vec<Ready>, store: &dyn WorkerStore) -> Vec<Acked> {
+fn flush_blocking(root: OwnedFd, ready: Vec<Ready>, store: &dyn WorkerStore, kept: &KeptPartials) -> Vec<Acked> {
     let synced = rustix::fs::syncfs(root.as_fd());
     let mut acks = Vec::with_capacity(ready.len());
     let mut ops = Vec::new();
+    let mut partials = Vec::new();
     for r in ready {
         let result = match synced {
             Err(e) => Err(format!("syncfs before rename: {e}")),
             Ok(()) => replace(r.dir.as_fd(), &r.tmp_name, &r.name).map_err(|e: FsError| e.to_string()),
         };
         if result.is_ok() {
+            // The attempts before this one are obsolete now.
+            partials.extend(r.resumed_from.iter().cloned());
+            partials.extend(kept.take(&r.abs));
             ops.push(StoreOp::PutTarget(r.abs.clone(), r.record));
             for (name, offset, len) in &r.written {
                 ops.push(StoreOp::PutChunk(name.0, ChunkLocation { path: r.abs.clone(), offset: *offset, len: *len }));
@@ -116,6 +124,9 @@ fn flush_blocking(root: OwnedFd, ready: Vec<Ready>, store: &dyn WorkerStore) -> 
     if let Err(e) = store.apply(StoreBatch { ops }) {
         // The files are durable; only the index lags (costs bandwidth later).
         tracing::warn!(error = %e, "cannot update the chunk index");
+    } else {
+        // Their chunks are now indexed at the committed files.
+        remove_partials(&partials);
     }
     acks
 }

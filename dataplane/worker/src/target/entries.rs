@@ -9,6 +9,7 @@ use rustix::fs::AtFlags;
 use xtsync_store::WorkerStore;
 use xtsync_wire::{Entry, EntryKind, Meta, RelPath};
 
+use crate::target::checkpoint::KeptPartials;
 use crate::target::fsops::{self, FsError, TargetRoot, TEMP_PREFIX};
 
 /// Indices of the `File` entries whose content the target does not hold exactly as
@@ -99,13 +100,18 @@ pub fn apply_entries(root: &TargetRoot, entries: Vec<Entry>, tag: &str, delete: 
 
 /// Deletes what the source no longer has (only in directories this session listed),
 /// then applies directory metadata deepest first. Blocking.
-pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory) -> u64 {
+pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPartials) -> u64 {
     let mut deleted = 0;
     for (dir, children) in &memory.dir_children {
         let Ok(fd) = root.dir(dir, false) else { continue };
         let keep: HashSet<&[u8]> = children.iter().map(|c| c.as_slice()).collect();
         let Ok(names) = fsops::list_dir(fd.as_fd()) else { continue };
-        for name in names.iter().filter(|n| !keep.contains(n.as_slice())) {
+        let dir_abs = root.absolute(dir);
+        // Leftover temporaries go too, except partials kept for a resumed attempt.
+        let kept_partial = |name: &[u8]| {
+            name.starts_with(TEMP_PREFIX.as_bytes()) && kept.is_kept(&[&dir_abs[..], b"/", name].concat())
+        };
+        for name in names.iter().filter(|n| !keep.contains(n.as_slice()) && !kept_partial(n)) {
             match fsops::remove_tree(fd.as_fd(), name) {
                 Ok(()) if !name.starts_with(TEMP_PREFIX.as_bytes()) => deleted += 1,
                 Ok(()) => {}

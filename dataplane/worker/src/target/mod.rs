@@ -4,9 +4,11 @@
 //! `session.rs` runs the ordered frame loop of one connection; `assemble.rs` holds the
 //! files being built; `durability.rs` is the fsync barrier that renames finished
 //! files into place in batches; `entries.rs` applies directories, symlinks, hard links
-//! and deletions; `fsops.rs` is the openat2-based filesystem layer under all of them.
+//! and deletions; `fsops.rs` is the openat2-based filesystem layer under all of them;
+//! `checkpoint.rs` makes large files under construction resumable.
 
 pub mod assemble;
+pub mod checkpoint;
 pub mod durability;
 pub mod entries;
 pub mod fsops;

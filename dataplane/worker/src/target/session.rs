@@ -22,6 +22,7 @@ use crate::frames::{read_message, Counted, FrameError};
 use crate::metrics::WorkerMetrics;
 use crate::secure::{establish, KtlsPolicy};
 use crate::target::assemble::{read_verified, ChunkSource, LocalReaders, OpenFile, PendingSegment};
+use crate::target::checkpoint::{is_partial, maybe_checkpoint, KeptPartials};
 use crate::target::durability::{Barrier, Ready};
 use crate::target::entries::{apply_entries, end_of_pass, files_needing_content, PassMemory};
 use crate::target::fsops::{create_temp, TargetRoot};
@@ -37,6 +38,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct TargetContext {
     pub store: Arc<dyn WorkerStore>,
+    /// Checkpointed temporaries kept for a resumed attempt (shared by all cores).
+    pub partials: Arc<KeptPartials>,
     pub tls: xtsync_transport::ReloadingTls,
     pub ktls: KtlsPolicy,
     pub metrics: Arc<WorkerMetrics>,
@@ -63,6 +66,8 @@ enum Pending {
 pub async fn serve(tcp: glommio::net::TcpStream, ctx: Rc<TargetContext>) {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let _ = tcp.set_nodelay(true);
+    // SAFETY: `tcp` owns the descriptor for this borrow.
+    crate::liveness::watch_peer(unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) });
     // The client certificate and its role (`worker`) are checked inside the handshake
     // (xtsync_transport::tls): a refused peer gets an alert and no byte of a job.
     let config = ctx.tls.current().server.clone();
@@ -302,7 +307,7 @@ impl TargetSession {
         let root = self.root()?.clone();
         if let Some(digest) = f.digest {
             if self.holds_identical(&root, &f, digest).await {
-                let mut file = OpenFile::new(f.path, f.meta, f.size, None);
+                let mut file = OpenFile::new(f.path, f.meta, f.size, None, &[]);
                 file.unchanged = true;
                 self.files.insert(f.file_id, file);
                 return Ok(());
@@ -313,11 +318,12 @@ impl TargetSession {
             let tmp = create_temp(dir.as_fd(), &tag)?;
             Ok((dir, name.to_vec(), tmp))
         });
+        let final_abs = root.absolute(&f.path);
         let file = match opened {
-            Ok((dir, name, tmp)) => OpenFile::new(f.path, f.meta, f.size, Some((dir, name, tmp))),
+            Ok((dir, name, tmp)) => OpenFile::new(f.path, f.meta, f.size, Some((dir, name, tmp)), &final_abs),
             Err(e) => {
                 tracing::warn!(path = ?f.path, error = %e, "file refused");
-                let mut file = OpenFile::new(f.path, f.meta, f.size, None);
+                let mut file = OpenFile::new(f.path, f.meta, f.size, None, &[]);
                 file.fail(e.to_string());
                 file
             }
@@ -382,11 +388,24 @@ impl TargetSession {
                 tracing::warn!(error = %e, "chunk index lookup failed; asking the source for everything");
                 vec![None; lookup.len()]
             });
+            let mut stale = Vec::new();
             for (&i, loc) in lookup.iter().zip(found) {
                 sources[i] = match loc {
-                    Some(l) if l.len == s.chunks[i].len => ChunkSource::Local(l),
+                    // A copy in a file that is gone (a removed partial, a deleted file)
+                    // is asked for again, and forgotten.
+                    Some(l) if l.len == s.chunks[i].len => match self.readers.get(&l.path).await {
+                        Ok(_) => ChunkSource::Local(l),
+                        Err(_) => {
+                            stale.push(StoreOp::DeleteChunk(s.chunks[i].name));
+                            ChunkSource::Wire
+                        }
+                    },
                     _ => ChunkSource::Wire,
                 };
+            }
+            if !stale.is_empty() {
+                let store = self.ctx.store.clone();
+                let _ = glommio::executor().spawn_blocking(move || store.apply(StoreBatch { ops: stale })).await;
             }
         }
         let flags: Vec<bool> = sources.iter().map(|s| matches!(s, ChunkSource::Wire)).collect();
@@ -467,6 +486,7 @@ impl TargetSession {
                     if let Some(t) = &file.target {
                         start_writeback(t, start, seg.offset - start);
                     }
+                    maybe_checkpoint(file, &self.ctx.store, &self.ctx.metrics).await;
                     self.queue.pop_front();
                 }
                 Some(_) => match self.queue.pop_front() {
@@ -505,7 +525,12 @@ impl TargetSession {
         let ready = match (file.error.take(), file.target.take()) {
             (None, Some(t)) => finalize(&t, &file).map(|record| (t, record)),
             (Some(e), t) => {
-                if let Some(t) = t {
+                // A checkpointed copy stays: its chunks are indexed and verified on use,
+                // so the next attempt (the file changed while read, say) resumes from it.
+                if file.checkpointed {
+                    let final_abs = self.root()?.absolute(&file.path);
+                    self.ctx.partials.keep(final_abs, file.temp_abs.clone());
+                } else if let Some(t) = t {
                     let _ = rustix::fs::unlinkat(t.dir.as_fd(), t.tmp_name.as_str(), rustix::fs::AtFlags::empty());
                 }
                 Err(e)
@@ -526,6 +551,7 @@ impl TargetSession {
                     written: std::mem::take(&mut file.written),
                     chunks_reused: reused,
                     chunks_received: received,
+                    resumed_from: file.resumed_from.drain().collect(),
                 });
                 Ok(())
             }
@@ -547,7 +573,7 @@ impl TargetSession {
         let root = self.root()?.clone();
         let dup = rustix::io::fcntl_dupfd_cloexec(root.fd(), 0)
             .map_err(|e| TargetError::Refused(format!("cannot duplicate the root fd: {e}")))?;
-        let flush = self.barrier.flush(dup, self.ctx.store.clone());
+        let flush = self.barrier.flush(dup, self.ctx.store.clone(), self.ctx.partials.clone());
         self.flushing = Some(glommio::spawn_local(flush));
         Ok(())
     }
@@ -588,7 +614,8 @@ impl TargetSession {
         self.finish_flushing().await?;
         let root = self.root()?.clone();
         let memory = std::mem::take(&mut self.memory);
-        let deleted = glommio::executor().spawn_blocking(move || end_of_pass(root, memory)).await;
+        let partials = self.ctx.partials.clone();
+        let deleted = glommio::executor().spawn_blocking(move || end_of_pass(root, memory, &partials)).await;
         let done = PassDone { entries_deleted: deleted, files_committed: std::mem::take(&mut self.files_committed) };
         self.send(&Message::PassDone(done)).await
     }
@@ -597,6 +624,14 @@ impl TargetSession {
     fn abandon(&mut self) {
         for (_, mut f) in self.files.drain() {
             if let Some(t) = f.target.take() {
+                if f.checkpointed && f.error.is_none() {
+                    // Indexed: the next attempt at this file resumes from it.
+                    tracing::info!(path = ?f.path, temp = %t.tmp_name, "kept a checkpointed partial file for resumption");
+                    if let Some(root) = &self.root {
+                        self.ctx.partials.keep(root.absolute(&f.path), f.temp_abs.clone());
+                    }
+                    continue;
+                }
                 let _ = rustix::fs::unlinkat(t.dir.as_fd(), t.tmp_name.as_str(), rustix::fs::AtFlags::empty());
             }
         }
@@ -668,7 +703,10 @@ async fn write_chunk(file: &mut OpenFile, name: ChunkName, data: Vec<u8>, offset
     let Some(t) = &file.target else { return };
     let len = data.len() as u32;
     match t.file.write_at(data, offset).await {
-        Ok(n) if n == len as usize => file.written.push((name, offset, len)),
+        Ok(n) if n == len as usize => {
+            file.written.push((name, offset, len));
+            file.unsynced_bytes += len as u64;
+        }
         Ok(n) => file.fail(format!("short write ({n} of {len} bytes)")),
         Err(e) => file.fail(format!("write: {e}")),
     }
@@ -692,6 +730,9 @@ async fn place_local(
     match verified {
         Ok(d) => {
             file.chunks_reused += 1;
+            if is_partial(&loc.path) {
+                file.resumed_from.insert(loc.path.clone());
+            }
             write_chunk(file, ChunkName(name), d, offset).await
         }
         Err(e) => {

@@ -1,0 +1,133 @@
+//! Checkpoints of files under construction, so that a transfer cut short (a killed
+//! source or target, a cut link) resumes instead of starting the file again. Every
+//! `CHECKPOINT_BYTES` written to a file's temporary copy, the copy is made durable and
+//! its chunks enter the chunk index under the temporary file's path. When the file is
+//! sent again, the target finds those chunks locally and does not want them from the
+//! wire; a session that ends early keeps checkpointed temporaries for that. Once the
+//! file is committed, the temporaries it was resumed from are removed.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use xtsync_store::{ChunkLocation, StoreBatch, StoreOp, WorkerStore};
+
+use crate::metrics::WorkerMetrics;
+use crate::target::assemble::OpenFile;
+use crate::target::fsops::TEMP_PREFIX;
+
+/// Bytes written to a file between checkpoints: what a resumed transfer may send again.
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// Makes `file`'s temporary copy durable and indexes the chunks written since its last
+/// checkpoint, if enough were. A failure is logged: the transfer goes on, it only
+/// resumes from an earlier point.
+pub async fn maybe_checkpoint(file: &mut OpenFile, store: &Arc<dyn WorkerStore>, metrics: &WorkerMetrics) {
+    if file.unsynced_bytes < CHECKPOINT_BYTES || file.error.is_some() {
+        return;
+    }
+    let Some(t) = &file.target else { return };
+    // SAFETY: the glommio file owns the descriptor for this borrow; the duplicate is ours.
+    let fd = match unsafe { BorrowedFd::borrow_raw(t.file.as_raw_fd()) }.try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(error = %e, "checkpoint skipped");
+            return;
+        }
+    };
+    let ops: Vec<StoreOp> = file.written[file.checkpointed_chunks..]
+        .iter()
+        .map(|(name, offset, len)| {
+            StoreOp::PutChunk(name.0, ChunkLocation { path: file.temp_abs.clone(), offset: *offset, len: *len })
+        })
+        .collect();
+    let (store, bytes) = (store.clone(), file.unsynced_bytes);
+    let done = glommio::executor()
+        .spawn_blocking(move || -> Result<(), String> {
+            rustix::fs::fdatasync(&fd).map_err(|e| format!("fdatasync: {e}"))?;
+            store.apply(StoreBatch { ops }).map_err(|e| e.to_string())
+        })
+        .await;
+    match done {
+        Ok(()) => {
+            file.checkpointed_chunks = file.written.len();
+            file.unsynced_bytes = 0;
+            file.checkpointed = true;
+            metrics.checkpoints_total.fetch_add(1, Ordering::Relaxed);
+            metrics.checkpoint_bytes_total.fetch_add(bytes, Ordering::Relaxed);
+        }
+        Err(e) => tracing::warn!(path = ?file.path, error = %e, "checkpoint failed"),
+    }
+}
+
+/// Checkpointed temporaries kept after their attempt ended, by the final path they were
+/// for (absolute). Shared by the executors: the next attempt may land on another core.
+/// They are removed when that path is next committed; until then the end-of-pass sweep
+/// of leftover temporaries spares them. A restart forgets them: the sweep then removes
+/// them once a pass over their directory has run (after any resumed file used them).
+#[derive(Default)]
+pub struct KeptPartials {
+    by_final: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<Vec<u8>>>>,
+}
+
+impl KeptPartials {
+    pub fn keep(&self, final_abs: Vec<u8>, temp_abs: Vec<u8>) {
+        self.lock().entry(final_abs).or_default().push(temp_abs);
+    }
+
+    /// The partials kept for `final_abs`, forgotten.
+    pub fn take(&self, final_abs: &[u8]) -> Vec<Vec<u8>> {
+        self.lock().remove(final_abs).unwrap_or_default()
+    }
+
+    pub fn is_kept(&self, temp_abs: &[u8]) -> bool {
+        self.lock().values().any(|temps| temps.iter().any(|t| t == temp_abs))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Vec<u8>, Vec<Vec<u8>>>> {
+        self.by_final.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether an indexed chunk lives in a checkpointed temporary file (one that a resumed
+/// transfer reads from, and removes once its file is committed).
+pub fn is_partial(path: &[u8]) -> bool {
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    name.starts_with(TEMP_PREFIX.as_bytes())
+}
+
+/// Removes the temporaries a committed file was resumed from. Blocking.
+pub fn remove_partials(partials: &[Vec<u8>]) {
+    use std::os::unix::ffi::OsStrExt;
+    for p in partials {
+        if let Err(e) = std::fs::remove_file(std::ffi::OsStr::from_bytes(p)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %String::from_utf8_lossy(p), error = %e, "cannot remove a resumed-from temporary file");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_partials_go_when_their_path_is_committed() {
+        let kept = KeptPartials::default();
+        kept.keep(b"/t/a".to_vec(), b"/t/.xtsync-tmp.1".to_vec());
+        kept.keep(b"/t/a".to_vec(), b"/t/.xtsync-tmp.2".to_vec());
+        kept.keep(b"/t/b".to_vec(), b"/t/.xtsync-tmp.3".to_vec());
+        assert!(kept.is_kept(b"/t/.xtsync-tmp.2") && !kept.is_kept(b"/t/.xtsync-tmp.9"));
+        assert_eq!(kept.take(b"/t/a"), vec![b"/t/.xtsync-tmp.1".to_vec(), b"/t/.xtsync-tmp.2".to_vec()]);
+        assert!(!kept.is_kept(b"/t/.xtsync-tmp.1") && kept.is_kept(b"/t/.xtsync-tmp.3"));
+        assert!(kept.take(b"/t/a").is_empty());
+    }
+
+    #[test]
+    fn only_xtsync_temporaries_count_as_partials() {
+        assert!(is_partial(format!("/data/out/d/{TEMP_PREFIX}7.0.123.4").as_bytes()));
+        assert!(!is_partial(b"/data/out/d/file.bin"));
+        assert!(!is_partial(format!("/data/{TEMP_PREFIX}dir/file.bin").as_bytes()));
+    }
+}

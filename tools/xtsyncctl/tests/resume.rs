@@ -1,0 +1,84 @@
+//! Resumable transfers: a large file whose source worker is killed mid-way resumes
+//! from the target's last checkpoint instead of starting again. What a user checks:
+//! the checkpointed part is not sent again (the target reuses it), and the file
+//! arrives whole.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The `/metrics` address of a quickstart worker, from its log.
+fn metrics_addr(state: &Path, worker: &str) -> Option<String> {
+    let log = std::fs::read_to_string(state.join(format!("logs/{worker}.log"))).ok()?;
+    let line = log.lines().rev().find(|l| l.contains("worker started"))?;
+    let at = line.find("http_listen")?;
+    let rest = &line[at..];
+    let start = rest.find("127.0.0.1")?;
+    let addr: String = rest[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+    Some(addr)
+}
+
+fn metric(addr: &str, name: &str) -> u64 {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0 };
+    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn a_large_file_resumes_from_its_checkpoint_after_the_source_worker_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state"));
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("small.txt"), b"first").unwrap();
+    let run = Continuous::start(&source, &target, &state);
+    run.status_until("the first pass done", |v| passes(v) >= 1);
+    let target_metrics = metrics_addr(&state, "worker-b").expect("worker-b's metrics address in its log");
+
+    const SIZE: usize = 512 << 20;
+    std::fs::write(source.join("large.bin"), pseudo_random(SIZE, 77)).unwrap();
+    // Kill the source once two checkpoints (128 MiB) are durable at the target.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(&target_metrics, "xtsync_worker_checkpoints_total") < 2 {
+        assert!(Instant::now() < deadline, "no checkpoints at the target\nlogs:\n{}", logs(&state));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let checkpointed = metric(&target_metrics, "xtsync_worker_checkpoint_bytes_total");
+    let reused_before = metric(&target_metrics, "xtsync_worker_chunks_reused_total");
+    let pid = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", run.child.id()))
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).replace('\0', " ").contains("--name worker-a ")
+        })
+        .expect("worker-a is a child of the quickstart");
+    // SAFETY: plain kill(2) of a child process of the quickstart.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+
+    run.wait_same_tree(&source, &target);
+    let reused = metric(&target_metrics, "xtsync_worker_chunks_reused_total") - reused_before;
+    // Chunks are at most 256 KiB (default max): the checkpointed bytes came back as at
+    // least this many reused chunks instead of crossing the wire again.
+    assert!(checkpointed >= 128 << 20, "checkpointed {checkpointed} bytes");
+    assert!(
+        reused >= checkpointed / (256 << 10),
+        "{checkpointed} bytes were checkpointed but only {reused} chunks were reused: the file started again\nlogs:\n{}",
+        logs(&state)
+    );
+    // The temporaries it resumed from are gone.
+    let leftovers: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".xtsync-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left at the target: {leftovers:?}");
+}
