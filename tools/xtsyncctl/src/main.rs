@@ -78,12 +78,22 @@ enum JobCommand {
         /// An agent (certificate name) allowed to read this job; repeat for several.
         #[arg(long = "agent")]
         agents: Vec<String>,
+        /// Keep replicating: watch the source and replicate every change (`job run`
+        /// starts it; it runs until the worker stops).
+        #[arg(long)]
+        continuous: bool,
+        /// Continuous jobs: how long changes are gathered into one batch.
+        #[arg(long, default_value_t = 20)]
+        batch_window_ms: u32,
+        /// Continuous jobs: seconds between full reconciliation passes (0: never).
+        #[arg(long, default_value_t = 3600)]
+        reconcile_interval_s: u32,
     },
     List,
     Show {
         id: u64,
     },
-    /// Start a pass and wait for it.
+    /// Start a pass and wait for it (a continuous job: start it and return).
     Run {
         id: u64,
     },
@@ -127,10 +137,30 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// A job's latest run, as `status` shows it: for a continuous job, its lag (RPO).
+#[derive(serde::Serialize)]
+struct JobState {
+    job: String,
+    continuous: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<xtsync_api::Run>,
+}
+
 async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     let s = client.status().await?;
+    let mut jobs = Vec::new();
+    for job in client.jobs().await? {
+        let run = client.runs(job.id).await?.into_iter().max_by_key(|r| r.id);
+        jobs.push(JobState { job: job.spec.name, continuous: job.spec.options.continuous, run });
+    }
     if json {
-        println!("{}", serde_json::to_string(&s)?);
+        #[derive(serde::Serialize)]
+        struct Full<'a> {
+            #[serde(flatten)]
+            cluster: &'a xtsync_api::ClusterStatus,
+            jobs: &'a [JobState],
+        }
+        println!("{}", serde_json::to_string(&Full { cluster: &s, jobs: &jobs })?);
         return Ok(());
     }
     println!(
@@ -157,12 +187,57 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
         })
         .collect();
     table(&["worker", "site", "data address", "cores", "state"], &rows);
+    let rows: Vec<Vec<String>> = jobs.iter().map(job_row).collect();
+    if !rows.is_empty() {
+        println!();
+        table(&["job", "mode", "run", "state", "passes", "lag", "pending", "waiting for"], &rows);
+    }
     Ok(())
+}
+
+fn job_row(j: &JobState) -> Vec<String> {
+    let mode = if j.continuous { "continuous" } else { "on demand" }.to_string();
+    let Some(run) = &j.run else {
+        return vec![
+            j.job.clone(),
+            mode,
+            "-".into(),
+            "never run".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ];
+    };
+    let p = &run.progress;
+    let live = j.continuous && run.state == xtsync_api::RunState::Running;
+    vec![
+        j.job.clone(),
+        mode,
+        run.id.to_string(),
+        output::state_name(&run.state).to_string(),
+        if j.continuous { p.passes_done.to_string() } else { "-".into() },
+        if live { format!("{} ms", p.lag_ms) } else { "-".into() },
+        if live { p.changes_pending.to_string() } else { "-".into() },
+        p.waiting_for.clone().unwrap_or_else(|| "-".into()),
+    ]
 }
 
 async fn job(client: &Client, cmd: JobCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
-        JobCommand::Create { name, source_worker, source, target_worker, target, delete, compression, agents } => {
+        JobCommand::Create {
+            name,
+            source_worker,
+            source,
+            target_worker,
+            target,
+            delete,
+            compression,
+            agents,
+            continuous,
+            batch_window_ms,
+            reconcile_interval_s,
+        } => {
             let compression = compression.parse().map_err(anyhow::Error::msg)?;
             let spec = JobSpec {
                 name,
@@ -170,7 +245,14 @@ async fn job(client: &Client, cmd: JobCommand, json: bool) -> anyhow::Result<()>
                 source_path: source,
                 target_worker,
                 target_path: target,
-                options: JobOptions { delete, compression, ..JobOptions::default() },
+                options: JobOptions {
+                    delete,
+                    compression,
+                    continuous,
+                    batch_window_ms,
+                    reconcile_interval_s,
+                    ..JobOptions::default()
+                },
                 agents,
             };
             let job = client.create_job(&spec).await?;
@@ -233,7 +315,17 @@ async fn job(client: &Client, cmd: JobCommand, json: bool) -> anyhow::Result<()>
             }
         }
         JobCommand::Run { id } => {
+            let continuous = client.job(id).await?.spec.options.continuous;
             let run = client.start_run(id).await?;
+            if continuous {
+                // It does not end: say where to watch it.
+                if json {
+                    println!("{}", serde_json::to_string(&run)?);
+                } else {
+                    println!("continuous run {} started; `xtsyncctl status` shows its lag", run.id);
+                }
+                return Ok(());
+            }
             let done = wait_for_run(client, run.id, json).await?;
             if json {
                 println!("{}", serde_json::to_string(&done)?);
@@ -252,4 +344,39 @@ async fn job(client: &Client, cmd: JobCommand, json: bool) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(state: xtsync_api::RunState, lag_ms: u64, waiting: Option<&str>) -> xtsync_api::Run {
+        serde_json::from_value(serde_json::json!({
+            "id": 7, "job_id": 1, "state": "pending", "created_unix_ms": 1,
+            "progress": { "passes_done": 3, "lag_ms": lag_ms, "changes_pending": 2, "waiting_for": waiting }
+        }))
+        .map(|mut r: xtsync_api::Run| {
+            r.state = state;
+            r
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_running_continuous_job_shows_its_lag_and_what_it_waits_for() {
+        let live = JobState {
+            job: "dr".into(),
+            continuous: true,
+            run: Some(run(xtsync_api::RunState::Running, 42, Some("target unreachable"))),
+        };
+        assert_eq!(job_row(&live), ["dr", "continuous", "7", "running", "3", "42 ms", "2", "target unreachable"]);
+        let once = JobState {
+            job: "nightly".into(),
+            continuous: false,
+            run: Some(run(xtsync_api::RunState::Succeeded, 0, None)),
+        };
+        assert_eq!(job_row(&once), ["nightly", "on demand", "7", "succeeded", "-", "-", "-", "-"]);
+        let never = JobState { job: "new".into(), continuous: true, run: None };
+        assert_eq!(job_row(&never)[3], "never run");
+    }
 }
