@@ -89,6 +89,17 @@ pub struct Run {
     pub finished_unix_ms: Option<u64>,
     pub progress: RunProgress,
     pub summary: Option<PassSummary>,
+    /// One full pass asked for by `xtsyncctl reconcile`: on a job whose continuous run
+    /// is live, that run performs it (in order with its change passes).
+    #[serde(default)]
+    pub reconcile: bool,
+}
+
+/// `POST /v1/jobs/{id}/runs` body (every field optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunRequest {
+    pub reconcile: bool,
 }
 
 /// One durable file version at a target: a catalog row.

@@ -35,6 +35,9 @@ pub struct Assignment {
     pub job: Job,
     /// Data-plane address of the job's target worker.
     pub target_data_addr: String,
+    /// A reconciliation pass (see `Run::reconcile`).
+    #[serde(default)]
+    pub reconcile: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

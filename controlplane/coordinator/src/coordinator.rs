@@ -113,8 +113,8 @@ impl Coordinator {
     }
 
     /// Creates a run and wakes the heartbeats waiting for work.
-    pub async fn create_run(&self, job_id: JobId) -> Result<Outcome, ServiceError> {
-        let out = self.write(Command::CreateRun { job_id, created_unix_ms: now_unix_ms() }).await?;
+    pub async fn create_run(&self, job_id: JobId, reconcile: bool) -> Result<Outcome, ServiceError> {
+        let out = self.write(Command::CreateRun { job_id, created_unix_ms: now_unix_ms(), reconcile }).await?;
         self.new_work.notify_waiters();
         Ok(out)
     }
@@ -254,7 +254,12 @@ impl Coordinator {
                 tracing::warn!(run_id, target = %job.spec.target_worker, "target worker of a pending run is not registered");
                 continue;
             };
-            out.push(Assignment { run_id, job: job.clone(), target_data_addr: target.data_addr });
+            out.push(Assignment {
+                run_id,
+                job: job.clone(),
+                target_data_addr: target.data_addr,
+                reconcile: run.reconcile,
+            });
         }
         Ok(out)
     }

@@ -15,7 +15,7 @@ use xtsync_api::{
 use xtsync_transport::ReloadingTls;
 
 use crate::metrics::WorkerMetrics;
-use crate::source::continuous::run_continuous;
+use crate::source::continuous::{run_continuous, ReconcileRequest};
 use crate::source::pass::{run_pass, PassContext, PassSink};
 
 /// The coordinator's REST API over HTTPS, with this worker's certificate; the server
@@ -144,6 +144,7 @@ pub async fn control_loop(client: CoordinatorClient, registration: WorkerRegistr
     let name = registration.name.clone();
     register_until_done(&client, &registration).await;
     let running: Arc<Mutex<HashSet<RunId>>> = Arc::default();
+    let live: LiveContinuous = Arc::default();
     loop {
         let hb = WorkerHeartbeat {
             running: running.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect(),
@@ -155,9 +156,10 @@ pub async fn control_loop(client: CoordinatorClient, registration: WorkerRegistr
                 for a in reply.assignments {
                     if running.lock().unwrap_or_else(|p| p.into_inner()).insert(a.run_id) {
                         let (client, ctx, running, name) = (client.clone(), ctx.clone(), running.clone(), name.clone());
+                        let live = live.clone();
                         tokio::spawn(async move {
                             let run_id = a.run_id;
-                            run_assignment(&client, &ctx, a, &name).await;
+                            run_assignment(&client, &ctx, a, &name, &live).await;
                             running.lock().unwrap_or_else(|p| p.into_inner()).remove(&run_id);
                         });
                     }
@@ -187,16 +189,46 @@ async fn register_until_done(client: &CoordinatorClient, registration: &WorkerRe
     }
 }
 
-async fn run_assignment(client: &CoordinatorClient, ctx: &PassContext, a: Assignment, name: &str) {
+/// The continuous runs live in this process, by job: where reconciliation requests go.
+pub type LiveContinuous = Arc<Mutex<std::collections::HashMap<u64, flume::Sender<ReconcileRequest>>>>;
+
+async fn run_assignment(
+    client: &CoordinatorClient,
+    ctx: &PassContext,
+    a: Assignment,
+    name: &str,
+    live: &LiveContinuous,
+) {
     let run_id = a.run_id;
     tracing::info!(run_id, job = %a.job.spec.name, target = %a.target_data_addr, "pass starting");
     let running =
         RunReport { worker: name.into(), state: RunState::Running, progress: RunProgress::default(), summary: None };
     let _ = client.report(run_id, &running).await;
     let mut sink = CoordinatorSink { client: client.clone(), worker: name.into(), run_id, job_id: a.job.id };
-    if a.job.spec.options.continuous {
+    if a.reconcile {
+        // A live continuous run of the job does it, in order with its change passes
+        // (a separate pass could race it at the target).
+        let runner = live.lock().unwrap_or_else(|p| p.into_inner()).get(&a.job.id).cloned();
+        if let Some(runner) = runner {
+            let (done, result) = tokio::sync::oneshot::channel();
+            if runner.send(ReconcileRequest { assignment: a.clone(), done }).is_ok() {
+                let outcome = result.await.unwrap_or_else(|_| Err("the continuous run stopped".into()));
+                let (state, summary) = match outcome {
+                    Ok(summary) => (RunState::Succeeded, Some(summary)),
+                    Err(error) => (RunState::Failed { error }, None),
+                };
+                let progress = RunProgress::default();
+                report_end(client, run_id, RunReport { worker: name.into(), state, progress, summary }).await;
+                return;
+            }
+        }
+    } else if a.job.spec.options.continuous {
         // Runs while the worker runs; it ends only if change capture fails.
-        let error = match run_continuous(ctx, &a, &mut sink).await {
+        let (requests_tx, requests) = flume::unbounded();
+        live.lock().unwrap_or_else(|p| p.into_inner()).insert(a.job.id, requests_tx);
+        let outcome = run_continuous(ctx, &a, &mut sink, requests).await;
+        live.lock().unwrap_or_else(|p| p.into_inner()).remove(&a.job.id);
+        let error = match outcome {
             Ok(()) => "continuous run ended".to_string(),
             Err(e) => e.to_string(),
         };

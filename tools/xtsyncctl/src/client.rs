@@ -140,6 +140,9 @@ impl Client {
     pub async fn run(&self, id: u64) -> anyhow::Result<Run> {
         self.get(&format!("/v1/runs/{id}")).await
     }
+    pub async fn start_reconcile(&self, job: u64) -> anyhow::Result<Run> {
+        self.post(&format!("/v1/jobs/{job}/runs"), &xtsync_api::RunRequest { reconcile: true }).await
+    }
     pub async fn runs(&self, job: u64) -> anyhow::Result<Vec<Run>> {
         self.get(&format!("/v1/jobs/{job}/runs")).await
     }

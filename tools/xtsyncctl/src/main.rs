@@ -5,7 +5,7 @@ mod client;
 mod output;
 mod quickstart;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -50,6 +50,13 @@ enum Command {
     /// Manage replication jobs.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Compare a job's target with its source now (one full pass; a live continuous run
+    /// does it in order with its changes) and report what differed.
+    Reconcile {
+        /// The target directory of the job (as given to `job create --target`).
+        #[arg(long)]
+        target: String,
+    },
     /// Run a complete local cluster (coordinator + two workers) replicating a tree.
     Quickstart(quickstart::QuickstartArgs),
     /// The cluster's certificate authority: init-ca, issue, list, revoke.
@@ -132,6 +139,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Job(cmd) => job(&client, cmd, cli.json).await,
+            Command::Reconcile { target } => reconcile(&client, &target, cli.json).await,
             Command::Quickstart(_) | Command::Cert(_) => unreachable!("handled above"),
         }
     })
@@ -191,6 +199,39 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     if !rows.is_empty() {
         println!();
         table(&["job", "mode", "run", "state", "passes", "lag", "pending", "waiting for"], &rows);
+    }
+    Ok(())
+}
+
+async fn reconcile(client: &Client, target: &str, json: bool) -> anyhow::Result<()> {
+    let jobs = client.jobs().await?;
+    let canonical = std::fs::canonicalize(target).ok();
+    let job = jobs
+        .iter()
+        .find(|j| j.spec.target_path == target || canonical.as_deref() == Some(Path::new(&j.spec.target_path)))
+        .ok_or_else(|| {
+            let known: Vec<&str> = jobs.iter().map(|j| j.spec.target_path.as_str()).collect();
+            anyhow::anyhow!("no job replicates to {target} (job targets: {known:?})")
+        })?;
+    let run = client.start_reconcile(job.id).await?;
+    let done = wait_for_run(client, run.id, json).await?;
+    if json {
+        println!("{}", serde_json::to_string(&done)?);
+    }
+    let summary = match (&done.state, &done.summary) {
+        (xtsync_api::RunState::Succeeded, Some(s)) => s,
+        (state, _) => anyhow::bail!("reconciliation run {} {}", done.id, state_name(state)),
+    };
+    if !json {
+        println!(
+            "job {}: {} of {} files differed and were sent again, {} entries removed from the target, {} files unchanged ({:.2} s)",
+            job.spec.name,
+            summary.files_transferred,
+            summary.files,
+            summary.entries_deleted,
+            summary.files_unchanged,
+            summary.duration_s
+        );
     }
     Ok(())
 }

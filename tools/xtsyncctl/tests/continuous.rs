@@ -128,3 +128,57 @@ fn a_full_target_disk_pauses_the_run_with_a_clear_error_and_it_resumes_when_spac
     run.wait_same_tree(&source, &target);
     run.status_until("the lag back to zero once space was freed", caught_up);
 }
+
+/// `xtsyncctl` as an operator runs it against the quickstart's coordinator, with the
+/// quickstart's admin certificate.
+fn admin_command(state: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let log = std::fs::read_to_string(state.join("logs/coordinator.log")).unwrap();
+    let line = log.lines().rev().find(|l| l.contains("coordinator listening")).expect("the coordinator's address");
+    let at = line.find("127.0.0.1:").unwrap();
+    let addr: String = line[at..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+    let pki = state.join("pki");
+    xtsyncctl()
+        .args(["--coordinator", &addr, "--pki-dir"])
+        .arg(&pki)
+        .arg("--cert")
+        .arg(pki.join("admin.crt"))
+        .arg("--key")
+        .arg(pki.join("admin.key"))
+        .arg("--ca")
+        .arg(pki.join("ca.crt"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn reconcile_repairs_what_change_capture_cannot_see_and_says_what_differed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state"));
+    std::fs::create_dir_all(source.join("d")).unwrap();
+    for i in 0..20 {
+        std::fs::write(source.join(format!("d/f{i}")), format!("content {i}")).unwrap();
+    }
+    let run = Continuous::start(&source, &target, &state);
+    run.status_until("the first pass done", |v| passes(v) >= 1);
+    assert_same_tree(&source, &target);
+
+    // Someone changes the target behind the replicator's back: the source sees nothing.
+    std::fs::remove_file(target.join("d/f3")).unwrap();
+    std::fs::write(target.join("d/f4"), b"tampered").unwrap();
+    std::fs::write(target.join("d/stray"), b"not at the source").unwrap();
+
+    let out = admin_command(&state, &["--json", "reconcile", "--target", target.to_str().unwrap()]);
+    assert!(out.status.success(), "reconcile failed: {}\n{}", String::from_utf8_lossy(&out.stderr), logs(&state));
+    let done: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').rfind(|l| !l.is_empty()).unwrap()).unwrap();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["reconcile"], true, "{done}");
+    assert_eq!(done["summary"]["files_transferred"], 2, "f3 and f4 differed: {done}");
+    assert_eq!(done["summary"]["entries_deleted"], 1, "the stray file: {done}");
+    assert_same_tree(&source, &target);
+
+    let out = admin_command(&state, &["reconcile", "--target", "/nonexistent/target"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job replicates to /nonexistent/target"));
+}

@@ -5,7 +5,7 @@ use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use xtsync_api::{now_unix_ms, JobId, Run, RunId, RunReport, VersionBatch};
+use xtsync_api::{now_unix_ms, JobId, Run, RunId, RunReport, RunRequest, VersionBatch};
 
 use super::access::{require_own_name, Peer};
 use super::jobs::job_for;
@@ -33,8 +33,19 @@ fn expect_run(out: Outcome) -> ApiResult<Json<Run>> {
     }
 }
 
-async fn create(State(c): State<AppState>, id: Result<Path<JobId>, PathRejection>) -> ApiResult<Json<Run>> {
-    expect_run(c.create_run(path(id)?).await?)
+/// The body is optional: `{}` or none starts a pass, `{"reconcile": true}` a
+/// reconciliation pass.
+async fn create(
+    State(c): State<AppState>,
+    id: Result<Path<JobId>, PathRejection>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Run>> {
+    let request: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RunRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ServiceError::BadRequest(format!("run request: {e}")))?
+    };
+    expect_run(c.create_run(path(id)?, request.reconcile).await?)
 }
 
 async fn list(

@@ -15,7 +15,7 @@ pub fn apply(kv: &mut impl KvWrite, cmd: Command) -> Result<Response, KvError> {
         Command::RegisterWorker(reg) => register_worker(kv, reg),
         Command::CreateJob { spec, created_unix_ms } => create_job(kv, spec, created_unix_ms),
         Command::DeleteJob { id } => delete_job(kv, id),
-        Command::CreateRun { job_id, created_unix_ms } => create_run(kv, job_id, created_unix_ms),
+        Command::CreateRun { job_id, created_unix_ms, reconcile } => create_run(kv, job_id, created_unix_ms, reconcile),
         Command::ReportRun { run_id, report, unix_ms } => report_run(kv, run_id, report, unix_ms),
         Command::CommitVersions { run_id, job_id, versions } => commit_versions(kv, run_id, job_id, versions),
     }
@@ -119,7 +119,12 @@ fn delete_job(kv: &mut impl KvWrite, id: JobId) -> Result<Response, KvError> {
     Ok(Ok(Outcome::JobDeleted { id }))
 }
 
-fn create_run(kv: &mut impl KvWrite, job_id: JobId, created_unix_ms: u64) -> Result<Response, KvError> {
+fn create_run(
+    kv: &mut impl KvWrite,
+    job_id: JobId,
+    created_unix_ms: u64,
+    reconcile: bool,
+) -> Result<Response, KvError> {
     if kv.get(&keys::job(job_id))?.is_none() {
         return Ok(Err(CommandError::JobNotFound { id: job_id }));
     }
@@ -132,6 +137,7 @@ fn create_run(kv: &mut impl KvWrite, job_id: JobId, created_unix_ms: u64) -> Res
         finished_unix_ms: None,
         progress: RunProgress::default(),
         summary: None,
+        reconcile,
     };
     put_json(kv, keys::run(id), &run);
     kv.put(keys::job_run(job_id, id), Vec::new());
@@ -363,11 +369,14 @@ mod tests {
     fn run_state_transitions() {
         let mut kv = setup();
         ok(&mut kv, Command::CreateJob { spec: spec("a"), created_unix_ms: 1 });
-        let Outcome::Run(run) = ok(&mut kv, Command::CreateRun { job_id: 1, created_unix_ms: 2 }) else { panic!() };
+        let Outcome::Run(run) = ok(&mut kv, Command::CreateRun { job_id: 1, created_unix_ms: 2, reconcile: false })
+        else {
+            panic!()
+        };
         assert_eq!((run.id, run.state.clone()), (1, RunState::Pending));
         assert_eq!(query::pending_runs(&kv, 10).unwrap().len(), 1);
         assert_eq!(
-            refused(&mut kv, Command::CreateRun { job_id: 9, created_unix_ms: 2 }),
+            refused(&mut kv, Command::CreateRun { job_id: 9, created_unix_ms: 2, reconcile: false }),
             CommandError::JobNotFound { id: 9 }
         );
 
@@ -404,7 +413,7 @@ mod tests {
         let mut kv = setup();
         ok(&mut kv, Command::CreateJob { spec: spec("a"), created_unix_ms: 1 });
         for id in 1..=3 {
-            ok(&mut kv, Command::CreateRun { job_id: 1, created_unix_ms: id });
+            ok(&mut kv, Command::CreateRun { job_id: 1, created_unix_ms: id, reconcile: false });
         }
         ok(&mut kv, Command::ReportRun { run_id: 1, report: report(RunState::Running), unix_ms: 3 });
         ok(&mut kv, Command::ReportRun { run_id: 2, report: report(RunState::Running), unix_ms: 3 });
@@ -427,7 +436,7 @@ mod tests {
     fn version_batches_count_new_versions_only() {
         let mut kv = setup();
         ok(&mut kv, Command::CreateJob { spec: spec("a"), created_unix_ms: 1 });
-        ok(&mut kv, Command::CreateRun { job_id: 1, created_unix_ms: 2 });
+        ok(&mut kv, Command::CreateRun { job_id: 1, created_unix_ms: 2, reconcile: false });
         let batch = vec![version("a.txt", 1), version("d/b.txt", 2)];
         let out = ok(&mut kv, Command::CommitVersions { run_id: 1, job_id: 1, versions: batch.clone() });
         assert_eq!(out, Outcome::Committed { versions: 2, new_versions: 2 });
@@ -471,7 +480,7 @@ mod tests {
 
     #[test]
     fn commands_round_trip_through_json() {
-        let cmd = Command::CreateRun { job_id: 4, created_unix_ms: 5 };
+        let cmd = Command::CreateRun { job_id: 4, created_unix_ms: 5, reconcile: false };
         let text = serde_json::to_string(&cmd).unwrap();
         assert_eq!(text, r#"{"cmd":"create_run","job_id":4,"created_unix_ms":5}"#);
         assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), cmd);

@@ -29,7 +29,12 @@ pub enum Command {
     /// Removes a job definition. Its runs and catalog rows stay as history.
     DeleteJob { id: JobId },
     /// Creates a Pending run with the next run id.
-    CreateRun { job_id: JobId, created_unix_ms: u64 },
+    CreateRun {
+        job_id: JobId,
+        created_unix_ms: u64,
+        #[serde(default)]
+        reconcile: bool,
+    },
     /// Records a worker's report on a run (state, progress, summary).
     ReportRun { run_id: RunId, report: RunReport, unix_ms: u64 },
     /// Records a batch of durable file versions of a run's job.

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xtsync_api::{Assignment, FileVersion, RunProgress};
+use xtsync_api::{Assignment, FileVersion, PassSummary, RunProgress};
 use xtsync_watch::{ChangeBatch, WatchOptions, Watcher};
 use xtsync_wire::RelPath;
 
@@ -31,6 +31,13 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 /// Retry delays after a failed pass: doubling from the first to the last.
 const RETRY_DELAY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(5);
+
+/// `xtsyncctl reconcile` on a job whose continuous run lives here: a full pass, run in
+/// order with the change passes, whose summary goes back to the reconcile run.
+pub struct ReconcileRequest {
+    pub assignment: Assignment,
+    pub done: tokio::sync::oneshot::Sender<Result<PassSummary, String>>,
+}
 
 /// The session kept open to the target: one pass per feed.
 struct LiveSession {
@@ -52,7 +59,12 @@ struct Run<'a, S: PassSink> {
 
 /// Runs until the watcher fails (the source root went away) — a continuous run has no
 /// other end while the worker runs.
-pub async fn run_continuous(ctx: &PassContext, a: &Assignment, sink: &mut impl PassSink) -> Result<(), PassError> {
+pub async fn run_continuous(
+    ctx: &PassContext,
+    a: &Assignment,
+    sink: &mut impl PassSink,
+    reconcile_requests: flume::Receiver<ReconcileRequest>,
+) -> Result<(), PassError> {
     let options = &a.job.spec.options;
     let root = PathBuf::from(&a.job.spec.source_path);
     // Watch first: what changes while the first pass runs is in the next batch.
@@ -84,16 +96,36 @@ pub async fn run_continuous(ctx: &PassContext, a: &Assignment, sink: &mut impl P
     let mut last_full = Instant::now();
     let mut retry_delay = RETRY_DELAY_FIRST;
     loop {
+        if let Ok(request) = reconcile_requests.try_recv() {
+            run.reconcile(request).await;
+            last_full = Instant::now();
+            continue;
+        }
         let set = match pending.take() {
             Some(set) => set,
             None => {
                 run.report_lag(None, 0);
                 let wait = reconcile_every
                     .map_or(Duration::from_secs(3600), |every| every.saturating_sub(last_full.elapsed()));
-                let waited = tokio::time::timeout(wait.min(CATALOG_COMMIT_INTERVAL), batches.recv_async()).await;
+                let next = async {
+                    match futures::future::select(batches.recv_async(), reconcile_requests.recv_async()).await {
+                        futures::future::Either::Left((batch, _)) => futures::future::Either::Left(batch),
+                        futures::future::Either::Right((request, _)) => futures::future::Either::Right(request),
+                    }
+                };
+                let waited = tokio::time::timeout(wait.min(CATALOG_COMMIT_INTERVAL), next).await;
                 match waited {
-                    Ok(Ok(batch)) => change_set_of(&batch),
-                    Ok(Err(_)) => return Err(PassError::Walk("change capture stopped".into())),
+                    Ok(futures::future::Either::Left(Ok(batch))) => change_set_of(&batch),
+                    Ok(futures::future::Either::Left(Err(_))) => {
+                        return Err(PassError::Walk("change capture stopped".into()))
+                    }
+                    Ok(futures::future::Either::Right(request)) => {
+                        if let Ok(request) = request {
+                            run.reconcile(request).await;
+                            last_full = Instant::now();
+                        }
+                        continue;
+                    }
                     Err(_) => {
                         run.commit_catalog().await;
                         if reconcile_every.is_some_and(|every| last_full.elapsed() >= every) {
@@ -186,6 +218,13 @@ impl<S: PassSink> Run<'_, S> {
         self.progress.bytes_on_wire += summary.bytes_on_wire;
         tracing::info!(job = %self.a.job.spec.name, files = summary.files, transferred = summary.files_transferred, "full pass done; replicating changes");
         Ok(Vec::new())
+    }
+
+    /// A full pass for a reconcile run: what differed is its summary.
+    async fn reconcile(&mut self, request: ReconcileRequest) {
+        tracing::info!(job = %self.a.job.spec.name, run_id = request.assignment.run_id, "reconciliation pass");
+        let result = run_pass(self.ctx, &request.assignment, self.sink).await.map_err(|e| e.to_string());
+        let _ = request.done.send(result);
     }
 
     /// One batch of changes over the kept session. Returns the files that failed, why.
