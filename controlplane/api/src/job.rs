@@ -50,6 +50,22 @@ pub struct JobOptions {
     /// Continuous jobs: a full reconciliation pass this often (catches anything change
     /// capture missed); 0 = never.
     pub reconcile_interval_s: u32,
+    /// Bytes per second the job's sessions may send together (0: unlimited), outside
+    /// the windows of `rate_schedule`.
+    pub rate_limit_bytes_per_s: u64,
+    /// Time-of-day windows (the source worker's local time) with their own rate; the
+    /// first window containing the current minute applies.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rate_schedule: Vec<RateWindow>,
+}
+
+/// A daily window `[from_minute, to_minute)` (minutes after local midnight; it may wrap
+/// midnight) with its rate in bytes per second (0: unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateWindow {
+    pub from_minute: u32,
+    pub to_minute: u32,
+    pub bytes_per_s: u64,
 }
 
 impl Default for JobOptions {
@@ -62,6 +78,8 @@ impl Default for JobOptions {
             continuous: false,
             batch_window_ms: 20,
             reconcile_interval_s: 3600,
+            rate_limit_bytes_per_s: 0,
+            rate_schedule: Vec::new(),
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod metrics;
 pub mod run;
 pub mod worker;
 
-pub use job::{Compression, Job, JobId, JobOptions, JobSpec};
+pub use job::{Compression, Job, JobId, JobOptions, JobSpec, RateWindow};
 pub use run::{FileVersion, PassSummary, Run, RunId, RunProgress, RunReport, RunRequest, RunState, VersionBatch};
 pub use worker::{Assignment, HeartbeatReply, WorkerHeartbeat, WorkerRegistration, WorkerStatus};
 

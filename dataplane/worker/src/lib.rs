@@ -9,6 +9,7 @@
 //! - `secure`: a session's stream after the handshake, rustls or kernel TLS.
 //! - `frames`, `writer`: frame I/O over a TLS stream; the codec is `xtsync-wire`.
 //! - `sendfile`: chunk bytes sent by the kernel from the source file (kTLS sessions).
+//! - `shaping`: per-job bandwidth limit (token bucket, time-of-day schedule).
 //! - `liveness`: dead-peer detection on data sockets (a cut link ends a session).
 //! - `control`: the tokio thread that talks to the coordinator and serves HTTP.
 
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod secure;
 pub mod sendfile;
+pub mod shaping;
 pub mod source;
 pub mod target;
 pub mod writer;

@@ -16,6 +16,7 @@ use xtsync_wire::Message;
 
 use crate::metrics::WorkerMetrics;
 use crate::sendfile::{send_parts, Part, SEND_STALL_LIMIT};
+use crate::shaping::RateLimiter;
 
 /// Bytes of encoded frames a session may have queued for its socket.
 pub const QUEUED_BYTES_MAX: u64 = 32 << 20;
@@ -30,6 +31,26 @@ enum Item {
     Frame(Vec<u8>),
     /// Frames whose chunk bodies the kernel sends from files.
     Parts(Vec<Part>),
+}
+
+impl Item {
+    fn bytes(&self) -> u64 {
+        match self {
+            Item::Close => 0,
+            Item::Frame(f) => f.len() as u64,
+            Item::Parts(parts) => parts_bytes(parts),
+        }
+    }
+}
+
+fn parts_bytes(parts: &[Part]) -> u64 {
+    parts
+        .iter()
+        .map(|p| match p {
+            Part::Bytes(b) => b.len() as u64,
+            Part::File(r) => r.bytes as u64,
+        })
+        .sum()
 }
 
 struct Queued {
@@ -78,13 +99,7 @@ impl FrameSender {
     /// Queues frames some of whose bytes the kernel reads from files. Only on a
     /// session where `kernel_sends()` holds.
     pub async fn send_parts(&self, parts: Vec<Part>) -> Result<(), std::io::Error> {
-        let units = parts
-            .iter()
-            .map(|p| match p {
-                Part::Bytes(b) => b.len() as u64,
-                Part::File(r) => r.bytes as u64,
-            })
-            .sum();
+        let units = parts_bytes(&parts);
         self.queue(Item::Parts(parts), units).await
     }
 
@@ -108,6 +123,7 @@ impl FrameSender {
 pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
     mut w: W,
     kernel: Option<KernelSocket>,
+    limiter: Option<Arc<RateLimiter>>,
 ) -> (FrameSender, glommio::task::JoinHandle<Result<W, std::io::Error>>) {
     let (tx, rx) = flume::bounded::<Queued>(1024);
     let budget = Rc::new(Semaphore::new(QUEUED_BYTES_MAX));
@@ -120,6 +136,18 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
             // (chunk data) is written from its own buffer, not copied again.
             let mut next = Some(first);
             while let Some(Queued { item, _permit }) = next.take() {
+                if let Some(limiter) = &limiter {
+                    // The job's bandwidth limit: wait for this item's share.
+                    let wait = limiter.delay(item.bytes());
+                    if !wait.is_zero() {
+                        if !batch.is_empty() {
+                            w.write_all(&batch).await?;
+                            batch.clear();
+                        }
+                        w.flush().await?;
+                        glommio::timer::sleep(wait).await;
+                    }
+                }
                 match item {
                     Item::Frame(frame) if frame.len() >= DIRECT_WRITE_BYTES_MIN => {
                         if !batch.is_empty() {
@@ -219,7 +247,7 @@ mod tests {
                 // SAFETY: `tcp` owns the descriptor for this borrow.
                 let dup = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }.try_clone_to_owned().unwrap();
                 let kernel = KernelSocket { fd: Arc::new(dup), wire_bytes: wb.clone(), metrics: m };
-                let (sender, task) = spawn_writer(tcp, Some(kernel));
+                let (sender, task) = spawn_writer(tcp, Some(kernel), None);
                 assert!(sender.kernel_sends());
                 sender.send_encoded(b"small-1".to_vec()).await.unwrap();
                 sender
@@ -261,7 +289,7 @@ mod tests {
         let result = glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
                 let tcp = glommio::net::TcpStream::connect(addr).await.unwrap();
-                let (sender, task) = spawn_writer(tcp, None);
+                let (sender, task) = spawn_writer(tcp, None, None);
                 assert!(!sender.kernel_sends());
                 sender.send_parts(vec![Part::File(FileRange { file, offset: 0, bytes: 10 })]).await.unwrap();
                 drop(sender);

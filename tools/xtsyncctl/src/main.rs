@@ -4,6 +4,7 @@ mod cert;
 mod client;
 mod output;
 mod quickstart;
+mod rates;
 
 use std::path::{Path, PathBuf};
 
@@ -64,6 +65,8 @@ enum Command {
     Cert(cert::CertCommand),
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum JobCommand {
     Create {
@@ -95,6 +98,13 @@ enum JobCommand {
         /// Continuous jobs: seconds between full reconciliation passes (0: never).
         #[arg(long, default_value_t = 3600)]
         reconcile_interval_s: u32,
+        /// Bandwidth for the job's sessions together, e.g. 20MB/s (default unlimited).
+        #[arg(long, value_parser = rates::parse_rate, default_value = "unlimited")]
+        rate_limit: u64,
+        /// A daily window with its own rate, HH:MM-HH:MM=RATE in the source worker's
+        /// local time (e.g. 08:00-18:00=5MB/s); repeat for several.
+        #[arg(long = "rate-window", value_parser = rates::parse_window)]
+        rate_windows: Vec<xtsync_api::RateWindow>,
     },
     List,
     Show {
@@ -278,6 +288,8 @@ async fn job(client: &Client, cmd: JobCommand, json: bool) -> anyhow::Result<()>
             continuous,
             batch_window_ms,
             reconcile_interval_s,
+            rate_limit,
+            rate_windows,
         } => {
             let compression = compression.parse().map_err(anyhow::Error::msg)?;
             let spec = JobSpec {
@@ -292,6 +304,8 @@ async fn job(client: &Client, cmd: JobCommand, json: bool) -> anyhow::Result<()>
                     continuous,
                     batch_window_ms,
                     reconcile_interval_s,
+                    rate_limit_bytes_per_s: rate_limit,
+                    rate_schedule: rate_windows,
                     ..JobOptions::default()
                 },
                 agents,

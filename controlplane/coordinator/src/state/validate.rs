@@ -61,6 +61,17 @@ pub fn job_spec(spec: &JobSpec) -> Result<(), CommandError> {
     if !(-7..=22).contains(&spec.options.compression_level) {
         return Err(invalid("options.compression_level", "must be within -7..=22 (zstd levels)"));
     }
+    if spec.options.rate_schedule.len() > 48 {
+        return Err(invalid("options.rate_schedule", "at most 48 windows"));
+    }
+    for w in &spec.options.rate_schedule {
+        if w.from_minute >= 1440 || w.to_minute > 1440 || w.from_minute == w.to_minute {
+            return Err(invalid(
+                "options.rate_schedule[]",
+                format!("window {}..{} must be minutes of a day (0..1440), not empty", w.from_minute, w.to_minute),
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -55,6 +55,8 @@ struct Run<'a, S: PassSink> {
     last_progress: Instant,
     versions: Vec<FileVersion>,
     last_commit: Instant,
+    /// The job's bandwidth limit, shared by the change passes' sessions.
+    limiter: Option<Arc<crate::shaping::RateLimiter>>,
 }
 
 /// Runs until the watcher fails (the source root went away) — a continuous run has no
@@ -86,6 +88,7 @@ pub async fn run_continuous(
         last_progress: Instant::now(),
         versions: Vec::new(),
         last_commit: Instant::now(),
+        limiter: crate::shaping::RateLimiter::for_job(options).map(Arc::new),
     };
     // The whole tree once, with every core (retried like any pass).
     let mut pending = Some(ChangeSet::everything(Instant::now()));
@@ -286,6 +289,7 @@ impl<S: PassSink> Run<'_, S> {
             store: ctx.store.clone(),
             metrics: ctx.metrics.clone(),
             target_cores_taken: Arc::default(),
+            limiter: self.limiter.clone(),
         };
         let (feeds, passes) = flume::unbounded();
         let (events_tx, events) = flume::unbounded();

@@ -74,6 +74,7 @@ async fn run(
     let (events_tx, events_rx) = flume::unbounded();
     let mut end_txs = Vec::new();
     let target_cores_taken = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let limiter = crate::shaping::RateLimiter::for_job(options).map(Arc::new);
     // One configuration for the whole pass: a reload in the middle applies to the next.
     let client_tls = ctx.tls.current().client.clone();
     for (i, items) in item_rxs.into_iter().enumerate() {
@@ -95,6 +96,7 @@ async fn run(
             store: ctx.store.clone(),
             metrics: ctx.metrics.clone(),
             target_cores_taken: target_cores_taken.clone(),
+            limiter: limiter.clone(),
         };
         // One pass: the feed's sender is dropped at once, so the session closes after it.
         let (feed_tx, passes) = flume::bounded(1);

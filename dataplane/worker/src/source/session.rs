@@ -44,6 +44,8 @@ pub struct SessionParams {
     /// connections by hash, so two sessions can land on one target core; a session
     /// that lands on a taken core reconnects (a few times) to spread the load.
     pub target_cores_taken: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
+    /// The job's bandwidth limit, shared by all its sessions.
+    pub limiter: Option<Arc<crate::shaping::RateLimiter>>,
 }
 
 /// How long the target may take to speak first after the handshake (`Ready`).
@@ -217,7 +219,7 @@ async fn connect(
         target_tls = if target_kernel_tls { "kernel" } else { "userspace" },
         "source session connected"
     );
-    let (sender, _writer_task) = spawn_writer(writer, kernel);
+    let (sender, _writer_task) = spawn_writer(writer, kernel, params.limiter.clone());
     Ok((sender, reader))
 }
 

@@ -98,7 +98,7 @@ pub async fn serve(tcp: glommio::net::TcpStream, ctx: Rc<TargetContext>) {
     };
     tracing::info!(%peer, %source, core = ctx.core, tls = path.as_str(), "target session accepted");
     let (mut reader, writer) = stream.split();
-    let (sender, writer_task) = spawn_writer(writer, None);
+    let (sender, writer_task) = spawn_writer(writer, None, None);
     let ready = Message::Ready(xtsync_wire::Ready { target_kernel_tls: path == TlsPath::Kernel });
     if sender.send(&ready).await.is_err() {
         return;

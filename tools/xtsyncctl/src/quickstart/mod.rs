@@ -56,6 +56,9 @@ pub struct QuickstartArgs {
     /// Without --once: seconds between status lines (lag, pending changes).
     #[arg(long, default_value_t = 5)]
     pub interval_s: u64,
+    /// Bandwidth limit for the job, e.g. 20MB/s (default unlimited).
+    #[arg(long, value_parser = crate::rates::parse_rate, default_value = "unlimited")]
+    pub rate_limit: u64,
     /// Without --once: how long changes are gathered into one batch, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub batch_window_ms: u32,
@@ -195,6 +198,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             compression,
             continuous: !args.once,
             batch_window_ms: args.batch_window_ms,
+            rate_limit_bytes_per_s: args.rate_limit,
             ..JobOptions::default()
         },
         agents: vec![],
