@@ -163,6 +163,13 @@ fn kill_9_of_any_daemon_at_any_moment_loses_nothing_and_tears_nothing() {
     run.status_until("the lag back to zero", caught_up);
     observer_stop.store(true, Ordering::Relaxed);
     observer.join().unwrap();
+    // Crashes end sessions; they never make a peer break the protocol (a file rewritten
+    // while it is read, say, is sent again, not announced wrongly).
+    for worker in ["worker-a", "worker-b"] {
+        let log = std::fs::read_to_string(state.join(format!("logs/{worker}.log"))).unwrap_or_default();
+        let violations: Vec<&str> = log.lines().filter(|l| l.contains("protocol violation")).collect();
+        assert!(violations.is_empty(), "{worker} logged protocol violations:\n{}", violations.join("\n"));
+    }
     let torn = torn.lock().unwrap();
     assert!(reads.load(Ordering::Relaxed) > 0, "the observer read nothing");
     assert!(torn.is_empty(), "the observer read files that were never a source version: {torn:?}");

@@ -23,7 +23,7 @@ pub async fn handle_replies<R: AsyncRead + Unpin>(session: Rc<Session>, mut read
         let msg = match read_message(&mut reader).await {
             Ok(Some(m)) => m,
             Ok(None) => break Ok(()),
-            Err(e) => break Err(e.to_string()),
+            Err(e) => break Err(SessionError::Frame(e)),
         };
         let step = match msg {
             Message::EntriesReply(r) => on_entries_reply(&session, r.batch, &r.need),
@@ -39,7 +39,7 @@ pub async fn handle_replies<R: AsyncRead + Unpin>(session: Rc<Session>, mut read
             other => Err(SessionError::Protocol(format!("unexpected frame {other:?}"))),
         };
         if let Err(e) = step {
-            break Err(e.to_string());
+            break Err(e);
         }
         let _ = session.producer_tx.send(ProducerEvent::Wake);
     };
@@ -109,11 +109,7 @@ async fn on_want(session: &Rc<Session>, w: Want, codec: &mut ChunkCodec) -> Resu
                     // In order with the chunks the kernel sends.
                     push_bytes(&mut parts, frame);
                 } else {
-                    session
-                        .sender
-                        .send_encoded(frame)
-                        .await
-                        .map_err(|e| SessionError::Protocol(format!("connection lost: {e}")))?;
+                    session.sender.send_encoded(frame).await.map_err(|e| SessionError::Connection(e.to_string()))?;
                 }
             }
             (_, _, None) => {
@@ -127,7 +123,7 @@ async fn on_want(session: &Rc<Session>, w: Want, codec: &mut ChunkCodec) -> Resu
         total += span.bytes as u64;
     }
     if !parts.is_empty() {
-        session.sender.send_parts(parts).await.map_err(|e| SessionError::Protocol(format!("connection lost: {e}")))?;
+        session.sender.send_parts(parts).await.map_err(|e| SessionError::Connection(e.to_string()))?;
     }
     let mut s = session.shared.borrow_mut();
     s.stats.chunks_sent += sent;

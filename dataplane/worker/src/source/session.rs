@@ -100,6 +100,8 @@ pub enum SessionError {
     Refused(String),
     #[error("protocol violation by target: {0}")]
     Protocol(String),
+    #[error("connection to the target lost: {0}")]
+    Connection(String),
     #[error("the pass was cancelled")]
     Cancelled,
 }
@@ -131,7 +133,7 @@ pub enum ProducerEvent {
     /// Some in-flight state changed (a batch reply or a FileDone arrived).
     Wake,
     /// The reply handler stopped; the session is over.
-    Stopped(Result<(), String>),
+    Stopped(Result<(), SessionError>),
 }
 
 pub struct Session {
@@ -343,7 +345,7 @@ async fn one_pass(
         .sender
         .send(&Message::EndOfPass(xtsync_wire::EndOfPass { files }))
         .await
-        .map_err(|e| SessionError::Protocol(e.to_string()))?;
+        .map_err(|e| SessionError::Connection(e.to_string()))?;
     wait_until(session, producer_rx, |s| s.pass_done).await
 }
 
@@ -361,9 +363,9 @@ async fn wait_until(
                 return Err(SessionError::Protocol(format!("late need for {:?}", item.path)));
             }
             ProducerEvent::Stopped(r) => {
-                r.map_err(SessionError::Protocol)?;
+                r?;
                 if !done(&session.shared.borrow()) {
-                    return Err(SessionError::Protocol("target closed the connection early".into()));
+                    return Err(SessionError::Connection("the target closed it early".into()));
                 }
             }
         }
@@ -393,8 +395,8 @@ async fn produce(
             }
             Ok(ProducerEvent::Wake) => {}
             Ok(ProducerEvent::Stopped(r)) => {
-                r.map_err(SessionError::Protocol)?;
-                return Err(SessionError::Protocol("target closed the connection".into()));
+                r?;
+                return Err(SessionError::Connection("the target closed it".into()));
             }
             Err(_) => {}
         }
@@ -438,8 +440,8 @@ async fn produce(
                 ProducerEvent::Need(item) => session.stream_file(item).await?,
                 ProducerEvent::Wake => {}
                 ProducerEvent::Stopped(r) => {
-                    r.map_err(SessionError::Protocol)?;
-                    return Err(SessionError::Protocol("target closed the connection".into()));
+                    r?;
+                    return Err(SessionError::Connection("the target closed it".into()));
                 }
             }
         } else {
@@ -452,8 +454,8 @@ async fn produce(
                 futures::future::Either::Right((Ok(ProducerEvent::Need(item)), _)) => session.stream_file(item).await?,
                 futures::future::Either::Right((Ok(ProducerEvent::Wake), _)) => {}
                 futures::future::Either::Right((Ok(ProducerEvent::Stopped(r)), _)) => {
-                    r.map_err(SessionError::Protocol)?;
-                    return Err(SessionError::Protocol("target closed the connection".into()));
+                    r?;
+                    return Err(SessionError::Connection("the target closed it".into()));
                 }
                 futures::future::Either::Right((Err(_), _)) => return Err(SessionError::Cancelled),
             }
@@ -519,7 +521,7 @@ impl Session {
         *next_batch += 1;
         self.shared.borrow_mut().batches.insert(id, std::mem::take(files));
         let msg = Message::Entries(Entries { batch: id, entries: std::mem::take(batch) });
-        self.sender.send(&msg).await.map_err(|e| SessionError::Protocol(e.to_string()))
+        self.sender.send(&msg).await.map_err(|e| SessionError::Connection(e.to_string()))
     }
 }
 

@@ -180,6 +180,7 @@ impl Session {
         let mut chunk_at = 0u64;
         let mut pos = 0u64;
         let mut read_error = None;
+        let mut grew = false;
         loop {
             let want = (stat.size.saturating_sub(pos)).min(READ_BYTES_MAX);
             // An empty file is read for one byte, to notice that it grew; other growth
@@ -191,6 +192,13 @@ impl Session {
                     break;
                 }
             };
+            if want == 0 {
+                // The probe of an empty file: a byte there means it grew since the stat
+                // (it is sent again, whole); it is never part of the manifest, which
+                // covers the size announced.
+                grew = !block.is_empty();
+                break;
+            }
             let eof = block.is_empty() || (block.len() as u64) < want || pos + block.len() as u64 >= stat.size;
             pos += block.len() as u64;
             let mut ready: Vec<Builder> = Vec::new();
@@ -216,7 +224,8 @@ impl Session {
             }
         }
         let changed = fstat(unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) })
-            .is_none_or(|now| now != stat || pos != stat.size);
+            .is_none_or(|now| now != stat || pos != stat.size)
+            || grew;
         let _ = file.close().await;
         self.shared.borrow_mut().stats.bytes_read += pos;
         let aborted = changed || read_error.is_some();
@@ -255,7 +264,7 @@ impl Session {
     }
 
     pub async fn send(&self, msg: &Message) -> Result<(), SessionError> {
-        self.sender.send(msg).await.map_err(|e| SessionError::Protocol(format!("connection lost: {e}")))
+        self.sender.send(msg).await.map_err(|e| SessionError::Connection(e.to_string()))
     }
 }
 
