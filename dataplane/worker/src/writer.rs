@@ -128,7 +128,24 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
     let (tx, rx) = flume::bounded::<Queued>(1024);
     let budget = Rc::new(Semaphore::new(QUEUED_BYTES_MAX));
     let kernel_sends = kernel.is_some();
+    let task_budget = budget.clone();
     let handle = glommio::spawn_local(async move {
+        let result = write_loop(&mut w, rx, kernel, limiter).await;
+        // Senders waiting for room must not wait for a writer that is gone.
+        task_budget.close();
+        result.map(|()| w)
+    })
+    .detach();
+    (FrameSender { tx, budget, kernel_sends }, handle)
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    rx: flume::Receiver<Queued>,
+    kernel: Option<KernelSocket>,
+    limiter: Option<Arc<RateLimiter>>,
+) -> Result<(), std::io::Error> {
+    {
         let mut batch = Vec::with_capacity(COALESCED_BYTES_MAX);
         let mut closing = false;
         while let Ok(first) = rx.recv_async().await {
@@ -190,11 +207,8 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
         drop(rx);
         // Close our direction (TLS close_notify, then FIN) so that the peer sees the
         // end of the session even while our reader still waits for its frames.
-        w.close().await?;
-        Ok(w)
-    })
-    .detach();
-    (FrameSender { tx, budget, kernel_sends }, handle)
+        w.close().await
+    }
 }
 
 /// Runs one `Parts` item on a blocking thread (the socket is borrowed through its

@@ -88,8 +88,11 @@ fn port() -> u16 {
 #[test]
 fn a_link_cut_mid_transfer_is_waited_out_and_the_file_is_not_sent_again_from_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (source, target, pki, logs_dir) =
-        (dir.path().join("src"), dir.path().join("dst"), dir.path().join("pki"), dir.path().join("logs"));
+    // XTSYNC_TEST_KEEP=1 keeps the directory (logs, trees) for a look after a failure.
+    let dir_path = dir.path().to_path_buf();
+    let _keep = std::env::var_os("XTSYNC_TEST_KEEP").map(|_| dir.keep());
+    let dir = &dir_path;
+    let (source, target, pki, logs_dir) = (dir.join("src"), dir.join("dst"), dir.join("pki"), dir.join("logs"));
     for d in [&source, &target, &logs_dir] {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -126,7 +129,7 @@ fn a_link_cut_mid_transfer_is_waited_out_and_the_file_is_not_sent_again_from_zer
     // The coordinator and the source site on the host; the target site behind the link.
     let coordinator_addr = format!("{}:{}", link.host_ip, port());
     let mut c = Command::new(bin("xtsync-coordinator"));
-    c.args(["--http-listen", &coordinator_addr, "--init", "--metadata-path"]).arg(dir.path().join("coordinator"));
+    c.args(["--http-listen", &coordinator_addr, "--init", "--metadata-path"]).arg(dir.join("coordinator"));
     c.args(tls("coordinator"));
     let _coordinator = start(c, &logs_dir.join("coordinator.log"));
     let worker = |name: &str, listen_ip: &str, netns: Option<&str>, http: &str| {
@@ -142,11 +145,12 @@ fn a_link_cut_mid_transfer_is_waited_out_and_the_file_is_not_sent_again_from_zer
             .args(["--data-listen", &format!("{listen_ip}:{}", port())])
             .args(["--http-listen", http])
             .args(["--coordinator", &coordinator_addr, "--metadata-path"])
-            .arg(dir.path().join(name))
+            .arg(dir.join(name))
             .args(tls(name));
         start(w, &logs_dir.join(format!("{name}.log")))
     };
-    let _a = worker("site-a", &link.host_ip, None, &format!("{}:{}", link.host_ip, port()));
+    let a_metrics = format!("{}:{}", link.host_ip, port());
+    let _a = worker("site-a", &link.host_ip, None, &a_metrics);
     let b_metrics = format!("{}:{}", link.ns_ip, port());
     let _b = worker("site-b", &link.ns_ip, Some(&link.ns), &b_metrics);
 
@@ -249,16 +253,26 @@ fn a_link_cut_mid_transfer_is_waited_out_and_the_file_is_not_sent_again_from_zer
         "netcut size_mib={size_mib} cut_s={cut_s} total_s={total_s:.1} checkpointed_bytes={checkpointed} \
          chunks_reused={reused} chunks_received={received} waiting_for={waiting_seen:?}"
     );
-    if cut_s > 30 {
-        // Longer than the peer timeout: the session failed, and the run said why.
-        assert!(waiting_seen.is_some(), "the run never said what it waited for during the cut");
-    }
-    // What was checkpointed before the cut came from the target's own copy, not the wire.
+    // Not from zero: a restart from zero would send the file again after what went
+    // before the cut, which is at least what was checkpointed.
+    let sent = metric(&a_metrics, "xtsync_worker_bytes_sent_total");
+    println!("netcut source_bytes_sent={sent} file_bytes={}", content.len());
     assert!(
-        reused >= checkpointed / (256 << 10),
-        "{checkpointed} bytes were durable before the cut, yet only {reused} chunks were reused\n{}",
+        sent < content.len() as u64 + checkpointed,
+        "the source sent {sent} bytes for a {} byte file with {checkpointed} bytes checkpointed before the cut\n{}",
+        content.len(),
         daemon_logs()
     );
+    if cut_s > 30 {
+        // Longer than the peer timeout: the session failed, the run said why, and the
+        // checkpointed part came from the target's own copy.
+        assert!(waiting_seen.is_some(), "the run never said what it waited for during the cut");
+        assert!(
+            reused >= checkpointed / (256 << 10),
+            "{checkpointed} bytes were durable before the cut, yet only {reused} chunks were reused\n{}",
+            daemon_logs()
+        );
+    }
 }
 
 fn metric(addr: &str, name: &str) -> u64 {

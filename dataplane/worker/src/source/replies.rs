@@ -43,6 +43,10 @@ pub async fn handle_replies<R: AsyncRead + Unpin>(session: Rc<Session>, mut read
         }
         let _ = session.producer_tx.send(ProducerEvent::Wake);
     };
+    // Nothing will release what the producer may be waiting for (wants free segment
+    // budget, FileDones free file slots): wake it with an error instead of a hang.
+    session.segment_budget.close();
+    session.file_budget.close();
     let _ = session.producer_tx.send(ProducerEvent::Stopped(result));
 }
 

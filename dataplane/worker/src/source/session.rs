@@ -145,6 +145,8 @@ pub struct Session {
     pub next_file_id: Cell<u64>,
     pub segment_budget: Rc<glommio::sync::Semaphore>,
     pub file_budget: Rc<glommio::sync::Semaphore>,
+    /// Wire bytes already added to the worker's `bytes_sent_total` (by finished passes).
+    pub bytes_counted: Cell<u64>,
 }
 
 /// One pass's input to a session: the walk's items and the signal that every session
@@ -291,12 +293,18 @@ async fn run(
         next_file_id: Cell::new(1),
         segment_budget: Rc::new(glommio::sync::Semaphore::new(SEGMENTS_IN_FLIGHT_BYTES_MAX)),
         file_budget: Rc::new(glommio::sync::Semaphore::new(FILES_IN_FLIGHT_MAX)),
+        bytes_counted: Cell::new(0),
     });
     let _replies = glommio::spawn_local(handle_replies(session.clone(), reader)).detach();
     let result = passes_on(&session, feed, &passes, &producer_rx, &wire_bytes).await;
     // The reply task holds the session (and a sender) until the target closes: close
     // our side explicitly so that the target sees the end of the session.
     session.sender.close().await;
+    // The bytes of a pass that did not finish count too (finished passes added theirs).
+    if result.is_err() {
+        let counted = session.bytes_counted.get();
+        params.metrics.bytes_sent_total.fetch_add(wire_bytes.get() - counted, std::sync::atomic::Ordering::Relaxed);
+    }
     result
 }
 
@@ -319,6 +327,7 @@ async fn passes_on(
         let mut stats = session.shared.borrow().stats;
         stats.bytes_on_wire = wire_bytes.get() - wire_before;
         params.metrics.bytes_sent_total.fetch_add(stats.bytes_on_wire, std::sync::atomic::Ordering::Relaxed);
+        session.bytes_counted.set(wire_bytes.get());
         let _ = session.events.send(SessionEvent::Finished { session: params.session_index, stats });
         match passes.recv_async().await {
             Ok(next) => feed = next,

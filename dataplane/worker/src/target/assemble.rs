@@ -159,8 +159,11 @@ impl LocalReaders {
 /// Reads `len` bytes at `offset` and checks they are the chunk `name`.
 pub async fn read_verified(file: &BufferedFile, offset: u64, len: u32, name: &[u8; 32]) -> Result<Vec<u8>, String> {
     let data = file.read_at(offset, len as usize).await.map_err(|e| format!("read local copy: {e}"))?;
-    if data.len() != len as usize || ChunkName::of(&data).0 != *name {
-        return Err("local copy of a chunk changed since it was indexed".into());
+    if data.len() != len as usize {
+        return Err(format!("local copy of a chunk is short ({} of {len} bytes at offset {offset})", data.len()));
+    }
+    if ChunkName::of(&data).0 != *name {
+        return Err(format!("local copy of a chunk changed since it was indexed ({len} bytes at offset {offset})"));
     }
     Ok(data.to_vec())
 }

@@ -122,7 +122,9 @@ impl TargetRoot {
 /// Creates an empty temporary file in `dir` (0600; permissions are set before rename).
 pub fn create_temp(dir: BorrowedFd<'_>, tag: &str) -> Result<(OwnedFd, String), FsError> {
     let name = format!("{TEMP_PREFIX}{tag}");
-    let flags = OFlags::CREATE | OFlags::TRUNC | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    // Never an existing file: it may be a checkpointed partial that a resumed transfer
+    // is about to read from.
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     let fd = rustix::fs::openat(dir, name.as_str(), flags, Mode::from_raw_mode(0o600))
         .map_err(sys(name.as_bytes(), "create temporary file"))?;
     Ok((fd, name))

@@ -256,7 +256,11 @@ impl TargetSession {
         let root = TargetRoot::open(path).map_err(|e| TargetError::Refused(e.to_string()))?;
         self.root = Some(Arc::new(root));
         self.delete = h.flags & xtsync_wire::Hello::FLAG_DELETE != 0;
-        self.tag = format!("{}.{}.{}", h.run_id, h.session_index, std::process::id());
+        // Unique per session of this process (a resumed attempt of the same run and
+        // session index must not reuse the names of the partials it resumes from).
+        static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SESSIONS.fetch_add(1, Ordering::Relaxed);
+        self.tag = format!("{}.{}.{}.{seq}", h.run_id, h.session_index, std::process::id());
         // The low 16 bits name the executor serving the session (the source uses them
         // to spread its sessions over the target's cores).
         let session_id = h.run_id << 16 | (self.ctx.core as u64 & 0xffff);
