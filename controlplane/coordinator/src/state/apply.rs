@@ -484,6 +484,10 @@ mod tests {
         let text = serde_json::to_string(&cmd).unwrap();
         assert_eq!(text, r#"{"cmd":"create_run","job_id":4,"created_unix_ms":5}"#);
         assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), cmd);
+        let reconcile = Command::CreateRun { job_id: 4, created_unix_ms: 5, reconcile: true };
+        let text = serde_json::to_string(&reconcile).unwrap();
+        assert_eq!(text, r#"{"cmd":"create_run","job_id":4,"created_unix_ms":5,"reconcile":true}"#);
+        assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), reconcile);
         let reg = Command::RegisterWorker(reg("w"));
         assert_eq!(serde_json::from_str::<Command>(&serde_json::to_string(&reg).unwrap()).unwrap(), reg);
     }

@@ -32,7 +32,9 @@ pub enum Command {
     CreateRun {
         job_id: JobId,
         created_unix_ms: u64,
-        #[serde(default)]
+        /// Absent in entries written before reconciliation runs existed, and omitted
+        /// when false (the log's format for ordinary runs is unchanged).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         reconcile: bool,
     },
     /// Records a worker's report on a run (state, progress, summary).
