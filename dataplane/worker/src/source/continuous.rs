@@ -26,8 +26,9 @@ const ITEMS_QUEUED_MAX: usize = 8192;
 /// The catalog is committed at least this often while versions wait (they are durable
 /// at the target already: the catalog only lags).
 const CATALOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
-/// Progress (lag) goes to the coordinator at most this often.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+/// Progress (lag) goes to the coordinator at most this often (each report is a Raft
+/// write; the worker's `/metrics` has the lag live).
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// Retry delays after a failed pass: doubling from the first to the last.
 const RETRY_DELAY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(5);

@@ -1,11 +1,11 @@
 //! The durability barrier. Finished files wait here, written but not yet renamed; a
-//! flush makes all of them durable with one `syncfs`, renames them into place, makes
-//! the renames durable with a second `syncfs`, records them in the chunk index, and
-//! only then are they acknowledged. One barrier per batch instead of one fsync per file
-//! is what lets many small files go fast; the order (data durable before the rename) is
-//! what keeps a crash from exposing an empty or partial file under the final name.
-//! A session has at most one flush in flight and keeps receiving and writing the next
-//! batch meanwhile.
+//! flush makes their data durable (one `syncfs` for a large batch, `fdatasync` of each
+//! file for a small one), renames them into place, makes the renames durable (`syncfs`,
+//! or `fsync` of each directory), records them in the chunk index, and only then are
+//! they acknowledged. One barrier per batch instead of one fsync per file is what lets
+//! many small files go fast; the order (data durable before the rename) is what keeps
+//! a crash from exposing an empty or partial file under the final name. A session has
+//! at most one flush in flight and keeps receiving and writing the next batch meanwhile.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -88,11 +88,19 @@ impl Barrier {
     }
 }
 
+/// Up to this many files, a barrier syncs each file and then each directory it renamed
+/// into; above, one `syncfs` each time is cheaper. `syncfs` writes back every dirty
+/// inode of the filesystem, other programs' too: for the few files of a continuous
+/// job's batch, on a target disk that is busy with other work, it costs far more.
+const PER_FILE_SYNC_FILES_MAX: usize = 32;
+
 fn flush_blocking(root: OwnedFd, ready: Vec<Ready>, store: &dyn WorkerStore, kept: &KeptPartials) -> Vec<Acked> {
-    let synced = rustix::fs::syncfs(root.as_fd());
+    let per_file = ready.len() <= PER_FILE_SYNC_FILES_MAX;
+    let synced = if per_file { sync_each(&ready) } else { rustix::fs::syncfs(root.as_fd()) };
     let mut acks = Vec::with_capacity(ready.len());
     let mut ops = Vec::new();
     let mut partials = Vec::new();
+    let mut ready_dirs: Vec<OwnedFd> = Vec::new();
     for r in ready {
         let result = match synced {
             Err(e) => Err(format!("syncfs before rename: {e}")),
@@ -109,6 +117,9 @@ fn flush_blocking(root: OwnedFd, ready: Vec<Ready>, store: &dyn WorkerStore, kep
         } else {
             let _ = rustix::fs::unlinkat(r.dir.as_fd(), r.tmp_name.as_str(), rustix::fs::AtFlags::empty());
         }
+        if per_file {
+            ready_dirs.push(r.dir);
+        }
         acks.push(Acked {
             file_id: r.file_id,
             error: result.err(),
@@ -116,9 +127,11 @@ fn flush_blocking(root: OwnedFd, ready: Vec<Ready>, store: &dyn WorkerStore, kep
             chunks_received: r.chunks_received,
         });
     }
-    if let Err(e) = rustix::fs::syncfs(root.as_fd()) {
+    let renames_synced =
+        if per_file { sync_dirs(ready_dirs.iter().map(|d| d.as_fd())) } else { rustix::fs::syncfs(root.as_fd()) };
+    if let Err(e) = renames_synced {
         for a in acks.iter_mut().filter(|a| a.error.is_none()) {
-            a.error = Some(format!("syncfs after rename: {e}"));
+            a.error = Some(format!("sync after rename: {e}"));
         }
     }
     if let Err(e) = store.apply(StoreBatch { ops }) {
@@ -129,4 +142,27 @@ fn flush_blocking(root: OwnedFd, ready: Vec<Ready>, store: &dyn WorkerStore, kep
         remove_partials(&partials);
     }
     acks
+}
+
+/// `fdatasync` of every waiting file (opened again by its temporary name).
+fn sync_each(ready: &[Ready]) -> rustix::io::Result<()> {
+    for r in ready {
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW;
+        let fd = rustix::fs::openat(r.dir.as_fd(), r.tmp_name.as_str(), flags, rustix::fs::Mode::empty())?;
+        rustix::fs::fdatasync(&fd)?;
+    }
+    Ok(())
+}
+
+/// `fsync` of each distinct directory (by device and inode): makes renames and
+/// removals in them durable.
+pub fn sync_dirs<'a>(dirs: impl Iterator<Item = std::os::fd::BorrowedFd<'a>>) -> rustix::io::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for dir in dirs {
+        let st = rustix::fs::fstat(dir)?;
+        if seen.insert((st.st_dev, st.st_ino)) {
+            rustix::fs::fsync(dir)?;
+        }
+    }
+    Ok(())
 }

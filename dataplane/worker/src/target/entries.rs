@@ -130,8 +130,19 @@ pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPar
             tracing::warn!(path = ?path, error = %e, "directory metadata not applied");
         }
     }
-    if let Err(e) = rustix::fs::syncfs(root.fd()) {
-        tracing::warn!(error = %e, "syncfs at end of pass");
+    // Removals, links and directory metadata made durable: in a pass over a few
+    // directories (a batch of changes) by syncing those; in a larger one with `syncfs`.
+    let synced = if memory.dirs.len() <= DIR_SYNCS_MAX {
+        let fds: Vec<_> = memory.dirs.iter().filter_map(|(path, _)| root.dir(path, false).ok()).collect();
+        crate::target::durability::sync_dirs(fds.iter().map(|fd| fd.as_fd()))
+    } else {
+        rustix::fs::syncfs(root.fd())
+    };
+    if let Err(e) = synced {
+        tracing::warn!(error = %e, "sync at end of pass");
     }
     deleted
 }
+
+/// Directories of a pass synced one by one at its end, at most (see `end_of_pass`).
+const DIR_SYNCS_MAX: usize = 32;
