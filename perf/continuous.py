@@ -409,7 +409,7 @@ class CpuGroup:
                             d["name"] = line.split()[1]
                         elif line.startswith("VmRSS:"):
                             d["rss_kib"] = int(line.split()[1])
-                d["inotify_watches"] = inotify_watches(p)
+                d["inotify_watches"], d["fanotify_marks"] = notify_marks(p)
             except OSError:
                 continue
             out.append(d)
@@ -426,18 +426,23 @@ class CpuGroup:
             log(f"warning: could not remove {self.path} (processes left: {self.pids()})")
 
 
-def inotify_watches(pid: int) -> int:
-    n = 0
+def notify_marks(pid: int) -> tuple[int, int]:
+    """(inotify watches, fanotify marks) held by pid, from /proc/PID/fdinfo."""
+    ino = fan = 0
     try:
         for fd in os.listdir(f"/proc/{pid}/fdinfo"):
             try:
                 with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                    n += sum(1 for line in f if line.startswith("inotify wd:"))
+                    for line in f:
+                        if line.startswith("inotify wd:"):
+                            ino += 1
+                        elif line.startswith("fanotify ") and not line.startswith("fanotify flags:"):
+                            fan += 1
             except OSError:
                 pass
     except OSError:
         pass
-    return n
+    return ino, fan
 
 
 class Sampler(threading.Thread):
@@ -704,7 +709,10 @@ class Xtsync(Tool):
         self.info["versions"] = {"xtsyncctl": version(f"{ctl} --version")}
         if "--once" not in helptext:
             self.info["notes"].append("quickstart --help does not mention --once: continuous semantics unknown")
-        if "--interval-s" in helptext:
+        hl = helptext.splitlines()
+        i = next((n for n, line in enumerate(hl) if line.strip().startswith("--once")), None)
+        self.info["help_once"] = " ".join(line.strip() for line in hl[i:i + 2]) if i is not None else None
+        if "Seconds between passes" in helptext:
             self.info["notes"].append("this build's quickstart without --once repeats full passes every "
                                       "--interval-s seconds (periodic, not event-driven change capture)")
         state = os.path.join(self.run_dir, "xtsync-state")
@@ -791,6 +799,20 @@ def wait_marker(tool: Tool, src: str, dst: str, timeout: float) -> float:
     raise ToolError(f"the readiness marker did not reach the target within {timeout:.0f} s")
 
 
+def wait_quiet(tool: Tool, cg: CpuGroup, timeout: float, window: float = 2.0, below_pct: float = 5.0) -> float:
+    """After the marker: wait until the replicator uses < below_pct of a core over `window` s
+    (its initial pass may still be running although the marker already arrived)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        tool.check_alive()
+        u0 = cg.usage_s()
+        time.sleep(window)
+        if 100 * (cg.usage_s() - u0) / window < below_pct:
+            return time.monotonic() - t0
+    raise ToolError(f"the replicator did not become quiet (< {below_pct}% of a core over {window} s) "
+                    f"within {timeout:.0f} s after readiness")
+
+
 def prepare_run(a, files: int) -> tuple[str, str, str, int]:
     info = ensure_base()
     tops = tree_tops(files)
@@ -835,8 +857,11 @@ def run_stream(a, rec: dict) -> None:
         tool.start()
         rec["tool"] = tool.info
         ready_s = wait_marker(tool, src, dst, a.ready_timeout)
-        rec["initial_sync_s"] = round(ready_s, 2)
-        log(f"  ready (marker at the target) {time.monotonic() - t:.1f} s after start")
+        rec["marker_at_target_s"] = round(ready_s, 2)
+        quiet_s = wait_quiet(tool, cg, a.ready_timeout)
+        rec["initial_sync_s"] = round(time.monotonic() - t, 2)
+        log(f"  ready: marker at the target {ready_s:.1f} s after start, replicator quiet after "
+            f"{time.monotonic() - t:.1f} s")
         # observer (separate process: no GIL shared with the generator)
         ctx = mp.get_context("fork")
         pconn, cconn = ctx.Pipe()
@@ -990,8 +1015,11 @@ def run_idle(a, rec: dict) -> None:
         log(f"starting {a.tool} ...")
         tool.start()
         rec["tool"] = tool.info
-        rec["initial_sync_s"] = round(wait_marker(tool, src, dst, a.ready_timeout), 2)
-        log(f"  ready {time.monotonic() - t:.1f} s after start; settling {a.settle:.0f} s, then {a.idle_seconds:.0f} s idle ...")
+        rec["marker_at_target_s"] = round(wait_marker(tool, src, dst, a.ready_timeout), 2)
+        wait_quiet(tool, cg, a.ready_timeout)
+        rec["initial_sync_s"] = round(time.monotonic() - t, 2)
+        log(f"  ready (marker at the target, replicator quiet) {time.monotonic() - t:.1f} s after start; "
+            f"settling {a.settle:.0f} s, then {a.idle_seconds:.0f} s idle ...")
         time.sleep(a.settle)
         rec["loadavg_before_window"] = os.getloadavg()
         u0, t0 = cg.usage_s(), time.monotonic_ns()
@@ -1014,6 +1042,7 @@ def run_idle(a, rec: dict) -> None:
             "rss_kib": rss, "rss_kib_max_sampled": rss_max,
             "rss_bytes_per_watched_file": round(rss * 1024 / files, 1),
             "inotify_watches": sum(p.get("inotify_watches", 0) for p in procs),
+            "fanotify_marks": sum(p.get("fanotify_marks", 0) for p in procs),
             "processes": procs,
         }
         rec["status"] = "ok"
@@ -1039,6 +1068,7 @@ def summary_line(rec: dict) -> str:
         return (f"idle tool={rec['tool_name']} files={rec['tree']['files']} window_s={f['idle_window_s']} "
                 f"cpu_pct_of_one_core={f['cpu_pct_of_one_core']} rss_mib={f['rss_kib'] / 1024:.1f} "
                 f"rss_bytes_per_file={f['rss_bytes_per_watched_file']} inotify_watches={f['inotify_watches']} "
+                f"fanotify_marks={f.get('fanotify_marks')} "
                 f"status={rec['status']}")
     lat = f["latency"]
     return (f"continuous tool={rec['tool_name']} rate={rec['stream']['rate_per_s']}/s "
@@ -1074,6 +1104,10 @@ def main() -> int:
         a.grace = 45.0 if a.tool == "lsyncd-default" else 10.0
     if a.tool.startswith("lsyncd") and not (shutil.which("lsyncd") and shutil.which("rsync")):
         print("lsyncd and rsync are needed: apt-get install lsyncd rsync", file=sys.stderr)
+        return 2
+    if a.tool == "xtsync" and not os.access(os.path.join(XTSYNC_BIN, "xtsyncctl"), os.X_OK):
+        print(f"continuous tool=xtsync{' idle' if a.idle else ''} status=skipped "
+              f"({os.path.join(XTSYNC_BIN, 'xtsyncctl')} not found; set XTSYNC_BIN)", flush=True)
         return 2
     os.makedirs(ROOT, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
