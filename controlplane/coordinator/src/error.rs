@@ -35,4 +35,7 @@ pub enum ServiceError {
     BadRequest(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The request contradicts the current state (409).
+    #[error("{0}")]
+    Conflict(String),
 }

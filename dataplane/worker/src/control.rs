@@ -225,9 +225,15 @@ async fn run_assignment(
     } else if a.job.spec.options.continuous {
         // Runs while the worker runs; it ends only if change capture fails.
         let (requests_tx, requests) = flume::unbounded();
-        live.lock().unwrap_or_else(|p| p.into_inner()).insert(a.job.id, requests_tx);
+        live.lock().unwrap_or_else(|p| p.into_inner()).insert(a.job.id, requests_tx.clone());
         let outcome = run_continuous(ctx, &a, &mut sink, requests).await;
-        live.lock().unwrap_or_else(|p| p.into_inner()).remove(&a.job.id);
+        {
+            let mut map = live.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&a.job.id).is_some_and(|s| s.same_channel(&requests_tx)) {
+                map.remove(&a.job.id);
+            }
+        }
+        ctx.metrics.continuous_jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&a.job.spec.name);
         let error = match outcome {
             Ok(()) => "continuous run ended".to_string(),
             Err(e) => e.to_string(),

@@ -12,8 +12,9 @@ use crate::histogram::LatencyHistogram;
 /// Where a continuous job stands, for `/metrics` (one per job name).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct JobLag {
-    /// Age of the oldest change not yet durable at the target (0 when caught up).
-    pub lag_ms: u64,
+    /// When the oldest change not yet durable at the target was seen (`None`: caught
+    /// up); the lag is its age when `/metrics` is read.
+    pub oldest_pending: Option<std::time::Instant>,
     pub changes_pending: u64,
 }
 
@@ -171,7 +172,10 @@ impl WorkerMetrics {
             "Continuous jobs: from a change being seen at the source to the file being durable at the target",
         );
         let jobs = self.continuous_jobs.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let lag: Vec<_> = jobs.iter().map(|(job, l)| (vec![("job", job.clone())], l.lag_ms as f64 / 1000.0)).collect();
+        let lag: Vec<_> = jobs
+            .iter()
+            .map(|(job, l)| (vec![("job", job.clone())], l.oldest_pending.map_or(0.0, |t| t.elapsed().as_secs_f64())))
+            .collect();
         write_labelled(
             &mut out,
             "xtsync_worker_replication_lag_seconds",

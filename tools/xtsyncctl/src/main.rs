@@ -168,7 +168,9 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     let s = client.status().await?;
     let mut jobs = Vec::new();
     for job in client.jobs().await? {
-        let run = client.runs(job.id).await?.into_iter().max_by_key(|r| r.id);
+        // A continuous job's state is its latest continuous run, not a reconcile pass.
+        let continuous = job.spec.options.continuous;
+        let run = client.runs(job.id).await?.into_iter().filter(|r| !(continuous && r.reconcile)).max_by_key(|r| r.id);
         jobs.push(JobState { job: job.spec.name, continuous: job.spec.options.continuous, run });
     }
     if json {

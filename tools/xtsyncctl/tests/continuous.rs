@@ -178,6 +178,11 @@ fn reconcile_repairs_what_change_capture_cannot_see_and_says_what_differed() {
     assert_eq!(done["summary"]["entries_deleted"], 1, "the stray file: {done}");
     assert_same_tree(&source, &target);
 
+    // One continuous run per job: a second would replicate into the same target.
+    let out = admin_command(&state, &["job", "run", "1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still active"), "{}", String::from_utf8_lossy(&out.stderr));
+
     let out = admin_command(&state, &["reconcile", "--target", "/nonexistent/target"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job replicates to /nonexistent/target"));

@@ -111,6 +111,7 @@ fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
         ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ServiceError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        ServiceError::Conflict(_) => StatusCode::CONFLICT,
     }
 }
 

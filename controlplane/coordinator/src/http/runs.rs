@@ -45,7 +45,22 @@ async fn create(
     } else {
         serde_json::from_slice(&body).map_err(|e| ServiceError::BadRequest(format!("run request: {e}")))?
     };
-    expect_run(c.create_run(path(id)?, request.reconcile).await?)
+    let id = path(id)?;
+    if !request.reconcile {
+        // A continuous job has one run at a time: a second would replicate into the
+        // same target beside it.
+        let continuous = query::job(&c.reader, id)?.is_some_and(|j| j.spec.options.continuous);
+        let active = query::runs_of_job(&c.reader, id, RUNS_LIST_MAX)?
+            .into_iter()
+            .find(|r| !r.reconcile && !r.state.is_finished());
+        if let (true, Some(run)) = (continuous, active) {
+            return Err(ServiceError::Conflict(format!(
+                "job {id} is continuous and run {} is still active (use reconcile for an extra full pass)",
+                run.id
+            )));
+        }
+    }
+    expect_run(c.create_run(id, request.reconcile).await?)
 }
 
 async fn list(

@@ -311,7 +311,7 @@ impl<S: PassSink> Run<'_, S> {
             .continuous_jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(self.a.job.spec.name.clone(), JobLag { lag_ms, changes_pending });
+            .insert(self.a.job.spec.name.clone(), JobLag { oldest_pending, changes_pending });
         if self.last_progress.elapsed() >= PROGRESS_INTERVAL || self.progress.waiting_for.is_some() {
             self.sink.progress(self.progress.clone());
             self.last_progress = Instant::now();

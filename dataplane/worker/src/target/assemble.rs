@@ -58,6 +58,8 @@ pub struct OpenFile {
     /// Bytes written since the last checkpoint, and how much of `written` it covers.
     pub unsynced_bytes: u64,
     pub checkpointed_chunks: usize,
+    /// Bytes covered by checkpoints so far.
+    pub checkpointed_bytes: u64,
     /// A checkpoint exists: the temporary copy outlives an early end of the session.
     pub checkpointed: bool,
     /// Checkpointed temporaries of earlier attempts this file was resumed from.
@@ -101,6 +103,7 @@ impl OpenFile {
             temp_abs,
             unsynced_bytes: 0,
             checkpointed_chunks: 0,
+            checkpointed_bytes: 0,
             checkpointed: false,
             resumed_from: Default::default(),
         }

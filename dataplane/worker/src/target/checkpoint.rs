@@ -51,12 +51,15 @@ pub async fn maybe_checkpoint(file: &mut OpenFile, store: &Arc<dyn WorkerStore>,
     match done {
         Ok(()) => {
             file.checkpointed_chunks = file.written.len();
+            file.checkpointed_bytes += bytes;
             file.unsynced_bytes = 0;
             file.checkpointed = true;
             metrics.checkpoints_total.fetch_add(1, Ordering::Relaxed);
             metrics.checkpoint_bytes_total.fetch_add(bytes, Ordering::Relaxed);
         }
-        Err(e) => tracing::warn!(path = ?file.path, error = %e, "checkpoint failed"),
+        // The sync's error is consumed here (a later fsync of the file would not see
+        // it): the file fails, and is sent again.
+        Err(e) => file.fail(format!("checkpoint: {e}")),
     }
 }
 
@@ -65,26 +68,38 @@ pub async fn maybe_checkpoint(file: &mut OpenFile, store: &Arc<dyn WorkerStore>,
 /// They are removed when that path is next committed; until then the end-of-pass sweep
 /// of leftover temporaries spares them. A restart forgets them: the sweep then removes
 /// them once a pass over their directory has run (after any resumed file used them).
+/// final path → (temporary path, bytes checkpointed in it).
+type PartialsByFinal = std::collections::HashMap<Vec<u8>, Vec<(Vec<u8>, u64)>>;
+
 #[derive(Default)]
 pub struct KeptPartials {
-    by_final: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<Vec<u8>>>>,
+    by_final: std::sync::Mutex<PartialsByFinal>,
 }
 
 impl KeptPartials {
-    pub fn keep(&self, final_abs: Vec<u8>, temp_abs: Vec<u8>) {
-        self.lock().entry(final_abs).or_default().push(temp_abs);
+    /// Keeps `temp_abs` for `final_abs`. Earlier partials of that path with no more
+    /// checkpointed bytes are obsolete (the new one holds what they held, copied): they
+    /// are returned, for removal, so that retries of a large file do not fill the disk.
+    pub fn keep(&self, final_abs: Vec<u8>, temp_abs: Vec<u8>, checkpointed_bytes: u64) -> Vec<Vec<u8>> {
+        let mut map = self.lock();
+        let kept = map.entry(final_abs).or_default();
+        let (obsolete, still): (Vec<_>, Vec<_>) =
+            std::mem::take(kept).into_iter().partition(|(_, bytes)| *bytes <= checkpointed_bytes);
+        *kept = still;
+        kept.push((temp_abs, checkpointed_bytes));
+        obsolete.into_iter().map(|(t, _)| t).collect()
     }
 
     /// The partials kept for `final_abs`, forgotten.
     pub fn take(&self, final_abs: &[u8]) -> Vec<Vec<u8>> {
-        self.lock().remove(final_abs).unwrap_or_default()
+        self.lock().remove(final_abs).unwrap_or_default().into_iter().map(|(t, _)| t).collect()
     }
 
     pub fn is_kept(&self, temp_abs: &[u8]) -> bool {
-        self.lock().values().any(|temps| temps.iter().any(|t| t == temp_abs))
+        self.lock().values().any(|temps| temps.iter().any(|(t, _)| t == temp_abs))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Vec<u8>, Vec<Vec<u8>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PartialsByFinal> {
         self.by_final.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -115,11 +130,17 @@ mod tests {
     #[test]
     fn kept_partials_go_when_their_path_is_committed() {
         let kept = KeptPartials::default();
-        kept.keep(b"/t/a".to_vec(), b"/t/.xtsync-tmp.1".to_vec());
-        kept.keep(b"/t/a".to_vec(), b"/t/.xtsync-tmp.2".to_vec());
-        kept.keep(b"/t/b".to_vec(), b"/t/.xtsync-tmp.3".to_vec());
+        assert!(kept.keep(b"/t/a".to_vec(), b"/t/.xtsync-tmp.1".to_vec(), 512).is_empty());
+        // A later attempt that got less far does not make the first one obsolete...
+        assert!(kept.keep(b"/t/a".to_vec(), b"/t/.xtsync-tmp.2".to_vec(), 64).is_empty());
+        assert!(kept.keep(b"/t/b".to_vec(), b"/t/.xtsync-tmp.3".to_vec(), 64).is_empty());
         assert!(kept.is_kept(b"/t/.xtsync-tmp.2") && !kept.is_kept(b"/t/.xtsync-tmp.9"));
         assert_eq!(kept.take(b"/t/a"), vec![b"/t/.xtsync-tmp.1".to_vec(), b"/t/.xtsync-tmp.2".to_vec()]);
+        // ...one that got as far does: at most one partial per path then.
+        kept.keep(b"/t/a".to_vec(), b"/t/.xtsync-tmp.4".to_vec(), 64);
+        assert_eq!(kept.keep(b"/t/a".to_vec(), b"/t/.xtsync-tmp.5".to_vec(), 128), vec![b"/t/.xtsync-tmp.4".to_vec()]);
+        assert_eq!(kept.keep(b"/t/a".to_vec(), b"/t/.xtsync-tmp.6".to_vec(), 128), vec![b"/t/.xtsync-tmp.5".to_vec()]);
+        assert_eq!(kept.take(b"/t/a"), vec![b"/t/.xtsync-tmp.6".to_vec()]);
         assert!(!kept.is_kept(b"/t/.xtsync-tmp.1") && kept.is_kept(b"/t/.xtsync-tmp.3"));
         assert!(kept.take(b"/t/a").is_empty());
     }

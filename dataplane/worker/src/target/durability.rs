@@ -76,6 +76,7 @@ impl Barrier {
         root: OwnedFd,
         store: Arc<dyn WorkerStore>,
         kept: Arc<KeptPartials>,
+        new_dirs_parents: Vec<OwnedFd>,
     ) -> impl std::future::Future<Output = Vec<Acked>> + 'static {
         let ready = std::mem::take(&mut self.ready);
         self.bytes = 0;
@@ -83,7 +84,9 @@ impl Barrier {
             if ready.is_empty() {
                 return Vec::new();
             }
-            glommio::executor().spawn_blocking(move || flush_blocking(root, ready, store.as_ref(), &kept)).await
+            glommio::executor()
+                .spawn_blocking(move || flush_blocking(root, ready, store.as_ref(), &kept, &new_dirs_parents))
+                .await
         }
     }
 }
@@ -94,7 +97,13 @@ impl Barrier {
 /// job's batch, on a target disk that is busy with other work, it costs far more.
 const PER_FILE_SYNC_FILES_MAX: usize = 32;
 
-fn flush_blocking(root: OwnedFd, ready: Vec<Ready>, store: &dyn WorkerStore, kept: &KeptPartials) -> Vec<Acked> {
+fn flush_blocking(
+    root: OwnedFd,
+    ready: Vec<Ready>,
+    store: &dyn WorkerStore,
+    kept: &KeptPartials,
+    new_dirs_parents: &[OwnedFd],
+) -> Vec<Acked> {
     let per_file = ready.len() <= PER_FILE_SYNC_FILES_MAX;
     let synced = if per_file { sync_each(&ready) } else { rustix::fs::syncfs(root.as_fd()) };
     let mut acks = Vec::with_capacity(ready.len());
@@ -103,6 +112,7 @@ fn flush_blocking(root: OwnedFd, ready: Vec<Ready>, store: &dyn WorkerStore, kep
     let mut ready_dirs: Vec<OwnedFd> = Vec::new();
     for r in ready {
         let result = match synced {
+            Err(e) if per_file => Err(format!("fdatasync before rename: {e}")),
             Err(e) => Err(format!("syncfs before rename: {e}")),
             Ok(()) => replace(r.dir.as_fd(), &r.tmp_name, &r.name).map_err(|e: FsError| e.to_string()),
         };
@@ -127,8 +137,13 @@ fn flush_blocking(root: OwnedFd, ready: Vec<Ready>, store: &dyn WorkerStore, kep
             chunks_received: r.chunks_received,
         });
     }
-    let renames_synced =
-        if per_file { sync_dirs(ready_dirs.iter().map(|d| d.as_fd())) } else { rustix::fs::syncfs(root.as_fd()) };
+    // The renames, and the entries of directories created for these files (a parent
+    // recorded later is shallower or elsewhere: synced after).
+    let renames_synced = if per_file {
+        sync_dirs(ready_dirs.iter().chain(new_dirs_parents.iter().rev()).map(|d| d.as_fd()))
+    } else {
+        rustix::fs::syncfs(root.as_fd())
+    };
     if let Err(e) = renames_synced {
         for a in acks.iter_mut().filter(|a| a.error.is_none()) {
             a.error = Some(format!("sync after rename: {e}"));

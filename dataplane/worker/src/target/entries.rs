@@ -100,7 +100,8 @@ pub fn apply_entries(root: &TargetRoot, entries: Vec<Entry>, tag: &str, delete: 
 
 /// Deletes what the source no longer has (only in directories this session listed),
 /// then applies directory metadata deepest first. Blocking.
-pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPartials) -> u64 {
+/// Fails only if what it did cannot be made durable (the pass must not be reported done).
+pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPartials) -> Result<u64, String> {
     let mut deleted = 0;
     for (dir, children) in &memory.dir_children {
         let Ok(fd) = root.dir(dir, false) else { continue };
@@ -132,16 +133,15 @@ pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPar
     }
     // Removals, links and directory metadata made durable: in a pass over a few
     // directories (a batch of changes) by syncing those; in a larger one with `syncfs`.
+    let new_dirs_parents = root.take_unsynced_parents();
     let synced = if memory.dirs.len() <= DIR_SYNCS_MAX {
         let fds: Vec<_> = memory.dirs.iter().filter_map(|(path, _)| root.dir(path, false).ok()).collect();
-        crate::target::durability::sync_dirs(fds.iter().map(|fd| fd.as_fd()))
+        crate::target::durability::sync_dirs(fds.iter().chain(new_dirs_parents.iter().rev()).map(|fd| fd.as_fd()))
     } else {
         rustix::fs::syncfs(root.fd())
     };
-    if let Err(e) = synced {
-        tracing::warn!(error = %e, "sync at end of pass");
-    }
-    deleted
+    synced.map_err(|e| format!("sync of deletions and directories: {e}"))?;
+    Ok(deleted)
 }
 
 /// Directories of a pass synced one by one at its end, at most (see `end_of_pass`).

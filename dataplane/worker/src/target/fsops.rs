@@ -43,6 +43,9 @@ const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLI
 pub struct TargetRoot {
     fd: OwnedFd,
     path: PathBuf,
+    /// Directories in which a directory was created and whose entries are not yet
+    /// synced: a file acknowledged in a new directory needs them durable too.
+    unsynced_parents: std::sync::Mutex<Vec<OwnedFd>>,
 }
 
 impl TargetRoot {
@@ -53,7 +56,7 @@ impl TargetRoot {
             .map_err(|e| sys(bytes, "create root")(Errno::from_io_error(&e).unwrap_or(Errno::IO)))?;
         let fd = rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(sys(bytes, "open root"))?;
-        Ok(TargetRoot { fd, path: path.to_path_buf() })
+        Ok(TargetRoot { fd, path: path.to_path_buf(), unsynced_parents: Default::default() })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -93,7 +96,8 @@ impl TargetRoot {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => {
                     match rustix::fs::mkdirat(&cur, comp, Mode::from_raw_mode(0o700)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Ok(()) => self.created_in(&cur),
+                        Err(Errno::EXIST) => {}
                         Err(e) => return Err(sys(rel.as_bytes(), "mkdir")(e)),
                     }
                     open(&cur).map_err(sys(rel.as_bytes(), "open directory"))?
@@ -103,6 +107,7 @@ impl TargetRoot {
                     remove_tree(cur.as_fd(), comp).map_err(|e| sys(rel.as_bytes(), "replace file by directory")(e))?;
                     rustix::fs::mkdirat(&cur, comp, Mode::from_raw_mode(0o700))
                         .map_err(sys(rel.as_bytes(), "mkdir"))?;
+                    self.created_in(&cur);
                     open(&cur).map_err(sys(rel.as_bytes(), "open directory"))?
                 }
                 Err(e) => return Err(sys(rel.as_bytes(), "open directory")(e)),
@@ -110,6 +115,18 @@ impl TargetRoot {
             cur = next;
         }
         Ok(cur)
+    }
+
+    fn created_in(&self, parent: &OwnedFd) {
+        if let Ok(dup) = rustix::io::fcntl_dupfd_cloexec(parent, 0) {
+            self.unsynced_parents.lock().unwrap_or_else(|p| p.into_inner()).push(dup);
+        }
+    }
+
+    /// The directories in which directories were created since the last call: to be
+    /// synced before anything in those new directories is acknowledged.
+    pub fn take_unsynced_parents(&self) -> Vec<OwnedFd> {
+        std::mem::take(&mut *self.unsynced_parents.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The parent directory of `rel` (created if missing) and its last component.

@@ -22,7 +22,7 @@ use crate::frames::{read_message, Counted, FrameError};
 use crate::metrics::WorkerMetrics;
 use crate::secure::{establish, KtlsPolicy};
 use crate::target::assemble::{read_verified, ChunkSource, LocalReaders, OpenFile, PendingSegment};
-use crate::target::checkpoint::{is_partial, maybe_checkpoint, KeptPartials};
+use crate::target::checkpoint::{is_partial, maybe_checkpoint, remove_partials, KeptPartials};
 use crate::target::durability::{Barrier, Ready};
 use crate::target::entries::{apply_entries, end_of_pass, files_needing_content, PassMemory};
 use crate::target::fsops::{create_temp, TargetRoot};
@@ -459,7 +459,8 @@ impl TargetSession {
                 Ok(d)
             } else {
                 m.chunk_hash_mismatches_total.fetch_add(1, Ordering::Relaxed);
-                Err("received chunk does not match its name (corrupt or forged)".into())
+                Err("received chunk does not match its name (changed at the source after it was hashed, corrupt, or forged)"
+                    .into())
             }
         });
         m.chunks_received_total.fetch_add(1, Ordering::Relaxed);
@@ -533,7 +534,8 @@ impl TargetSession {
                 // so the next attempt (the file changed while read, say) resumes from it.
                 if file.checkpointed {
                     let final_abs = self.root()?.absolute(&file.path);
-                    self.ctx.partials.keep(final_abs, file.temp_abs.clone());
+                    let obsolete = self.ctx.partials.keep(final_abs, file.temp_abs.clone(), file.checkpointed_bytes);
+                    remove_partials(&obsolete);
                 } else if let Some(t) = t {
                     let _ = rustix::fs::unlinkat(t.dir.as_fd(), t.tmp_name.as_str(), rustix::fs::AtFlags::empty());
                 }
@@ -577,7 +579,8 @@ impl TargetSession {
         let root = self.root()?.clone();
         let dup = rustix::io::fcntl_dupfd_cloexec(root.fd(), 0)
             .map_err(|e| TargetError::Refused(format!("cannot duplicate the root fd: {e}")))?;
-        let flush = self.barrier.flush(dup, self.ctx.store.clone(), self.ctx.partials.clone());
+        let new_dirs_parents = root.take_unsynced_parents();
+        let flush = self.barrier.flush(dup, self.ctx.store.clone(), self.ctx.partials.clone(), new_dirs_parents);
         self.flushing = Some(glommio::spawn_local(flush));
         Ok(())
     }
@@ -619,7 +622,12 @@ impl TargetSession {
         let root = self.root()?.clone();
         let memory = std::mem::take(&mut self.memory);
         let partials = self.ctx.partials.clone();
-        let deleted = glommio::executor().spawn_blocking(move || end_of_pass(root, memory, &partials)).await;
+        let deleted = glommio::executor()
+            .spawn_blocking(move || end_of_pass(root, memory, &partials))
+            .await
+            .map_err(|e| TargetError::Refused(format!("end of pass: {e}")))?;
+        // A kept session must not hold replaced or removed files open across passes.
+        self.readers = LocalReaders::default();
         let done = PassDone { entries_deleted: deleted, files_committed: std::mem::take(&mut self.files_committed) };
         self.send(&Message::PassDone(done)).await
     }
@@ -632,7 +640,9 @@ impl TargetSession {
                     // Indexed: the next attempt at this file resumes from it.
                     tracing::info!(path = ?f.path, temp = %t.tmp_name, "kept a checkpointed partial file for resumption");
                     if let Some(root) = &self.root {
-                        self.ctx.partials.keep(root.absolute(&f.path), f.temp_abs.clone());
+                        let obsolete =
+                            self.ctx.partials.keep(root.absolute(&f.path), f.temp_abs.clone(), f.checkpointed_bytes);
+                        remove_partials(&obsolete);
                     }
                     continue;
                 }

@@ -40,9 +40,11 @@ pub async fn replicate(
     mut daemons: Daemons<'_>,
 ) -> anyhow::Result<()> {
     let run = client.start_run(job_id).await?;
+    // Kept across the loop's iterations: the crash-loop limit spans them.
+    let mut restarts = Restarts::default();
     tokio::select! {
         r = first_pass(client, run.id) => { r?; }
-        dead = supervise(&mut daemons) => return Err(dead),
+        dead = supervise(&mut daemons, &mut restarts) => return Err(dead),
         _ = tokio::signal::ctrl_c() => return Ok(()),
     }
     let diffs = compare_trees(source, target, args.verify_content, 10)?;
@@ -57,7 +59,7 @@ pub async fn replicate(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(args.interval_s.max(1))) => {}
-            dead = supervise(&mut daemons) => return Err(dead),
+            dead = supervise(&mut daemons, &mut restarts) => return Err(dead),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
         // The coordinator may be restarting (see `supervise`): say so and ask again.
@@ -78,10 +80,11 @@ pub async fn replicate(
 /// Restarts daemons that exit; resolves to an error only when one of them keeps dying
 /// (more than `RESTARTS_MAX` restarts of the same daemon within `RESTART_WINDOW`, like
 /// systemd's start limit).
-async fn supervise(daemons: &mut Daemons<'_>) -> anyhow::Error {
+type Restarts = std::collections::HashMap<String, Vec<std::time::Instant>>;
+
+async fn supervise(daemons: &mut Daemons<'_>, restarts: &mut Restarts) -> anyhow::Error {
     const RESTARTS_MAX: usize = 10;
     const RESTART_WINDOW: Duration = Duration::from_secs(10);
-    let mut restarts: std::collections::HashMap<String, Vec<std::time::Instant>> = Default::default();
     loop {
         let all = std::iter::once(&mut *daemons.coordinator).chain(daemons.workers.iter_mut());
         for d in all {
