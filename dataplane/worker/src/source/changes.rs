@@ -22,14 +22,14 @@ pub struct ChangeSet {
     /// Walked whole: new or moved-in entries (files or directories) and subtrees whose
     /// events may have been lost. The root here means a full walk.
     pub subtrees: BTreeSet<RelPath>,
-    /// Sent with their listing but not their children: the parents of created, deleted
-    /// and renamed entries (the listing is what removes a deleted name at the target).
+    /// Sent with their listing but not their children: the parents of deleted and
+    /// renamed-away entries (the listing is what removes a name at the target).
     pub listed_dirs: BTreeSet<RelPath>,
     /// Stat'ed and sent alone: written files, metadata changes.
     pub entries: BTreeSet<RelPath>,
-    /// Sent with their metadata only (no listing): the parents of `entries`. Replacing
-    /// a file at the target touches its directory; the directory's own times must then
-    /// be set again, though nothing in it was added or removed at the source.
+    /// Sent with their metadata only (no listing): the parents of created and changed
+    /// entries. Adding or replacing a file at the target touches its directory; the
+    /// directory's own times must then be set again (nothing there needs deleting).
     pub meta_dirs: BTreeSet<RelPath>,
     /// When the oldest change in the set was seen: where its replication lag starts.
     pub oldest_change: Instant,
@@ -129,7 +129,7 @@ pub fn change_set_of(batch: &ChangeBatch) -> ChangeSet {
             set.listed_dirs.insert(parent(&from));
         }
         if let Some(to) = rel(&r.to) {
-            set.listed_dirs.insert(parent(&to));
+            set.meta_dirs.insert(parent(&to));
             set.subtrees.insert(to);
         }
     }
@@ -137,7 +137,7 @@ pub fn change_set_of(batch: &ChangeBatch) -> ChangeSet {
         let Some(p) = rel(path) else { continue };
         match kind {
             ChangeKind::Created => {
-                set.listed_dirs.insert(parent(&p));
+                set.meta_dirs.insert(parent(&p));
                 set.subtrees.insert(p);
             }
             ChangeKind::Deleted => {
@@ -241,10 +241,10 @@ mod tests {
             &[],
         ));
         assert_eq!(set.subtrees, BTreeSet::from([rp("a/new"), rp("e/renamed")]));
-        assert_eq!(set.listed_dirs, BTreeSet::from([rp("a"), rp("b"), rp("d"), rp("e")]));
+        // Listings where names went away; times only where names came or changed.
+        assert_eq!(set.listed_dirs, BTreeSet::from([rp("b"), rp("d")]));
         assert_eq!(set.entries, BTreeSet::from([rp("a/edited"), rp("b/gone"), rp("c/chmod")]));
-        // "a" is listed already; "c" only needs its times set again.
-        assert_eq!(set.meta_dirs, BTreeSet::from([rp("c")]));
+        assert_eq!(set.meta_dirs, BTreeSet::from([rp("a"), rp("c"), rp("e")]));
     }
 
     #[test]
@@ -253,17 +253,20 @@ mod tests {
             change_set_of(&batch(&[("x/y/f", ChangeKind::Modified), ("z", ChangeKind::Created)], &[], &["x"]));
         assert_eq!(set.subtrees, BTreeSet::from([rp("x"), rp("z")]));
         assert_eq!(set.entries, BTreeSet::new());
-        // "z"'s parent is the root: listed, not a subtree.
-        assert_eq!(set.listed_dirs, BTreeSet::from([RelPath::root()]));
+        // "z"'s parent is the root: its times are set again, nothing is listed.
+        assert_eq!(set.meta_dirs, BTreeSet::from([RelPath::root()]));
+        assert!(set.listed_dirs.is_empty());
         set.merge(change_set_of(&batch(&[], &[], &[""])));
         assert!(set.is_everything());
-        assert_eq!((set.subtrees.len(), set.listed_dirs.len(), set.entries.len()), (1, 0, 0));
+        assert_eq!((set.subtrees.len(), set.listed_dirs.len(), set.entries.len(), set.meta_dirs.len()), (1, 0, 0, 0));
     }
 
     #[test]
     fn xtsync_temporary_files_never_travel() {
         let set = change_set_of(&batch(&[(&format!("d/{TEMP_PREFIX}1.2.3"), ChangeKind::Created)], &[], &[]));
-        assert!(set.subtrees.is_empty() && set.listed_dirs.is_empty() && set.entries.is_empty());
+        assert!(
+            set.subtrees.is_empty() && set.listed_dirs.is_empty() && set.entries.is_empty() && set.meta_dirs.is_empty()
+        );
     }
 
     #[test]
@@ -292,10 +295,10 @@ mod tests {
             })
             .collect();
         let names: Vec<&str> = sent.iter().map(|(p, _)| p.as_str()).collect();
-        // The root lists "new" (created below it); "b" lists that "gone" is gone; "a"
-        // goes with its metadata only (a file in it was replaced).
-        assert_eq!(names, ["", "b", "a", "new", "new/sub", "new/sub/f", "a/edited"]);
-        assert!(sent.iter().filter(|(p, _)| p.is_empty() || p == "b" || p == "new").all(|(_, listed)| *listed));
-        assert!(!sent.iter().find(|(p, _)| p == "a").unwrap().1, "a metadata-only directory entry has no listing");
+        // "b" lists that "gone" is gone; the root ("new" was created in it) and "a" (a
+        // file in it was replaced) go with their metadata only; "new" is walked whole.
+        assert_eq!(names, ["b", "", "a", "new", "new/sub", "new/sub/f", "a/edited"]);
+        assert!(sent.iter().filter(|(p, _)| p == "b" || p == "new").all(|(_, listed)| *listed));
+        assert!(sent.iter().filter(|(p, _)| p.is_empty() || p == "a").all(|(_, listed)| !*listed));
     }
 }
