@@ -76,7 +76,7 @@ impl Barrier {
         root: OwnedFd,
         store: Arc<dyn WorkerStore>,
         kept: Arc<KeptPartials>,
-        new_dirs_parents: Vec<OwnedFd>,
+        new_dirs_parents: Option<Vec<OwnedFd>>,
     ) -> impl std::future::Future<Output = Vec<Acked>> + 'static {
         let ready = std::mem::take(&mut self.ready);
         self.bytes = 0;
@@ -102,9 +102,11 @@ fn flush_blocking(
     ready: Vec<Ready>,
     store: &dyn WorkerStore,
     kept: &KeptPartials,
-    new_dirs_parents: &[OwnedFd],
+    new_dirs_parents: &Option<Vec<OwnedFd>>,
 ) -> Vec<Acked> {
-    let per_file = ready.len() <= PER_FILE_SYNC_FILES_MAX;
+    // Too many new directories to sync one by one: the whole filesystem instead.
+    let per_file = ready.len() <= PER_FILE_SYNC_FILES_MAX && new_dirs_parents.is_some();
+    let new_dirs_parents = new_dirs_parents.as_deref().unwrap_or_default();
     let synced = if per_file { sync_each(&ready) } else { rustix::fs::syncfs(root.as_fd()) };
     let mut acks = Vec::with_capacity(ready.len());
     let mut ops = Vec::new();

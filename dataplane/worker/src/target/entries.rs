@@ -134,7 +134,7 @@ pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPar
     // Removals, links and directory metadata made durable: in a pass over a few
     // directories (a batch of changes) by syncing those; in a larger one with `syncfs`.
     let new_dirs_parents = root.take_unsynced_parents();
-    let synced = if memory.dirs.len() <= DIR_SYNCS_MAX {
+    let synced = if let (true, Some(new_dirs_parents)) = (memory.dirs.len() <= DIR_SYNCS_MAX, &new_dirs_parents) {
         let fds: Vec<_> = memory.dirs.iter().filter_map(|(path, _)| root.dir(path, false).ok()).collect();
         crate::target::durability::sync_dirs(fds.iter().chain(new_dirs_parents.iter().rev()).map(|fd| fd.as_fd()))
     } else {

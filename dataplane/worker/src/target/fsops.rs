@@ -45,8 +45,11 @@ pub struct TargetRoot {
     path: PathBuf,
     /// Directories in which a directory was created and whose entries are not yet
     /// synced: a file acknowledged in a new directory needs them durable too.
-    unsynced_parents: std::sync::Mutex<Vec<OwnedFd>>,
+    unsynced_parents: std::sync::Mutex<Option<Vec<OwnedFd>>>,
 }
+
+/// Directories created between two syncs that are tracked one by one (see `created_in`).
+const UNSYNCED_PARENTS_MAX: usize = 256;
 
 impl TargetRoot {
     /// Opens the root, creating it (and its parents) if needed.
@@ -56,7 +59,7 @@ impl TargetRoot {
             .map_err(|e| sys(bytes, "create root")(Errno::from_io_error(&e).unwrap_or(Errno::IO)))?;
         let fd = rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(sys(bytes, "open root"))?;
-        Ok(TargetRoot { fd, path: path.to_path_buf(), unsynced_parents: Default::default() })
+        Ok(TargetRoot { fd, path: path.to_path_buf(), unsynced_parents: std::sync::Mutex::new(Some(Vec::new())) })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -118,15 +121,23 @@ impl TargetRoot {
     }
 
     fn created_in(&self, parent: &OwnedFd) {
-        if let Ok(dup) = rustix::io::fcntl_dupfd_cloexec(parent, 0) {
-            self.unsynced_parents.lock().unwrap_or_else(|p| p.into_inner()).push(dup);
+        let mut parents = self.unsynced_parents.lock().unwrap_or_else(|p| p.into_inner());
+        // Past this many (a pass creating a large tree) one `syncfs` is cheaper than
+        // a descriptor and an fsync each; `None` stands for "all of them".
+        match parents.as_mut() {
+            Some(list) if list.len() < UNSYNCED_PARENTS_MAX => match rustix::io::fcntl_dupfd_cloexec(parent, 0) {
+                Ok(dup) => list.push(dup),
+                Err(_) => *parents = None,
+            },
+            _ => *parents = None,
         }
     }
 
-    /// The directories in which directories were created since the last call: to be
-    /// synced before anything in those new directories is acknowledged.
-    pub fn take_unsynced_parents(&self) -> Vec<OwnedFd> {
-        std::mem::take(&mut *self.unsynced_parents.lock().unwrap_or_else(|p| p.into_inner()))
+    /// The directories in which directories were created since the last call, to be
+    /// synced before anything in those new directories is acknowledged; `None` when
+    /// there were too many to list (sync the whole filesystem instead).
+    pub fn take_unsynced_parents(&self) -> Option<Vec<OwnedFd>> {
+        self.unsynced_parents.lock().unwrap_or_else(|p| p.into_inner()).replace(Vec::new())
     }
 
     /// The parent directory of `rel` (created if missing) and its last component.
@@ -308,6 +319,23 @@ mod tests {
         let err = root.parent(&rel).expect_err("must refuse a symlinked parent");
         assert!(matches!(err, FsError::Escape { .. }), "{err}");
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn created_directories_leave_their_parents_to_be_synced_until_there_are_too_many() {
+        let root_dir = tempfile::tempdir().unwrap();
+        let root = TargetRoot::open(root_dir.path()).unwrap();
+        root.dir(&RelPath::new("a/b/c").unwrap(), true).unwrap();
+        // a in the root, b in a, c in b: three directory entries to make durable.
+        assert_eq!(root.take_unsynced_parents().map(|p| p.len()), Some(3));
+        root.dir(&RelPath::new("a/b/c").unwrap(), true).unwrap();
+        assert_eq!(root.take_unsynced_parents().map(|p| p.len()), Some(0), "existing directories add nothing");
+        for i in 0..=UNSYNCED_PARENTS_MAX {
+            root.dir(&RelPath::new(format!("many/d{i}")).unwrap(), true).unwrap();
+        }
+        assert!(root.take_unsynced_parents().is_none(), "too many: the caller syncs the filesystem");
+        root.dir(&RelPath::new("later").unwrap(), true).unwrap();
+        assert_eq!(root.take_unsynced_parents().map(|p| p.len()), Some(1), "tracking starts again after a take");
     }
 
     #[test]
