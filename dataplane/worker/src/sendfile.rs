@@ -21,6 +21,16 @@ pub enum Part {
     File(FileRange),
 }
 
+impl Part {
+    /// Bytes this part puts on the socket.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Part::Bytes(b) => b.len() as u64,
+            Part::File(r) => r.bytes as u64,
+        }
+    }
+}
+
 /// Bytes of an open source file, sent by the kernel.
 pub struct FileRange {
     pub file: Arc<OwnedFd>,
@@ -59,13 +69,7 @@ pub fn send_parts(socket: BorrowedFd<'_>, parts: &[Part], stall_limit: Duration)
             }
         }
     }
-    sent.bytes_total = parts
-        .iter()
-        .map(|p| match p {
-            Part::Bytes(b) => b.len() as u64,
-            Part::File(r) => r.bytes as u64,
-        })
-        .sum();
+    sent.bytes_total = parts.iter().map(Part::bytes).sum();
     Ok(sent)
 }
 

@@ -44,13 +44,7 @@ impl Item {
 }
 
 fn parts_bytes(parts: &[Part]) -> u64 {
-    parts
-        .iter()
-        .map(|p| match p {
-            Part::Bytes(b) => b.len() as u64,
-            Part::File(r) => r.bytes as u64,
-        })
-        .sum()
+    parts.iter().map(Part::bytes).sum()
 }
 
 struct Queued {
@@ -236,10 +230,8 @@ mod tests {
     use super::*;
     use crate::sendfile::FileRange;
 
-    /// Frames queued as bytes and frames whose bodies the kernel sends from a file
-    /// reach the peer in queue order, and the session's counters see both.
-    #[test]
-    fn file_ranges_and_frames_keep_their_queue_order() {
+    /// A loopback peer that returns everything it reads until the writer closes.
+    fn peer_reading_to_end() -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let reader = std::thread::spawn(move || {
@@ -248,6 +240,14 @@ mod tests {
             s.read_to_end(&mut got).unwrap();
             got
         });
+        (addr, reader)
+    }
+
+    /// Frames queued as bytes and frames whose bodies the kernel sends from a file
+    /// reach the peer in queue order, and the session's counters see both.
+    #[test]
+    fn file_ranges_and_frames_keep_their_queue_order() {
+        let (addr, reader) = peer_reading_to_end();
         let content: Vec<u8> = (0..1_500_000u32).map(|i| (i % 253) as u8).collect();
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(&content).unwrap();
@@ -291,14 +291,7 @@ mod tests {
 
     #[test]
     fn file_ranges_on_a_rustls_session_are_refused_not_sent_in_clear() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let reader = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut got = Vec::new();
-            s.read_to_end(&mut got).unwrap();
-            got
-        });
+        let (addr, reader) = peer_reading_to_end();
         let file = Arc::new(OwnedFd::from(tempfile::tempfile().unwrap()));
         let result = glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {

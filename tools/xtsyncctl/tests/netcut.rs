@@ -274,14 +274,3 @@ fn a_link_cut_mid_transfer_is_waited_out_and_the_file_is_not_sent_again_from_zer
         );
     }
 }
-
-fn metric(addr: &str, name: &str) -> u64 {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0 };
-    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}

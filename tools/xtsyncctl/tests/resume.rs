@@ -5,32 +5,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// The `/metrics` address of a quickstart worker, from its log.
-fn metrics_addr(state: &Path, worker: &str) -> Option<String> {
-    let log = std::fs::read_to_string(state.join(format!("logs/{worker}.log"))).ok()?;
-    let line = log.lines().rev().find(|l| l.contains("worker started"))?;
-    let at = line.find("http_listen")?;
-    let rest = &line[at..];
-    let start = rest.find("127.0.0.1")?;
-    let addr: String = rest[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
-    Some(addr)
-}
-
-fn metric(addr: &str, name: &str) -> u64 {
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0 };
-    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
 
 #[test]
 fn a_large_file_resumes_from_its_checkpoint_after_the_source_worker_is_killed() {

@@ -18,7 +18,7 @@ use xtsync_wire::RelPath;
 use crate::cores::CoreCommand;
 use crate::metrics::JobLag;
 use crate::source::changes::{change_set_of, walk_changes, ChangeSet};
-use crate::source::pass::{run_pass, PassContext, PassError, PassSink, VERSIONS_PER_COMMIT};
+use crate::source::pass::{run_pass, session_params, PassContext, PassError, PassSink, VERSIONS_PER_COMMIT};
 use crate::source::session::{PassFeed, SessionEvent, SessionParams, SessionStats};
 
 /// Walk items queued for the session before the walk waits.
@@ -272,26 +272,8 @@ impl<S: PassSink> Run<'_, S> {
     }
 
     fn start_session(&self) -> Result<LiveSession, String> {
-        let (ctx, a) = (self.ctx, self.a);
-        let options = &a.job.spec.options;
-        let params = SessionParams {
-            job_id: a.job.id,
-            run_id: a.run_id,
-            session_index: 0,
-            session_count: 1,
-            target_addr: a.target_data_addr.clone(),
-            target_root: a.job.spec.target_path.clone(),
-            delete: options.delete,
-            compression: options.compression,
-            compression_level: options.compression_level,
-            chunk_params: ctx.chunk_params,
-            tls: ctx.tls.current().client.clone(),
-            ktls: ctx.ktls,
-            store: ctx.store.clone(),
-            metrics: ctx.metrics.clone(),
-            target_cores_taken: Arc::default(),
-            limiter: self.limiter.clone(),
-        };
+        let ctx = self.ctx;
+        let params = SessionParams { limiter: self.limiter.clone(), ..session_params(ctx, self.a) };
         let (feeds, passes) = flume::unbounded();
         let (events_tx, events) = flume::unbounded();
         ctx.cores[0]

@@ -48,6 +48,30 @@ pub trait PassSink {
     fn progress(&mut self, progress: RunProgress);
 }
 
+/// The parameters of one session of `a`: a single session with the current TLS
+/// configuration and no bandwidth limit; callers override what differs.
+pub fn session_params(ctx: &PassContext, a: &Assignment) -> SessionParams {
+    let options = &a.job.spec.options;
+    SessionParams {
+        job_id: a.job.id,
+        run_id: a.run_id,
+        session_index: 0,
+        session_count: 1,
+        target_addr: a.target_data_addr.clone(),
+        target_root: a.job.spec.target_path.clone(),
+        delete: options.delete,
+        compression: options.compression,
+        compression_level: options.compression_level,
+        chunk_params: ctx.chunk_params,
+        tls: ctx.tls.current().client.clone(),
+        ktls: ctx.ktls,
+        store: ctx.store.clone(),
+        metrics: ctx.metrics.clone(),
+        target_cores_taken: Arc::default(),
+        limiter: None,
+    }
+}
+
 pub async fn run_pass(ctx: &PassContext, a: &Assignment, sink: &mut impl PassSink) -> Result<PassSummary, PassError> {
     let started = Instant::now();
     ctx.metrics.passes_total.fetch_add(1, Ordering::Relaxed);
@@ -81,22 +105,12 @@ async fn run(
         let (end_tx, end_rx) = flume::bounded(1);
         end_txs.push(end_tx);
         let params = SessionParams {
-            job_id: a.job.id,
-            run_id: a.run_id,
             session_index: i as u16,
             session_count: sessions as u16,
-            target_addr: a.target_data_addr.clone(),
-            target_root: a.job.spec.target_path.clone(),
-            delete: options.delete,
-            compression: options.compression,
-            compression_level: options.compression_level,
-            chunk_params: ctx.chunk_params,
             tls: client_tls.clone(),
-            ktls: ctx.ktls,
-            store: ctx.store.clone(),
-            metrics: ctx.metrics.clone(),
             target_cores_taken: target_cores_taken.clone(),
             limiter: limiter.clone(),
+            ..session_params(ctx, a)
         };
         // One pass: the feed's sender is dropped at once, so the session closes after it.
         let (feed_tx, passes) = flume::bounded(1);

@@ -301,3 +301,26 @@ pub fn passes(v: &serde_json::Value) -> u64 {
 pub fn caught_up(v: &serde_json::Value) -> bool {
     v["lag_ms"] == 0 && v["changes_pending"] == 0 && v.get("waiting_for").is_none()
 }
+
+/// The `/metrics` address of a quickstart worker, from its log.
+pub fn metrics_addr(state: &Path, worker: &str) -> Option<String> {
+    let log = std::fs::read_to_string(state.join(format!("logs/{worker}.log"))).ok()?;
+    let line = log.lines().rev().find(|l| l.contains("worker started"))?;
+    let at = line.find("http_listen")?;
+    let rest = &line[at..];
+    let start = rest.find("127.0.0.1")?;
+    let addr: String = rest[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+    Some(addr)
+}
+
+/// One unlabelled sample of a daemon's `/metrics` (0 when unreachable or absent).
+pub fn metric(addr: &str, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0 };
+    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
