@@ -49,6 +49,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = "/var/tmp/xtsync-perf/continuous"
 BASE = os.path.join(ROOT, "base")
+# Where each run's source and target live (--run-root): another filesystem can be
+# measured while the base tree stays in ROOT.
+RUN_ROOT = ROOT
 XTSYNC_BIN = os.path.abspath(os.environ.get("XTSYNC_BIN", "/var/tmp/xtsync-target/release"))
 
 # Base tree layout: TOPS top directories x SUBS leaf directories x PER_LEAF files.
@@ -491,7 +494,7 @@ def machine() -> dict:
                 break
     with open("/proc/meminfo") as f:
         mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.1f} GiB"
-    fs = subprocess.run(["findmnt", "-no", "SOURCE,FSTYPE,OPTIONS", "-T", ROOT], capture_output=True, text=True)
+    fs = subprocess.run(["findmnt", "-no", "SOURCE,FSTYPE,OPTIONS", "-T", RUN_ROOT], capture_output=True, text=True)
     return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu, "mem": mem,
             "python": platform.python_version(), "loadavg": os.getloadavg(), "fs": fs.stdout.strip()}
 
@@ -816,12 +819,12 @@ def wait_quiet(tool: Tool, cg: CpuGroup, timeout: float, window: float = 2.0, be
 def prepare_run(a, files: int) -> tuple[str, str, str, int]:
     info = ensure_base()
     tops = tree_tops(files)
-    run_dir = os.path.join(ROOT, f"run-{os.getpid()}")
+    run_dir = os.path.join(RUN_ROOT, f"run-{os.getpid()}")
     rmtree(run_dir)
     os.makedirs(run_dir)
     src, dst = os.path.join(run_dir, "src"), os.path.join(run_dir, "dst")
     need = 2 * info["bytes"] * tops / TOPS * 1.4
-    st = os.statvfs(ROOT)
+    st = os.statvfs(RUN_ROOT)
     if st.f_bavail * st.f_frsize < need + 2 * 1024**3:
         sys.exit(f"not enough free space for the run copies (~{need / 1024**3:.1f} GiB needed)")
     t = time.monotonic()
@@ -1095,6 +1098,8 @@ def main() -> int:
     ap.add_argument("--ready-timeout", type=float, default=900)
     ap.add_argument("--lsyncd-max-processes", type=int, default=1, help="tuned lsyncd: rsyncs in parallel")
     ap.add_argument("--xtsync-args", default="", help="extra arguments for xtsyncctl quickstart")
+    ap.add_argument("--run-root", default=None,
+                    help=f"directory (on the filesystem to measure) for each run's source and target (default {ROOT})")
     ap.add_argument("--keep", action="store_true", help="keep the run's source/target/logs")
     ap.add_argument("--out", default=None, help="JSON directory (default perf/results/<UTC date>)")
     a = ap.parse_args()
@@ -1110,6 +1115,10 @@ def main() -> int:
               f"({os.path.join(XTSYNC_BIN, 'xtsyncctl')} not found; set XTSYNC_BIN)", flush=True)
         return 2
     os.makedirs(ROOT, exist_ok=True)
+    if a.run_root:
+        global RUN_ROOT
+        RUN_ROOT = os.path.abspath(a.run_root)
+        os.makedirs(RUN_ROOT, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
     tool_name = a.tool + (f"-p{a.lsyncd_max_processes}" if a.tool in ("lsyncd-tuned", "lsyncd-fsync")
                           and a.lsyncd_max_processes != 1 else "")

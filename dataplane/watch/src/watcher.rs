@@ -1,7 +1,8 @@
 //! The public facade: pick a backend, run it on one dedicated thread, deliver batches.
 //!
 //! The thread blocks in poll(2) on the backend's descriptor and an eventfd (so `stop` is
-//! immediate) with a timeout set to the open batch's deadline; no async runtime is
+//! immediate); while a batch is open it reads the kernel queue every 10 ms and at the
+//! batch's deadline instead of on every event. No async runtime is
 //! involved, so the watcher can be embedded in the glommio worker, a tokio daemon or a CLI.
 //! Batches go through a bounded channel. When the consumer falls behind and the channel
 //! is full, the thread stops reading the kernel queue: the kernel queue then overflows and
@@ -220,9 +221,16 @@ fn run(
         coalescer.push(event, started);
     }
     let mut held: Option<ChangeBatch> = None;
+    let mut read_at_latest = started;
     loop {
         let now = Instant::now();
         if held.is_none() {
+            // Events that queued while the open batch waited belong to it: read them
+            // before it closes.
+            if coalescer.deadline().is_some_and(|deadline| now >= deadline) && read_at_latest < now {
+                read_at_latest = now;
+                read_source(source.as_mut(), &mut coalescer, now)?;
+            }
             held = coalescer.poll(now);
         }
         if let Some(batch) = held.take() {
@@ -232,22 +240,37 @@ fn run(
                 Err(TrySendError::Disconnected(_)) => return Ok(()),
             }
         }
-        let timeout = match (&held, coalescer.deadline()) {
-            (Some(_), _) => Some(CHANNEL_FULL_RETRY),
-            (None, Some(deadline)) => Some(deadline.saturating_duration_since(now)),
-            (None, None) => None,
+        // While a batch is open the kernel queue is read every OPEN_BATCH_READ_INTERVAL,
+        // not on every event: a steady stream of changes then costs a few wake-ups per
+        // batch instead of one per event (the kernel merges and holds them meanwhile).
+        let next_read = read_at_latest + OPEN_BATCH_READ_INTERVAL;
+        let (watch_source, timeout) = match (&held, coalescer.deadline()) {
+            (Some(_), _) => (false, Some(CHANNEL_FULL_RETRY)),
+            (None, Some(deadline)) if next_read > now => {
+                (false, Some(deadline.min(next_read).saturating_duration_since(now)))
+            }
+            (None, Some(deadline)) => (true, Some(deadline.saturating_duration_since(now))),
+            (None, None) => (true, None),
         };
-        let ready = sys::poll_two(source.fd(), held.is_none(), stop.as_fd(), timeout)
+        let ready = sys::poll_two(source.fd(), watch_source, stop.as_fd(), timeout)
             .map_err(|source| WatchError::Sys { op: "poll", source })?;
         if ready.stop {
             return Ok(());
         }
-        if ready.source {
-            let read_at = Instant::now();
-            if let Err(err) = source.read_events(&mut |event| coalescer.push(event, read_at)) {
-                tracing::error!(error = %err, "watcher stopped");
-                return Err(err);
-            }
+        let now = Instant::now();
+        let read_due = held.is_none() && coalescer.deadline().is_some() && now >= next_read;
+        if ready.source || read_due {
+            read_at_latest = now;
+            read_source(source.as_mut(), &mut coalescer, now)?;
         }
     }
 }
+
+fn read_source(source: &mut dyn Source, coalescer: &mut Coalescer, read_at: Instant) -> Result<(), WatchError> {
+    source.read_events(&mut |event| coalescer.push(event, read_at)).inspect_err(|err| {
+        tracing::error!(error = %err, "watcher stopped");
+    })
+}
+
+/// How often the kernel queue is read while a batch is open.
+const OPEN_BATCH_READ_INTERVAL: Duration = Duration::from_millis(10);
