@@ -12,7 +12,10 @@ pub mod run;
 pub mod worker;
 
 pub use job::{Compression, Job, JobId, JobOptions, JobSpec, RateWindow};
-pub use run::{FileVersion, PassSummary, Run, RunId, RunProgress, RunReport, RunRequest, RunState, VersionBatch};
+pub use run::{
+    FileVersion, PassSummary, Run, RunId, RunProgress, RunReport, RunRequest, RunState, VersionBatch,
+    PASS_PATHS_LISTED_MAX,
+};
 pub use worker::{Assignment, HeartbeatReply, WorkerHeartbeat, WorkerRegistration, WorkerStatus};
 
 /// Status of the whole cluster, as `GET /v1/status` returns it.

@@ -64,11 +64,26 @@ pub struct PassSummary {
     /// Bytes sent over the data-plane connections, frames and TLS records included.
     pub bytes_on_wire: u64,
     pub chunks_sent: u64,
+    /// Chunks sent for file versions the target had acknowledged in an earlier pass (its
+    /// record at the source says so): zero unless the target lost or changed such a file.
+    #[serde(default)]
+    pub chunks_resent_acknowledged: u64,
     /// Chunks the target already held and copied locally instead of receiving.
     pub chunks_reused: u64,
     pub entries_deleted: u64,
     pub duration_s: f64,
+    /// Reconcile passes: the paths whose version at the target was not the source's
+    /// (missing, other content or other metadata), at most [`PASS_PATHS_LISTED_MAX`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differed: Vec<String>,
+    /// Reconcile passes: the paths removed from the target because the source does not
+    /// have them, at most [`PASS_PATHS_LISTED_MAX`] (`entries_deleted` counts them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
 }
+
+/// Paths a pass summary lists at most in `differed` and in `removed`.
+pub const PASS_PATHS_LISTED_MAX: usize = 1000;
 
 /// What a worker reports on a run: `POST /v1/runs/{id}/report`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

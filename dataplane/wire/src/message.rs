@@ -243,7 +243,14 @@ pub struct EndOfPass {
 pub struct PassDone {
     pub entries_deleted: u64,
     pub files_committed: u64,
+    /// What the target removed, for a reconcile's report: at most
+    /// [`PASS_DONE_REMOVED_MAX`] paths (`entries_deleted` counts them all). An optional
+    /// tail on the wire: a PassDone without it decodes with an empty list.
+    pub removed: Vec<RelPath>,
 }
+
+/// Removed paths a PassDone names at most.
+pub const PASS_DONE_REMOVED_MAX: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorMsg {
@@ -498,6 +505,13 @@ impl Message {
             Message::PassDone(p) => {
                 put_u64(out, p.entries_deleted);
                 put_u64(out, p.files_committed);
+                if !p.removed.is_empty() {
+                    let removed = &p.removed[..p.removed.len().min(PASS_DONE_REMOVED_MAX)];
+                    put_u32(out, removed.len() as u32);
+                    for path in removed {
+                        put_path(out, path);
+                    }
+                }
             }
             Message::Error(e) => put_bytes(out, &e.message.as_bytes()[..e.message.len().min(MESSAGE_BYTES_MAX)]),
         }
@@ -594,10 +608,19 @@ impl Message {
                 Message::FileDone(FileDone { file_id, error, chunks_reused, chunks_received })
             }
             kind::END_OF_PASS => Message::EndOfPass(EndOfPass { files: r.u64("end_of_pass.files")? }),
-            kind::PASS_DONE => Message::PassDone(PassDone {
-                entries_deleted: r.u64("pass_done.entries_deleted")?,
-                files_committed: r.u64("pass_done.files_committed")?,
-            }),
+            kind::PASS_DONE => {
+                let entries_deleted = r.u64("pass_done.entries_deleted")?;
+                let files_committed = r.u64("pass_done.files_committed")?;
+                let mut removed = Vec::new();
+                if r.remaining() > 0 {
+                    let n = r.count("pass_done.removed", PASS_DONE_REMOVED_MAX, 4)?;
+                    removed.reserve(n);
+                    for _ in 0..n {
+                        removed.push(read_path(&mut r, "pass_done.removed")?);
+                    }
+                }
+                Message::PassDone(PassDone { entries_deleted, files_committed, removed })
+            }
             kind::ERROR => Message::Error(ErrorMsg { message: r.string("error.message", MESSAGE_BYTES_MAX)? }),
             other => return Err(WireError::UnknownKind(other)),
         };

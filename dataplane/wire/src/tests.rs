@@ -67,7 +67,12 @@ fn samples() -> Vec<Message> {
             chunks_received: 2,
         }),
         Message::EndOfPass(EndOfPass { files: 12 }),
-        Message::PassDone(PassDone { entries_deleted: 1, files_committed: 2 }),
+        Message::PassDone(PassDone { entries_deleted: 1, files_committed: 2, removed: vec![] }),
+        Message::PassDone(PassDone {
+            entries_deleted: 3,
+            files_committed: 2,
+            removed: vec![RelPath::new(b"d/stray".to_vec()).unwrap(), RelPath::new(b"old".to_vec()).unwrap()],
+        }),
         Message::Error(ErrorMsg { message: "no".into() }),
     ]
 }

@@ -26,6 +26,9 @@ pub struct WorkerMetrics {
     pub passes_failed_total: AtomicU64,
     pub files_committed_total: AtomicU64,
     pub chunks_sent_total: AtomicU64,
+    /// Chunks sent for a file version the target had already acknowledged (its source
+    /// record says so): zero unless the target lost or changed an acknowledged file.
+    pub chunks_resent_acknowledged_total: AtomicU64,
     pub chunk_bytes_sent_total: AtomicU64,
     pub chunks_received_total: AtomicU64,
     pub chunks_reused_total: AtomicU64,
@@ -51,7 +54,7 @@ impl WorkerMetrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        let rows: [(&str, &str, &str, &AtomicU64); 19] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 20] = [
             ("xtsync_worker_source_sessions_active", "gauge", "Source sessions running", &self.sessions_source_active),
             ("xtsync_worker_target_sessions_active", "gauge", "Target sessions running", &self.sessions_target_active),
             ("xtsync_worker_passes_total", "counter", "Passes run as source", &self.passes_total),
@@ -63,6 +66,12 @@ impl WorkerMetrics {
                 &self.files_committed_total,
             ),
             ("xtsync_worker_chunks_sent_total", "counter", "Chunks sent as source", &self.chunks_sent_total),
+            (
+                "xtsync_worker_chunks_resent_acknowledged_total",
+                "counter",
+                "Chunks sent again for file versions the target had acknowledged",
+                &self.chunks_resent_acknowledged_total,
+            ),
             (
                 "xtsync_worker_chunk_bytes_sent_total",
                 "counter",

@@ -244,8 +244,21 @@ async fn reconcile(client: &Client, target: &str, json: bool) -> anyhow::Result<
             summary.files_unchanged,
             summary.duration_s
         );
+        print_paths("differed", &summary.differed, summary.files_transferred);
+        print_paths("removed", &summary.removed, summary.entries_deleted);
     }
     Ok(())
+}
+
+/// One line per path, then how many were not listed (a summary lists the first ones).
+fn print_paths(what: &str, paths: &[String], count: u64) {
+    for path in paths {
+        println!("  {what:<8} {path}");
+    }
+    let unlisted = count.saturating_sub(paths.len() as u64);
+    if unlisted > 0 && !paths.is_empty() {
+        println!("  ... and {unlisted} more {what}");
+    }
 }
 
 fn job_row(j: &JobState) -> Vec<String> {

@@ -176,6 +176,12 @@ fn reconcile_repairs_what_change_capture_cannot_see_and_says_what_differed() {
     assert_eq!(done["reconcile"], true, "{done}");
     assert_eq!(done["summary"]["files_transferred"], 2, "f3 and f4 differed: {done}");
     assert_eq!(done["summary"]["entries_deleted"], 1, "the stray file: {done}");
+    let mut differed: Vec<String> = serde_json::from_value(done["summary"]["differed"].clone()).unwrap();
+    differed.sort();
+    assert_eq!(differed, ["d/f3", "d/f4"], "{done}");
+    assert_eq!(done["summary"]["removed"], serde_json::json!(["d/stray"]), "{done}");
+    // Both had been acknowledged by the target: their chunks crossed again, and say so.
+    assert_eq!(done["summary"]["chunks_resent_acknowledged"], 2, "{done}");
     assert_same_tree(&source, &target);
 
     // One continuous run per job: a second would replicate into the same target.

@@ -158,7 +158,7 @@ async fn run(
             }
             SessionEvent::Finished { stats, .. } => {
                 finished += 1;
-                add(&mut totals, &stats);
+                totals.add(&stats);
             }
             SessionEvent::Failed { session, error } => {
                 finished += 1;
@@ -194,19 +194,12 @@ async fn run(
         bytes_read: totals.bytes_read,
         bytes_on_wire: totals.bytes_on_wire,
         chunks_sent: totals.chunks_sent,
+        chunks_resent_acknowledged: totals.chunks_resent_acknowledged,
         chunks_reused: totals.chunks_reused,
         entries_deleted: totals.entries_deleted,
         duration_s: started.elapsed().as_secs_f64(),
+        // What differed is worth its room in the run's record only for a reconcile.
+        differed: if a.reconcile { totals.differed } else { Vec::new() },
+        removed: if a.reconcile { totals.removed } else { Vec::new() },
     })
-}
-
-fn add(t: &mut SessionStats, s: &SessionStats) {
-    t.files_transferred += s.files_transferred;
-    t.files_unchanged += s.files_unchanged;
-    t.files_failed += s.files_failed;
-    t.bytes_read += s.bytes_read;
-    t.bytes_on_wire += s.bytes_on_wire;
-    t.chunks_sent += s.chunks_sent;
-    t.chunks_reused += s.chunks_reused;
-    t.entries_deleted += s.entries_deleted;
 }

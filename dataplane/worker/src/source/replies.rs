@@ -14,7 +14,7 @@ use xtsync_wire::{chunk_data_frame_around, encode_chunk_data, FileDone, Message,
 use crate::frames::read_message;
 use crate::sendfile::{FileRange, Part};
 use crate::source::scan::{FileStat, WalkKind};
-use crate::source::session::{flush_source_records, ProducerEvent, Session, SessionError, SessionEvent};
+use crate::source::session::{flush_source_records, ProducerEvent, Session, SessionError, SessionEvent, SessionStats};
 use crate::source::stream::RETRIES_MAX;
 
 pub async fn handle_replies<R: AsyncRead + Unpin>(session: Rc<Session>, mut reader: R) {
@@ -32,6 +32,9 @@ pub async fn handle_replies<R: AsyncRead + Unpin>(session: Rc<Session>, mut read
             Message::PassDone(p) => {
                 let mut s = session.shared.borrow_mut();
                 s.stats.entries_deleted += p.entries_deleted;
+                for path in p.removed {
+                    SessionStats::list(&mut s.stats.removed, path.to_string_lossy());
+                }
                 s.pass_done = true;
                 Ok(())
             }
@@ -59,6 +62,7 @@ fn on_entries_reply(session: &Rc<Session>, batch: u32, need: &[u32]) -> Result<(
         .ok_or_else(|| SessionError::Protocol(format!("reply to unknown batch {batch}")))?;
     for i in need {
         let item = files.remove(i).ok_or_else(|| SessionError::Protocol(format!("need for non-file entry {i}")))?;
+        SessionStats::list(&mut session.shared.borrow_mut().stats.differed, item.path.to_string_lossy());
         let _ = session.producer_tx.send(ProducerEvent::Need(item));
     }
     session.shared.borrow_mut().stats.files_unchanged += files.len() as u64;
@@ -78,6 +82,7 @@ async fn on_want(session: &Rc<Session>, w: Want, codec: &mut ChunkCodec) -> Resu
     // there is: a change the stat missed makes the target's hash check fail the file,
     // which is then read and sent again.
     let from_file = seg.file.as_ref().filter(|f| !seg.bytes_kept || f.unchanged());
+    let acknowledged_before = session.shared.borrow().files.get(&w.file_id).is_some_and(|f| f.acknowledged_before());
     let mut parts: Vec<Part> = Vec::new();
     let mut encoded = Vec::new();
     let (mut sent, mut total) = (0u64, 0u64);
@@ -132,6 +137,12 @@ async fn on_want(session: &Rc<Session>, w: Want, codec: &mut ChunkCodec) -> Resu
     let mut s = session.shared.borrow_mut();
     s.stats.chunks_sent += sent;
     p.metrics.chunks_sent_total.fetch_add(sent, Ordering::Relaxed);
+    if acknowledged_before && sent > 0 {
+        let path = s.files.get(&w.file_id).map(|f| f.item.path.to_string_lossy()).unwrap_or_default();
+        tracing::warn!(path, chunks = sent, "the target wants chunks of a version it had acknowledged: sending again");
+        s.stats.chunks_resent_acknowledged += sent;
+        p.metrics.chunks_resent_acknowledged_total.fetch_add(sent, Ordering::Relaxed);
+    }
     p.metrics.chunk_bytes_sent_total.fetch_add(total, Ordering::Relaxed);
     Ok(())
 }
@@ -152,7 +163,7 @@ async fn on_file_done(session: &Rc<Session>, d: FileDone) -> Result<(), SessionE
         .files
         .remove(&d.file_id)
         .ok_or_else(|| SessionError::Protocol(format!("FileDone for unknown file {}", d.file_id)))?;
-    let WalkKind::File { stat, .. } = f.item.kind else {
+    let WalkKind::File { stat, cached_digest } = f.item.kind else {
         return Err(SessionError::Protocol("FileDone for a non-file".into()));
     };
     match (d.error, f.digest) {
@@ -170,6 +181,11 @@ async fn on_file_done(session: &Rc<Session>, d: FileDone) -> Result<(), SessionE
                 let mut s = session.shared.borrow_mut();
                 s.stats.files_transferred += 1;
                 s.stats.chunks_reused += d.chunks_reused as u64;
+                // A file read because its record did not match (a need was listed when
+                // the target asked): it differed if the target wrote anything for it.
+                if cached_digest.is_none() && (d.chunks_received + d.chunks_reused > 0 || stat.size == 0) {
+                    SessionStats::list(&mut s.stats.differed, f.item.path.to_string_lossy());
+                }
                 let key = f.item.abs.as_os_str().as_encoded_bytes().to_vec();
                 s.source_records.push(StoreOp::PutSource(key, stat.record(digest)));
                 s.source_records.len() >= 512
@@ -187,7 +203,11 @@ async fn on_file_done(session: &Rc<Session>, d: FileDone) -> Result<(), SessionE
                 item.retries += 1;
                 match std::fs::symlink_metadata(&item.abs) {
                     Ok(m) if m.is_file() => {
-                        item.kind = WalkKind::File { stat: FileStat::of(&m), cached_digest: None };
+                        // Unchanged since the walk: still the version the record names
+                        // (the target lost it, or its copy was not what the index said).
+                        let now = FileStat::of(&m);
+                        let cached_digest = cached_digest.filter(|_| now == stat);
+                        item.kind = WalkKind::File { stat: now, cached_digest };
                         item.meta = crate::source::scan::meta_of(&m, item.meta.xattrs.clone());
                         tracing::debug!(path = ?item.path, %error, "sending again");
                         let _ = session.producer_tx.send(ProducerEvent::Need(item));

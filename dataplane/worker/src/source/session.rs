@@ -54,7 +54,7 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Connection attempts a session makes to land on a target core of its own.
 const SPREAD_ATTEMPTS_MAX: usize = 6;
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct SessionStats {
     pub files_transferred: u64,
     pub files_unchanged: u64,
@@ -62,8 +62,42 @@ pub struct SessionStats {
     pub bytes_read: u64,
     pub bytes_on_wire: u64,
     pub chunks_sent: u64,
+    /// Chunks sent for file versions the target had acknowledged earlier.
+    pub chunks_resent_acknowledged: u64,
     pub chunks_reused: u64,
     pub entries_deleted: u64,
+    /// The first paths the target did not hold as the source has them (reconcile report).
+    pub differed: Vec<String>,
+    /// The first paths the target removed.
+    pub removed: Vec<String>,
+}
+
+impl SessionStats {
+    /// Adds to a bounded list of paths (`PASS_PATHS_LISTED_MAX`), once.
+    pub fn list(paths: &mut Vec<String>, path: String) {
+        if paths.len() < xtsync_api::PASS_PATHS_LISTED_MAX && !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
+
+    /// Adds another session's figures and paths.
+    pub fn add(&mut self, s: &SessionStats) {
+        self.files_transferred += s.files_transferred;
+        self.files_unchanged += s.files_unchanged;
+        self.files_failed += s.files_failed;
+        self.bytes_read += s.bytes_read;
+        self.bytes_on_wire += s.bytes_on_wire;
+        self.chunks_sent += s.chunks_sent;
+        self.chunks_resent_acknowledged += s.chunks_resent_acknowledged;
+        self.chunks_reused += s.chunks_reused;
+        self.entries_deleted += s.entries_deleted;
+        for path in &s.differed {
+            Self::list(&mut self.differed, path.clone());
+        }
+        for path in &s.removed {
+            Self::list(&mut self.removed, path.clone());
+        }
+    }
 }
 
 /// What a session tells its pass.
@@ -112,6 +146,19 @@ pub struct InFlightFile {
     pub digest: Option<[u8; 32]>,
     /// Held until the file's FileDone: bounds the files a session has open at the target.
     pub _permit: glommio::sync::StaticPermit,
+}
+
+impl InFlightFile {
+    /// The content read is the version the target acknowledged in an earlier pass: the
+    /// source record (written only on the target's FileDone) matched the file's stat,
+    /// and the digest read (once known: wants for the first segments of a large file
+    /// can come first) is that version's.
+    pub fn acknowledged_before(&self) -> bool {
+        match self.item.kind {
+            WalkKind::File { cached_digest: Some(acked), .. } => self.digest.is_none_or(|d| d == acked),
+            _ => false,
+        }
+    }
 }
 
 /// State shared by the producer and the reply handler (same executor: RefCell).
@@ -324,7 +371,7 @@ async fn passes_on(
             shared.pass_done = false;
         }
         one_pass(session, &feed, producer_rx).await?;
-        let mut stats = session.shared.borrow().stats;
+        let mut stats = std::mem::take(&mut session.shared.borrow_mut().stats);
         stats.bytes_on_wire = wire_bytes.get() - wire_before;
         params.metrics.bytes_sent_total.fetch_add(stats.bytes_on_wire, std::sync::atomic::Ordering::Relaxed);
         session.bytes_counted.set(wire_bytes.get());

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rustix::fs::AtFlags;
 use xtsync_store::WorkerStore;
-use xtsync_wire::{Entry, EntryKind, Meta, RelPath};
+use xtsync_wire::{Entry, EntryKind, Meta, RelPath, PASS_DONE_REMOVED_MAX};
 
 use crate::target::checkpoint::KeptPartials;
 use crate::target::fsops::{self, FsError, TargetRoot, TEMP_PREFIX};
@@ -98,11 +98,30 @@ pub fn apply_entries(root: &TargetRoot, entries: Vec<Entry>, tag: &str, delete: 
     }
 }
 
+/// What the end of a pass removed: the count, and the first paths (for a reconcile's
+/// report; at most `PASS_DONE_REMOVED_MAX`).
+#[derive(Debug, Default)]
+pub struct Removed {
+    pub count: u64,
+    pub paths: Vec<RelPath>,
+}
+
+impl Removed {
+    fn push(&mut self, dir: &RelPath, name: &[u8]) {
+        self.count += 1;
+        if self.paths.len() < PASS_DONE_REMOVED_MAX {
+            if let Ok(path) = dir.join(name) {
+                self.paths.push(path);
+            }
+        }
+    }
+}
+
 /// Deletes what the source no longer has (only in directories this session listed),
 /// then applies directory metadata deepest first. Blocking.
 /// Fails only if what it did cannot be made durable (the pass must not be reported done).
-pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPartials) -> Result<u64, String> {
-    let mut deleted = 0;
+pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPartials) -> Result<Removed, String> {
+    let mut removed = Removed::default();
     for (dir, children) in &memory.dir_children {
         let Ok(fd) = root.dir(dir, false) else { continue };
         let keep: HashSet<&[u8]> = children.iter().map(|c| c.as_slice()).collect();
@@ -114,7 +133,7 @@ pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPar
         };
         for name in names.iter().filter(|n| !keep.contains(n.as_slice()) && !kept_partial(n)) {
             match fsops::remove_tree(fd.as_fd(), name) {
-                Ok(()) if !name.starts_with(TEMP_PREFIX.as_bytes()) => deleted += 1,
+                Ok(()) if !name.starts_with(TEMP_PREFIX.as_bytes()) => removed.push(dir, name),
                 Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(dir = ?dir, name = %String::from_utf8_lossy(name), error = %e, "cannot delete")
@@ -141,7 +160,7 @@ pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPar
         rustix::fs::syncfs(root.fd())
     };
     synced.map_err(|e| format!("sync of deletions and directories: {e}"))?;
-    Ok(deleted)
+    Ok(removed)
 }
 
 /// Directories of a pass synced one by one at its end, at most (see `end_of_pass`).

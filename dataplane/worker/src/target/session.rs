@@ -622,13 +622,17 @@ impl TargetSession {
         let root = self.root()?.clone();
         let memory = std::mem::take(&mut self.memory);
         let partials = self.ctx.partials.clone();
-        let deleted = glommio::executor()
+        let removed = glommio::executor()
             .spawn_blocking(move || end_of_pass(root, memory, &partials))
             .await
             .map_err(|e| TargetError::Refused(format!("end of pass: {e}")))?;
         // A kept session must not hold replaced or removed files open across passes.
         self.readers = LocalReaders::default();
-        let done = PassDone { entries_deleted: deleted, files_committed: std::mem::take(&mut self.files_committed) };
+        let done = PassDone {
+            entries_deleted: removed.count,
+            files_committed: std::mem::take(&mut self.files_committed),
+            removed: removed.paths,
+        };
         self.send(&Message::PassDone(done)).await
     }
 
