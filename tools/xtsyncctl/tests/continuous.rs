@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 
 use common::*;
@@ -192,4 +193,31 @@ fn reconcile_repairs_what_change_capture_cannot_see_and_says_what_differed() {
     let out = admin_command(&state, &["reconcile", "--target", "/nonexistent/target"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job replicates to /nonexistent/target"));
+}
+
+#[test]
+fn hard_links_made_broken_and_written_through_while_watched_follow_to_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state"));
+    build_tree(&source);
+    let run = Continuous::start(&source, &target, &state);
+    run.status_until("the first pass done", |v| passes(v) >= 1);
+    assert_same_tree(&source, &target);
+
+    let s = &source;
+    // A new name for a file that has one, in another directory.
+    std::fs::create_dir_all(s.join("links")).unwrap();
+    std::fs::hard_link(s.join("src/file-060.txt"), s.join("links/file-060-again")).unwrap();
+    run.wait_same_tree(&source, &target);
+    // A name leaves its group: src/hard-a becomes a file of its own, other content.
+    std::fs::remove_file(s.join("src/hard-a")).unwrap();
+    std::fs::write(s.join("src/hard-a"), b"on its own now").unwrap();
+    run.wait_same_tree(&source, &target);
+    // Written through one name: every name of the inode shows it.
+    std::fs::OpenOptions::new().append(true).open(s.join("empty/hard-b")).unwrap().write_all(b"appended").unwrap();
+    run.wait_same_tree(&source, &target);
+    // The first name of a group goes; the others stay one inode.
+    std::fs::remove_file(s.join("src/file-060.txt")).unwrap();
+    std::fs::hard_link(s.join("links/file-060-again"), s.join("links/third")).unwrap();
+    run.wait_same_tree(&source, &target);
 }

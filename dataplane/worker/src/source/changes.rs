@@ -4,8 +4,9 @@
 //! sessions. Every path in a batch is a hint: it is stat'ed, and what is found is sent —
 //! an entry that is gone is removed at the target through its parent's listing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -168,6 +169,7 @@ pub fn walk_changes(
         return Err(ScanError::Root { path: root.display().to_string(), reason: "not a directory".into() });
     }
     let mut walker = Walker::new(delete, store, shards);
+    walker.track_link_names();
     let abs_of = |p: &RelPath| {
         if p.is_root() {
             root.to_path_buf()
@@ -200,7 +202,59 @@ pub fn walk_changes(
             }
         }
     }
+    // A changed file with more names than this batch saw (a new link, a write through
+    // one name, a group that lost its first name): its other names go as hard links to
+    // the one sent, found by one walk of the tree.
+    let missing = walker.names_missing();
+    if !missing.is_empty() {
+        let found = other_names(root, &missing);
+        // Relinking a name changes its directory at the target: its times go again.
+        let parents: BTreeSet<RelPath> = found.iter().filter_map(|(p, ..)| p.split_last().map(|(d, _)| d)).collect();
+        walker.entries(found)?;
+        for dir in parents.iter().filter(|d| !set.meta_dirs.contains(d) && !set.listed_dirs.contains(d)) {
+            let abs = abs_of(dir);
+            if let Some(m) = walker.stat(&abs).filter(|m| m.is_dir()) {
+                walker.dir_meta(dir.clone(), abs, m)?;
+            }
+        }
+    }
     Ok(walker.stats)
+}
+
+/// The names under `root` of the inodes in `missing` that are not among the names
+/// already sent. Stays on `root`'s filesystem; skips what it cannot read.
+fn other_names(
+    root: &Path,
+    missing: &HashMap<(u64, u64), (u64, Vec<RelPath>)>,
+) -> Vec<(RelPath, std::path::PathBuf, std::fs::Metadata)> {
+    let Ok(root_meta) = std::fs::symlink_metadata(root) else { return Vec::new() };
+    let mut names_to_find: u64 = missing.values().map(|(count, _)| count).sum();
+    let mut found = Vec::new();
+    let mut stack = vec![(RelPath::root(), root.to_path_buf())];
+    while let Some((rel, abs)) = stack.pop() {
+        if names_to_find == 0 {
+            break;
+        }
+        let Ok(read) = std::fs::read_dir(&abs) else { continue };
+        for entry in read.filter_map(|e| e.ok()) {
+            let name = entry.file_name();
+            if name.as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                continue;
+            }
+            let (Ok(m), Ok(child_rel)) = (entry.metadata(), rel.join(name.as_bytes())) else { continue };
+            if m.is_dir() && m.dev() == root_meta.dev() {
+                stack.push((child_rel, entry.path()));
+            } else if m.is_file() && m.nlink() > 1 {
+                let known = missing.get(&(m.dev(), m.ino()));
+                if known.is_some_and(|(_, sent)| !sent.contains(&child_rel)) {
+                    names_to_find = names_to_find.saturating_sub(1);
+                    found.push((child_rel, entry.path(), m));
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
 }
 
 #[cfg(test)]
@@ -300,5 +354,49 @@ mod tests {
         assert_eq!(names, ["b", "", "a", "new", "new/sub", "new/sub/f", "a/edited"]);
         assert!(sent.iter().filter(|(p, _)| p == "b" || p == "new").all(|(_, listed)| *listed));
         assert!(sent.iter().filter(|(p, _)| p.is_empty() || p == "a").all(|(_, listed)| !*listed));
+    }
+
+    #[test]
+    fn a_changed_name_of_a_linked_file_brings_its_other_names_as_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for d in ["a", "b", "c"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        std::fs::write(r.join("a/file"), b"shared").unwrap();
+        std::fs::hard_link(r.join("a/file"), r.join("b/link")).unwrap();
+        std::fs::hard_link(r.join("a/file"), r.join("c/new-link")).unwrap();
+        std::fs::write(r.join("c/alone"), b"one name").unwrap();
+        // Only the new name was seen changing.
+        let set = change_set_of(&batch(&[("c/new-link", ChangeKind::Created)], &[], &[]));
+        let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
+        let (tx, rx) = flume::unbounded();
+        walk_changes(r, true, &store, &set, &[tx]).unwrap();
+        let sent: Vec<(String, String)> = rx
+            .drain()
+            .map(|i| {
+                let kind = match &i.kind {
+                    WalkKind::File { .. } => "file".to_string(),
+                    WalkKind::HardLink { to } => format!("link to {}", to.to_string_lossy()),
+                    WalkKind::Dir { .. } => "dir".to_string(),
+                    WalkKind::Symlink { .. } => "symlink".to_string(),
+                };
+                (i.path.to_string_lossy(), kind)
+            })
+            .collect();
+        let sent: Vec<(&str, &str)> = sent.iter().map(|(p, k)| (p.as_str(), k.as_str())).collect();
+        // The two other names go as links to the one sent, and their directories' times
+        // go again (relinking changes them at the target); "c/alone" is not touched.
+        assert_eq!(
+            sent,
+            [
+                ("c", "dir"),
+                ("c/new-link", "file"),
+                ("a/file", "link to c/new-link"),
+                ("b/link", "link to c/new-link"),
+                ("a", "dir"),
+                ("b", "dir"),
+            ]
+        );
     }
 }

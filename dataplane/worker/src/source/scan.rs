@@ -151,12 +151,40 @@ pub struct Walker<'a> {
     shards: &'a [flume::Sender<WalkItem>],
     pub stats: WalkStats,
     links: HashMap<(u64, u64), RelPath>,
+    /// With [`Walker::track_link_names`]: every name sent per multi-link inode, and its
+    /// link count (a walk of part of a tree may not meet them all).
+    link_names: Option<HashMap<(u64, u64), (u64, Vec<RelPath>)>>,
     xattr_buf: Vec<u8>,
 }
 
 impl<'a> Walker<'a> {
     pub fn new(delete: bool, store: &'a Arc<dyn WorkerStore>, shards: &'a [flume::Sender<WalkItem>]) -> Self {
-        Walker { delete, store, shards, stats: WalkStats::default(), links: HashMap::new(), xattr_buf: Vec::new() }
+        Walker {
+            delete,
+            store,
+            shards,
+            stats: WalkStats::default(),
+            links: HashMap::new(),
+            link_names: None,
+            xattr_buf: Vec::new(),
+        }
+    }
+
+    /// Remembers every name sent per multi-link inode (for [`Walker::names_missing`]).
+    pub fn track_link_names(&mut self) {
+        self.link_names.get_or_insert_with(HashMap::new);
+    }
+
+    /// Multi-link inodes sent with fewer names than their link count: how many names
+    /// are missing, and the ones sent. The others are elsewhere in the tree (and must go
+    /// as hard links to the first one).
+    pub fn names_missing(&self) -> HashMap<(u64, u64), (u64, Vec<RelPath>)> {
+        let Some(names) = &self.link_names else { return HashMap::new() };
+        names
+            .iter()
+            .filter(|(_, (nlink, sent))| (sent.len() as u64) < *nlink)
+            .map(|(key, (nlink, sent))| (*key, (nlink - sent.len() as u64, sent.clone())))
+            .collect()
     }
 
     fn send(&self, shard: usize, item: WalkItem) -> Result<(), ScanError> {
@@ -277,6 +305,11 @@ impl<'a> Walker<'a> {
             let meta = meta_of(&m, read_xattrs(&child_abs, &mut self.xattr_buf));
             let shard = if m.nlink() > 1 {
                 let key = (stat.dev, stat.ino);
+                if let Some(names) = &mut self.link_names {
+                    let (nlink, sent) = names.entry(key).or_insert_with(|| (m.nlink(), Vec::new()));
+                    *nlink = m.nlink();
+                    sent.push(child_rel.clone());
+                }
                 let shard = shard_of(&[stat.dev.to_le_bytes(), stat.ino.to_le_bytes()].concat(), shards);
                 if let Some(first) = self.links.get(&key) {
                     self.stats.hardlinks += 1;
