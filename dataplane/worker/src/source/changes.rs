@@ -4,7 +4,7 @@
 //! sessions. Every path in a batch is a hint: it is stat'ed, and what is found is sent —
 //! an entry that is gone is removed at the target through its parent's listing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -15,7 +15,7 @@ use xtsync_store::WorkerStore;
 use xtsync_watch::{ChangeBatch, ChangeKind};
 use xtsync_wire::RelPath;
 
-use crate::source::scan::{ScanError, WalkItem, WalkStats, Walker};
+use crate::source::scan::{LinkNames, ScanError, WalkItem, WalkStats, Walker};
 use crate::target::fsops::TEMP_PREFIX;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,10 +223,7 @@ pub fn walk_changes(
 
 /// The names under `root` of the inodes in `missing` that are not among the names
 /// already sent. Stays on `root`'s filesystem; skips what it cannot read.
-fn other_names(
-    root: &Path,
-    missing: &HashMap<(u64, u64), (u64, Vec<RelPath>)>,
-) -> Vec<(RelPath, std::path::PathBuf, std::fs::Metadata)> {
+fn other_names(root: &Path, missing: &LinkNames) -> Vec<(RelPath, std::path::PathBuf, std::fs::Metadata)> {
     let Ok(root_meta) = std::fs::symlink_metadata(root) else { return Vec::new() };
     let mut names_to_find: u64 = missing.values().map(|(count, _)| count).sum();
     let mut found = Vec::new();

@@ -143,6 +143,10 @@ pub fn walk(
     Ok(walker.stats)
 }
 
+/// Per multi-link inode (device, inode): a count of names (the link count, or the
+/// names missing) and names.
+pub type LinkNames = HashMap<(u64, u64), (u64, Vec<RelPath>)>;
+
 /// Sends entries to the sessions of a pass: whole trees (`walk`) or parts of one
 /// (`crate::source::changes`). Hard links are recognised among the entries it sends.
 pub struct Walker<'a> {
@@ -153,7 +157,7 @@ pub struct Walker<'a> {
     links: HashMap<(u64, u64), RelPath>,
     /// With [`Walker::track_link_names`]: every name sent per multi-link inode, and its
     /// link count (a walk of part of a tree may not meet them all).
-    link_names: Option<HashMap<(u64, u64), (u64, Vec<RelPath>)>>,
+    link_names: Option<LinkNames>,
     xattr_buf: Vec<u8>,
 }
 
@@ -178,7 +182,7 @@ impl<'a> Walker<'a> {
     /// Multi-link inodes sent with fewer names than their link count: how many names
     /// are missing, and the ones sent. The others are elsewhere in the tree (and must go
     /// as hard links to the first one).
-    pub fn names_missing(&self) -> HashMap<(u64, u64), (u64, Vec<RelPath>)> {
+    pub fn names_missing(&self) -> LinkNames {
         let Some(names) = &self.link_names else { return HashMap::new() };
         names
             .iter()
