@@ -58,6 +58,7 @@ const SPREAD_ATTEMPTS_MAX: usize = 6;
 pub struct SessionStats {
     pub files_transferred: u64,
     pub files_unchanged: u64,
+    pub files_renamed: u64,
     pub files_failed: u64,
     pub bytes_read: u64,
     pub bytes_on_wire: u64,
@@ -481,7 +482,11 @@ pub fn entry_of(item: &WalkItem) -> Entry {
             EntryKind::File { size: stat.size, digest: cached_digest.unwrap_or_default() }
         }
     };
-    Entry { path: item.path.clone(), meta: item.meta.clone(), kind }
+    let renamed_from = match kind {
+        EntryKind::File { .. } | EntryKind::Dir { .. } => item.renamed_from.clone(),
+        _ => None,
+    };
+    Entry { path: item.path.clone(), meta: item.meta.clone(), kind, renamed_from }
 }
 
 impl Session {
