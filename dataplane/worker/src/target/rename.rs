@@ -175,7 +175,9 @@ struct Moved {
     from_abs: Vec<u8>,
     to_abs: Vec<u8>,
     record: TargetRecord,
-    dirs: [OwnedFd; 2],
+    /// The directories whose entries changed (the new one, and the old one if the
+    /// file was renamed here).
+    dirs: Vec<OwnedFd>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,22 +204,27 @@ fn rename_file(
 ) -> Result<Moved, RenameError> {
     let (from_parent, from_name) = from.split_last().ok_or(RenameError::NotAnnounced)?;
     let (to_dir, to_name) = root.parent(&entry.path)?;
-    let from_dir = root.dir(&from_parent, false)?;
     let stat = |dir: &OwnedFd, name: &[u8]| {
         rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok().as_ref().and_then(OnDisk::of)
     };
     let guard = path_lock();
-    // Moved with its directory already: the file is at its new path.
+    // Moved with its directory already: the file is at its new path (and its old
+    // directory may be gone).
     let at_to = stat(&to_dir, to_name).filter(|d| holds_announced(record, d, size, &digest));
-    let (dir, name) = match at_to {
-        Some(_) => (&to_dir, to_name),
+    let from_dir = match at_to {
+        Some(_) => None,
         None => {
+            let from_dir = root.dir(&from_parent, false)?;
             let at_from = stat(&from_dir, from_name).ok_or(RenameError::NotAnnounced)?;
             if !holds_announced(record, &at_from, size, &digest) {
                 return Err(RenameError::NotAnnounced);
             }
-            (&from_dir, from_name)
+            Some(from_dir)
         }
+    };
+    let (dir, name) = match &from_dir {
+        Some(d) => (d, from_name),
+        None => (&to_dir, to_name),
     };
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let fd = rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(sys(from, "open"))?;
@@ -227,8 +234,8 @@ fn rename_file(
     }
     // The new metadata first: the name appears with it.
     apply_meta_fd(fd.as_fd(), &entry.meta, entry.path.as_bytes())?;
-    if at_to.is_none() {
-        rustix::fs::renameat(&from_dir, from_name, &to_dir, to_name).map_err(sys(&entry.path, "rename"))?;
+    if let Some(from_dir) = &from_dir {
+        rustix::fs::renameat(from_dir, from_name, &to_dir, to_name).map_err(sys(&entry.path, "rename"))?;
     }
     drop(guard);
     let mtime_ns = entry.meta.mtime_s * 1_000_000_000 + entry.meta.mtime_ns as i64;
@@ -236,7 +243,7 @@ fn rename_file(
         from_abs: root.absolute(from),
         to_abs: root.absolute(&entry.path),
         record: TargetRecord { ino: st.st_ino, size, mtime_ns, digest },
-        dirs: [from_dir, to_dir],
+        dirs: from_dir.into_iter().chain([to_dir]).collect(),
     })
 }
 
