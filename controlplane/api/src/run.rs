@@ -57,6 +57,10 @@ pub struct PassSummary {
     pub files_transferred: u64,
     /// Regular files found identical at the target (nothing written).
     pub files_unchanged: u64,
+    /// Regular files put in place by renaming the target's copy (a rename or move at
+    /// the source: no content sent, nothing copied).
+    #[serde(default)]
+    pub files_renamed: u64,
     /// Bytes of file content covered by this pass.
     pub bytes_scanned: u64,
     /// Bytes the source read from disk (files whose cached manifest was stale or absent).

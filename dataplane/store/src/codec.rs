@@ -73,3 +73,34 @@ pub fn decode_source(b: &[u8]) -> Result<SourceRecord, StoreError> {
         digest: b[41..73].try_into().expect("length checked"),
     })
 }
+
+/// Source index key of an inode: `i`, device, inode (big-endian).
+pub fn inode_key(dev: u64, ino: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(b'i');
+    k.extend_from_slice(&dev.to_be_bytes());
+    k.extend_from_slice(&ino.to_be_bytes());
+    k
+}
+
+/// Source index prefix of a size: `s`, size (big-endian).
+pub fn size_prefix(size: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(41);
+    k.push(b's');
+    k.extend_from_slice(&size.to_be_bytes());
+    k
+}
+
+/// Source index key of a record by content: size prefix, digest, path.
+pub fn size_digest_key(size: u64, digest: &[u8; 32], path: &[u8]) -> Vec<u8> {
+    let mut k = size_prefix(size);
+    k.extend_from_slice(digest);
+    k.extend_from_slice(path);
+    k
+}
+
+/// The (digest, path) of a key made by `size_digest_key`.
+pub fn split_size_digest_key(key: &[u8]) -> Option<([u8; 32], Vec<u8>)> {
+    let digest: [u8; 32] = key.get(9..41)?.try_into().ok()?;
+    Some((digest, key[41..].to_vec()))
+}

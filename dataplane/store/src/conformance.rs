@@ -27,6 +27,31 @@ fn suite(store: &dyn WorkerStore) {
     store.apply(StoreBatch { ops: vec![StoreOp::DeleteChunk(a), StoreOp::DeleteTarget(b"/t/x".to_vec())] }).unwrap();
     assert_eq!(store.chunk_locations(&[a]).unwrap(), vec![None]);
     assert_eq!(store.target_records(&[b"/t/x".to_vec()]).unwrap(), vec![None]);
+    renames(store);
+}
+
+fn renames(store: &dyn WorkerStore) {
+    let rec = |ino, size, d| SourceRecord { dev: 7, ino, size, mtime_ns: 1, ctime_ns: 2, digest: [d; 32] };
+    store
+        .apply(StoreBatch {
+            ops: vec![
+                StoreOp::PutSource(b"/s/a".to_vec(), rec(10, 4096, 1)),
+                StoreOp::PutSource(b"/s/b".to_vec(), rec(11, 4096, 2)),
+                StoreOp::PutSource(b"/s/c".to_vec(), rec(12, 4097, 1)),
+                StoreOp::PutMoved(b"/t/old".to_vec(), b"/t/new".to_vec()),
+            ],
+        })
+        .unwrap();
+    assert_eq!(store.source_path_of_inode(7, 11).unwrap(), Some(b"/s/b".to_vec()));
+    assert_eq!(store.source_path_of_inode(8, 11).unwrap(), None);
+    let mut of_size = store.source_paths_of_size(4096).unwrap();
+    of_size.sort();
+    assert_eq!(of_size, vec![([1; 32], b"/s/a".to_vec()), ([2; 32], b"/s/b".to_vec())]);
+    assert_eq!(store.source_paths_of_size(4095).unwrap(), vec![]);
+    assert_eq!(
+        store.moved_to(&[b"/t/old".to_vec(), b"/t/new".to_vec()]).unwrap(),
+        vec![Some(b"/t/new".to_vec()), None]
+    );
 }
 
 #[test]

@@ -11,7 +11,12 @@
 //! - **target records**: absolute path → what xtsync last wrote there (inode, size,
 //!   mtime, content digest), to recognise an unchanged file without reading it;
 //! - **source records**: absolute path → (device, inode, size, mtime, ctime, digest),
-//!   so that an unchanged source file is not read again.
+//!   so that an unchanged source file is not read again; indexed by inode and by
+//!   (size, digest) so that a file at a new path can be recognised as one the source
+//!   had elsewhere (a rename or a copy). The index is never trusted alone: a hit names
+//!   a path whose record is read and checked again;
+//! - **moves** (target role): absolute path → the path its file was renamed to, so a
+//!   chunk index entry naming the old path still finds the chunks (checked on use).
 
 mod codec;
 mod mem;
@@ -62,8 +67,17 @@ pub enum StoreOp {
     DeleteChunk(ChunkName),
     PutTarget(Vec<u8>, TargetRecord),
     DeleteTarget(Vec<u8>),
+    /// Also indexes the record by inode and by (size, digest).
     PutSource(Vec<u8>, SourceRecord),
+    /// The file at the first path was renamed to the second.
+    PutMoved(Vec<u8>, Vec<u8>),
 }
+
+/// A content digest and the absolute path a source record gave it.
+pub type DigestAtPath = ([u8; 32], Vec<u8>);
+
+/// Source paths indexed under one size, at most, returned by `source_paths_of_size`.
+pub const SOURCE_PATHS_OF_SIZE_MAX: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -81,4 +95,11 @@ pub trait WorkerStore: Send + Sync + 'static {
     fn target_records(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<TargetRecord>>, StoreError>;
     fn source_records(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<SourceRecord>>, StoreError>;
     fn apply(&self, batch: StoreBatch) -> Result<(), StoreError>;
+    /// The last path recorded for (device, inode) by `PutSource` (maybe stale).
+    fn source_path_of_inode(&self, dev: u64, ino: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// (digest, path) of source records put with this size (maybe stale), at most
+    /// `SOURCE_PATHS_OF_SIZE_MAX`.
+    fn source_paths_of_size(&self, size: u64) -> Result<Vec<DigestAtPath>, StoreError>;
+    /// Where the files at `paths` were renamed to (`PutMoved`), if they were.
+    fn moved_to(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
 }

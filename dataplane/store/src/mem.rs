@@ -1,9 +1,10 @@
 //! In-memory engine for unit tests, with an injectable failure.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use crate::codec::{inode_key, size_digest_key, size_prefix, split_size_digest_key};
 use crate::*;
 
 #[derive(Default)]
@@ -11,6 +12,8 @@ pub struct MemStore {
     chunks: Mutex<HashMap<ChunkName, ChunkLocation>>,
     targets: Mutex<HashMap<Vec<u8>, TargetRecord>>,
     sources: Mutex<HashMap<Vec<u8>, SourceRecord>>,
+    source_index: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    moved: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
     /// When set, every call fails as a broken disk would.
     pub fail: AtomicBool,
 }
@@ -50,15 +53,44 @@ impl WorkerStore for MemStore {
         let mut c = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
         let mut t = self.targets.lock().unwrap_or_else(|p| p.into_inner());
         let mut s = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let mut index = self.source_index.lock().unwrap_or_else(|p| p.into_inner());
+        let mut moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
         for op in batch.ops {
             match op {
                 StoreOp::PutChunk(k, v) => drop(c.insert(k, v)),
                 StoreOp::DeleteChunk(k) => drop(c.remove(&k)),
                 StoreOp::PutTarget(k, v) => drop(t.insert(k, v)),
                 StoreOp::DeleteTarget(k) => drop(t.remove(&k)),
-                StoreOp::PutSource(k, v) => drop(s.insert(k, v)),
+                StoreOp::PutSource(k, v) => {
+                    index.insert(inode_key(v.dev, v.ino), k.clone());
+                    index.insert(size_digest_key(v.size, &v.digest, &k), Vec::new());
+                    s.insert(k, v);
+                }
+                StoreOp::PutMoved(from, to) => drop(moved.insert(from, to)),
             }
         }
         Ok(())
+    }
+
+    fn source_path_of_inode(&self, dev: u64, ino: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check()?;
+        Ok(self.source_index.lock().unwrap_or_else(|p| p.into_inner()).get(&inode_key(dev, ino)).cloned())
+    }
+
+    fn source_paths_of_size(&self, size: u64) -> Result<Vec<DigestAtPath>, StoreError> {
+        self.check()?;
+        let prefix = size_prefix(size);
+        let index = self.source_index.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(index
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(k, _)| split_size_digest_key(k))
+            .take(SOURCE_PATHS_OF_SIZE_MAX)
+            .collect())
+    }
+
+    fn moved_to(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.check()?;
+        Ok(lookup(&self.moved, paths))
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 use crate::codec::*;
 use crate::*;
@@ -10,6 +10,8 @@ use crate::*;
 const CF_CHUNKS: &str = "chunks";
 const CF_TARGETS: &str = "target_files";
 const CF_SOURCES: &str = "source_files";
+const CF_SOURCE_INDEX: &str = "source_index";
+const CF_MOVED: &str = "moved_files";
 
 pub struct RocksStore {
     db: DB,
@@ -27,7 +29,8 @@ impl RocksStore {
         // The store is a cache of small records: keep its footprint modest.
         opts.set_max_background_jobs(2);
         opts.set_write_buffer_size(16 << 20);
-        let cfs = [CF_CHUNKS, CF_TARGETS, CF_SOURCES].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let cfs = [CF_CHUNKS, CF_TARGETS, CF_SOURCES, CF_SOURCE_INDEX, CF_MOVED]
+            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)
             .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.into_string() })?;
         Ok(RocksStore { db })
@@ -71,6 +74,7 @@ impl WorkerStore for RocksStore {
     fn apply(&self, batch: StoreBatch) -> Result<(), StoreError> {
         let cf = |n| self.db.cf_handle(n).ok_or(StoreError::Corrupt { what: "missing column family" });
         let (chunks, targets, sources) = (cf(CF_CHUNKS)?, cf(CF_TARGETS)?, cf(CF_SOURCES)?);
+        let (index, moved) = (cf(CF_SOURCE_INDEX)?, cf(CF_MOVED)?);
         let mut wb = WriteBatch::default();
         for op in batch.ops {
             match op {
@@ -78,10 +82,39 @@ impl WorkerStore for RocksStore {
                 StoreOp::DeleteChunk(k) => wb.delete_cf(chunks, k),
                 StoreOp::PutTarget(k, v) => wb.put_cf(targets, k, encode_target(&v)),
                 StoreOp::DeleteTarget(k) => wb.delete_cf(targets, k),
-                StoreOp::PutSource(k, v) => wb.put_cf(sources, k, encode_source(&v)),
+                StoreOp::PutSource(k, v) => {
+                    wb.put_cf(index, inode_key(v.dev, v.ino), &k);
+                    wb.put_cf(index, size_digest_key(v.size, &v.digest, &k), []);
+                    wb.put_cf(sources, k, encode_source(&v));
+                }
+                StoreOp::PutMoved(from, to) => wb.put_cf(moved, from, to),
             }
         }
         // WAL on, no fsync per batch: the store is a cache (see the crate docs).
         self.db.write_opt(wb, &WriteOptions::default()).map_err(io)
+    }
+
+    fn source_path_of_inode(&self, dev: u64, ino: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = inode_key(dev, ino);
+        Ok(self.get_many(CF_SOURCE_INDEX, &[&key[..]], |v| Ok(v.to_vec()))?.pop().flatten())
+    }
+
+    fn source_paths_of_size(&self, size: u64) -> Result<Vec<DigestAtPath>, StoreError> {
+        let cf = self.db.cf_handle(CF_SOURCE_INDEX).ok_or(StoreError::Corrupt { what: "missing column family" })?;
+        let prefix = size_prefix(size);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
+            let (key, _) = item.map_err(io)?;
+            if !key.starts_with(&prefix) || out.len() >= SOURCE_PATHS_OF_SIZE_MAX {
+                break;
+            }
+            out.extend(split_size_digest_key(&key));
+        }
+        Ok(out)
+    }
+
+    fn moved_to(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let keys: Vec<&[u8]> = paths.iter().map(|p| &p[..]).collect();
+        self.get_many(CF_MOVED, &keys, |v| Ok(v.to_vec()))
     }
 }

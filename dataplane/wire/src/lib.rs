@@ -19,7 +19,9 @@ pub use path::{RelPath, PATH_BYTES_MAX, PATH_COMPONENT_BYTES_MAX};
 
 /// The protocol version this build speaks. 2: the target speaks first (`Ready`); a
 /// version-1 peer gets a clear version error instead of both sides waiting.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// 3: entries may say they were renamed (`Entry::renamed_from`), and `EntriesReply`
+/// lists the renames applied.
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Largest payload of any frame: one max-size chunk (16 MiB) plus its trailer, or
 /// an entry batch.
 pub const FRAME_PAYLOAD_BYTES_MAX: u32 = (16 << 20) + 4096;

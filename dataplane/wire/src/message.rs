@@ -5,7 +5,9 @@
 //!       ◄───────────────────────────────── Ready (the target speaks first)
 //! Hello ─────────────────────────────────► (checks root, job)
 //!       ◄───────────────────────────────── HelloAck
-//! Entries{dirs, links, known files} ─────► EntriesReply{which files need content}
+//! Entries{dirs, links, known files, ──────► renames applied (durable), then
+//!         renamed_from}                    EntriesReply{which files need content,
+//!                                          which were renamed into place}
 //! FileBegin, Segment{chunk names} ───────► (looks chunks up locally)
 //!       ◄───────────────────────────────── Want{bitmap of missing chunks}
 //! ChunkData (only the wanted ones) ──────► re-hash, write, assemble
@@ -92,6 +94,11 @@ pub struct Entry {
     pub path: RelPath,
     pub meta: Meta,
     pub kind: EntryKind,
+    /// This file or directory is the one that was at `renamed_from` (a rename or move
+    /// at the source): the target renames its copy instead of receiving or copying
+    /// the content, if that copy is still exactly the announced version. Only on
+    /// `File` and non-root `Dir` entries, never equal to `path`.
+    pub renamed_from: Option<RelPath>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +112,9 @@ pub struct EntriesReply {
     pub batch: u32,
     /// Indices of `File` entries whose content the target does not hold.
     pub need: Vec<u32>,
+    /// Indices of `File` entries the target now holds by renaming its copy at their
+    /// `renamed_from` path (durable before this reply was sent).
+    pub renamed: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -365,6 +375,13 @@ fn put_entry(out: &mut Vec<u8>, e: &Entry) {
             out.extend_from_slice(digest);
         }
     }
+    match &e.renamed_from {
+        None => put_u8(out, 0),
+        Some(from) => {
+            put_u8(out, 1);
+            put_path(out, from);
+        }
+    }
 }
 
 fn read_entry(r: &mut Reader<'_>) -> Result<Entry, WireError> {
@@ -396,7 +413,19 @@ fn read_entry(r: &mut Reader<'_>) -> Result<Entry, WireError> {
     if path.is_root() && !matches!(kind, EntryKind::Dir { .. }) {
         return Err(WireError::Path { path: String::new(), reason: "only a directory may be the root" });
     }
-    Ok(Entry { path, meta, kind })
+    let renamed_from = match r.u8("entry.renamed_from flag")? {
+        0 => None,
+        1 => {
+            let from = read_path(r, "entry.renamed_from")?;
+            let renamable = matches!(kind, EntryKind::File { .. } | EntryKind::Dir { .. });
+            if !renamable || path.is_root() || from.is_root() || from == path {
+                return Err(WireError::Invalid("entry.renamed_from"));
+            }
+            Some(from)
+        }
+        _ => return Err(WireError::Invalid("entry.renamed_from flag")),
+    };
+    Ok(Entry { path, meta, kind, renamed_from })
 }
 
 impl Message {
@@ -443,9 +472,11 @@ impl Message {
             }
             Message::EntriesReply(r) => {
                 put_u32(out, r.batch);
-                put_u32(out, r.need.len() as u32);
-                for i in &r.need {
-                    put_u32(out, *i);
+                for list in [&r.need, &r.renamed] {
+                    put_u32(out, list.len() as u32);
+                    for i in list {
+                        put_u32(out, *i);
+                    }
                 }
             }
             Message::FileBegin(f) => {
@@ -538,7 +569,7 @@ impl Message {
             kind::HELLO_ACK => Message::HelloAck(HelloAck { session_id: r.u64("hello_ack.session_id")? }),
             kind::ENTRIES => {
                 let batch = r.u32("entries.batch")?;
-                let n = r.count("entries", ENTRIES_PER_BATCH_MAX, 30)?;
+                let n = r.count("entries", ENTRIES_PER_BATCH_MAX, 31)?;
                 let mut entries = Vec::with_capacity(n);
                 for _ in 0..n {
                     entries.push(read_entry(&mut r)?);
@@ -549,7 +580,9 @@ impl Message {
                 let batch = r.u32("entries_reply.batch")?;
                 let n = r.count("entries_reply.need", ENTRIES_PER_BATCH_MAX, 4)?;
                 let need = (0..n).map(|_| r.u32("need index")).collect::<Result<_, _>>()?;
-                Message::EntriesReply(EntriesReply { batch, need })
+                let n = r.count("entries_reply.renamed", ENTRIES_PER_BATCH_MAX, 4)?;
+                let renamed = (0..n).map(|_| r.u32("renamed index")).collect::<Result<_, _>>()?;
+                Message::EntriesReply(EntriesReply { batch, need, renamed })
             }
             kind::FILE_BEGIN => Message::FileBegin(FileBegin {
                 file_id: r.u64("file_begin.file_id")?,

@@ -31,13 +31,36 @@ fn samples() -> Vec<Message> {
                     path: RelPath::root(),
                     meta: meta(),
                     kind: EntryKind::Dir { children: Some(vec![b"a".to_vec(), b"b c".to_vec()]) },
+                    renamed_from: None,
                 },
-                Entry { path: p("a/l"), meta: meta(), kind: EntryKind::Symlink { target: b"../x".to_vec() } },
-                Entry { path: p("a/h"), meta: meta(), kind: EntryKind::HardLink { to: p("a/f") } },
-                Entry { path: p("a/f"), meta: meta(), kind: EntryKind::File { size: 10, digest: [7; 32] } },
+                Entry {
+                    path: p("a/l"),
+                    meta: meta(),
+                    kind: EntryKind::Symlink { target: b"../x".to_vec() },
+                    renamed_from: None,
+                },
+                Entry { path: p("a/h"), meta: meta(), kind: EntryKind::HardLink { to: p("a/f") }, renamed_from: None },
+                Entry {
+                    path: p("a/f"),
+                    meta: meta(),
+                    kind: EntryKind::File { size: 10, digest: [7; 32] },
+                    renamed_from: None,
+                },
+                Entry {
+                    path: p("b/moved"),
+                    meta: meta(),
+                    kind: EntryKind::File { size: 1 << 23, digest: [9; 32] },
+                    renamed_from: Some(p("a/old")),
+                },
+                Entry {
+                    path: p("d2"),
+                    meta: meta(),
+                    kind: EntryKind::Dir { children: None },
+                    renamed_from: Some(p("d1")),
+                },
             ],
         }),
-        Message::EntriesReply(EntriesReply { batch: 3, need: vec![3] }),
+        Message::EntriesReply(EntriesReply { batch: 3, need: vec![3], renamed: vec![4, 5] }),
         Message::FileBegin(FileBegin {
             file_id: 4,
             path: p("a/f"),
@@ -134,6 +157,34 @@ fn paths_that_leave_the_root_are_refused() {
     .encode(&mut buf);
     let pos = buf.windows(3).position(|w| w == b"a/b").unwrap();
     buf[pos..pos + 3].copy_from_slice(b"../");
+    let (h, payload) = split(&buf);
+    assert!(matches!(Message::decode(h.kind, payload), Err(WireError::Path { .. })));
+}
+
+fn entries_frame(entry: Entry) -> Vec<u8> {
+    let mut buf = Vec::new();
+    Message::Entries(Entries { batch: 1, entries: vec![entry] }).encode(&mut buf);
+    buf
+}
+
+#[test]
+fn renamed_from_is_refused_where_it_means_nothing_or_escapes() {
+    let p = |s: &str| RelPath::new(s).unwrap();
+    let file = EntryKind::File { size: 1, digest: [1; 32] };
+    let bad = [
+        (p("a/l"), EntryKind::Symlink { target: b"x".to_vec() }, p("a/k")),
+        (p("a/h"), EntryKind::HardLink { to: p("a/f") }, p("a/g")),
+        (p("a/f"), file.clone(), p("a/f")),
+        (RelPath::root(), EntryKind::Dir { children: None }, p("d")),
+    ];
+    for (path, kind, from) in bad {
+        let (h, payload) = split(&entries_frame(Entry { path, meta: meta(), kind, renamed_from: Some(from) }));
+        assert_eq!(Message::decode(h.kind, payload), Err(WireError::Invalid("entry.renamed_from")));
+    }
+    // A from-path that leaves the root is refused like any other path.
+    let mut buf = entries_frame(Entry { path: p("new"), meta: meta(), kind: file, renamed_from: Some(p("x/old")) });
+    let pos = buf.windows(5).position(|w| w == b"x/old").unwrap();
+    buf[pos..pos + 5].copy_from_slice(b"../ol");
     let (h, payload) = split(&buf);
     assert!(matches!(Message::decode(h.kind, payload), Err(WireError::Path { .. })));
 }

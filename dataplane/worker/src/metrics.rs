@@ -25,6 +25,9 @@ pub struct WorkerMetrics {
     pub passes_total: AtomicU64,
     pub passes_failed_total: AtomicU64,
     pub files_committed_total: AtomicU64,
+    /// Files (and directories) put in place at the target by renaming its own copy.
+    pub files_renamed_total: AtomicU64,
+    pub dirs_renamed_total: AtomicU64,
     pub chunks_sent_total: AtomicU64,
     /// Chunks sent for a file version the target had already acknowledged (its source
     /// record says so): zero unless the target lost or changed an acknowledged file.
@@ -54,7 +57,7 @@ impl WorkerMetrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        let rows: [(&str, &str, &str, &AtomicU64); 20] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 22] = [
             ("xtsync_worker_source_sessions_active", "gauge", "Source sessions running", &self.sessions_source_active),
             ("xtsync_worker_target_sessions_active", "gauge", "Target sessions running", &self.sessions_target_active),
             ("xtsync_worker_passes_total", "counter", "Passes run as source", &self.passes_total),
@@ -64,6 +67,18 @@ impl WorkerMetrics {
                 "counter",
                 "File versions made durable here",
                 &self.files_committed_total,
+            ),
+            (
+                "xtsync_worker_files_renamed_total",
+                "counter",
+                "Files put in place by renaming the target's copy (no content sent)",
+                &self.files_renamed_total,
+            ),
+            (
+                "xtsync_worker_dirs_renamed_total",
+                "counter",
+                "Directories moved at the target by one rename",
+                &self.dirs_renamed_total,
             ),
             ("xtsync_worker_chunks_sent_total", "counter", "Chunks sent as source", &self.chunks_sent_total),
             (

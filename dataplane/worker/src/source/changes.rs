@@ -15,8 +15,10 @@ use xtsync_store::WorkerStore;
 use xtsync_watch::{ChangeBatch, ChangeKind};
 use xtsync_wire::RelPath;
 
+use crate::source::renames::EventRenames;
 use crate::source::scan::{LinkNames, ScanError, WalkItem, WalkStats, Walker};
 use crate::target::fsops::TEMP_PREFIX;
+use xtsync_chunker::ChunkParams;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangeSet {
@@ -32,6 +34,9 @@ pub struct ChangeSet {
     /// entries. Adding or replacing a file at the target touches its directory; the
     /// directory's own times must then be set again (nothing there needs deleting).
     pub meta_dirs: BTreeSet<RelPath>,
+    /// Renames the watcher paired (new path → old path): what is walked under a new
+    /// path is announced as renamed from the old one (see `source::renames`).
+    pub renames: EventRenames,
     /// When the oldest change in the set was seen: where its replication lag starts.
     pub oldest_change: Instant,
     /// Paths the set stands for (for the pending-changes gauge).
@@ -46,6 +51,7 @@ impl ChangeSet {
             listed_dirs: BTreeSet::new(),
             entries: BTreeSet::new(),
             meta_dirs: BTreeSet::new(),
+            renames: EventRenames::default(),
             oldest_change: now,
             paths: 1,
         }
@@ -56,7 +62,15 @@ impl ChangeSet {
         let entries: BTreeSet<RelPath> = entries.into_iter().collect();
         let paths = entries.len();
         let meta_dirs = entries.iter().map(parent).collect();
-        ChangeSet { subtrees: BTreeSet::new(), listed_dirs: BTreeSet::new(), entries, meta_dirs, oldest_change, paths }
+        ChangeSet {
+            subtrees: BTreeSet::new(),
+            listed_dirs: BTreeSet::new(),
+            entries,
+            meta_dirs,
+            renames: EventRenames::default(),
+            oldest_change,
+            paths,
+        }
     }
 
     pub fn is_everything(&self) -> bool {
@@ -69,6 +83,7 @@ impl ChangeSet {
         self.listed_dirs.extend(other.listed_dirs);
         self.entries.extend(other.entries);
         self.meta_dirs.extend(other.meta_dirs);
+        self.renames.extend(other.renames);
         self.oldest_change = self.oldest_change.min(other.oldest_change);
         self.paths += other.paths;
         self.normalize();
@@ -113,6 +128,7 @@ pub fn change_set_of(batch: &ChangeBatch) -> ChangeSet {
         listed_dirs: BTreeSet::new(),
         entries: BTreeSet::new(),
         meta_dirs: BTreeSet::new(),
+        renames: EventRenames::default(),
         oldest_change: batch.oldest_event_at,
         paths: batch.len(),
     };
@@ -124,14 +140,18 @@ pub fn change_set_of(batch: &ChangeBatch) -> ChangeSet {
         };
     }
     for r in &batch.renames {
-        // Sent as a new entry (its chunks are found at the target: no data moves) plus
-        // both listings (the old name goes).
-        if let Some(from) = rel(&r.from) {
-            set.listed_dirs.insert(parent(&from));
+        // Sent as an entry renamed from the old path (the target renames its copy),
+        // plus the old parent's listing (the old name goes).
+        let (from, to) = (rel(&r.from), rel(&r.to));
+        if let Some(from) = &from {
+            set.listed_dirs.insert(parent(from));
         }
-        if let Some(to) = rel(&r.to) {
-            set.meta_dirs.insert(parent(&to));
-            set.subtrees.insert(to);
+        if let Some(to) = &to {
+            set.meta_dirs.insert(parent(to));
+            set.subtrees.insert(to.clone());
+        }
+        if let (Some(from), Some(to)) = (from, to) {
+            set.renames.insert(from, to);
         }
     }
     for (path, kind) in &batch.changes {
@@ -163,6 +183,7 @@ pub fn walk_changes(
     delete: bool,
     store: &Arc<dyn WorkerStore>,
     set: &ChangeSet,
+    chunk_params: Option<ChunkParams>,
     shards: &[flume::Sender<WalkItem>],
 ) -> Result<WalkStats, ScanError> {
     if !std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
@@ -170,6 +191,7 @@ pub fn walk_changes(
     }
     let mut walker = Walker::new(delete, store, shards);
     walker.track_link_names();
+    walker.detect_renames(root, set.renames.clone(), chunk_params);
     let abs_of = |p: &RelPath| {
         if p.is_root() {
             root.to_path_buf()
@@ -337,7 +359,7 @@ mod tests {
         ));
         let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
         let (tx, rx) = flume::unbounded();
-        walk_changes(r, true, &store, &set, &[tx]).unwrap();
+        walk_changes(r, true, &store, &set, None, &[tx]).unwrap();
         let sent: Vec<(String, bool)> = rx
             .drain()
             .map(|i| {
@@ -368,7 +390,7 @@ mod tests {
         let set = change_set_of(&batch(&[("c/new-link", ChangeKind::Created)], &[], &[]));
         let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
         let (tx, rx) = flume::unbounded();
-        walk_changes(r, true, &store, &set, &[tx]).unwrap();
+        walk_changes(r, true, &store, &set, None, &[tx]).unwrap();
         let sent: Vec<(String, String)> = rx
             .drain()
             .map(|i| {

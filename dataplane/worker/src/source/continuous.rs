@@ -243,7 +243,10 @@ impl<S: PassSink> Run<'_, S> {
         let (end_tx, end_of_pass) = flume::bounded(1);
         live.feeds.send(PassFeed { items, end_of_pass }).map_err(|_| "the session to the target ended".to_string())?;
         let (root, store, delete, walked_set) = (self.root.clone(), ctx.store.clone(), options.delete, set.clone());
-        let walker = tokio::task::spawn_blocking(move || walk_changes(&root, delete, &store, &walked_set, &[items_tx]));
+        let chunk_params = Some(ctx.chunk_params);
+        let walker = tokio::task::spawn_blocking(move || {
+            walk_changes(&root, delete, &store, &walked_set, chunk_params, &[items_tx])
+        });
         let mut failed = Vec::new();
         let stats: SessionStats = loop {
             match live.events.recv_async().await {

@@ -7,10 +7,13 @@
 //!
 //! A continuous job (`continuous.rs`) watches the tree (`xtsync-watch`) after its first
 //! pass and replicates each batch of changes (`changes.rs`) over one kept session.
+//! `renames.rs` recognises files the source had at another path (events, inode,
+//! content), which the target then renames instead of receiving.
 
 pub mod changes;
 pub mod continuous;
 pub mod pass;
+pub mod renames;
 pub mod replies;
 pub mod scan;
 pub mod session;

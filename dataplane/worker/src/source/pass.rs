@@ -121,8 +121,8 @@ async fn run(
     drop(events_tx);
 
     let root = PathBuf::from(&a.job.spec.source_path);
-    let (store, delete) = (ctx.store.clone(), options.delete);
-    let walker = tokio::task::spawn_blocking(move || walk(&root, delete, &store, &item_txs));
+    let (store, delete, chunk_params) = (ctx.store.clone(), options.delete, ctx.chunk_params);
+    let walker = tokio::task::spawn_blocking(move || walk(&root, delete, &store, Some(chunk_params), &item_txs));
 
     let mut totals = SessionStats::default();
     let (mut content_done, mut finished) = (0, 0);
@@ -190,6 +190,7 @@ async fn run(
         hardlinks: walked.hardlinks,
         files_transferred: totals.files_transferred,
         files_unchanged: totals.files_unchanged,
+        files_renamed: totals.files_renamed,
         bytes_scanned: walked.bytes,
         bytes_read: totals.bytes_read,
         bytes_on_wire: totals.bytes_on_wire,

@@ -26,7 +26,7 @@ pub async fn handle_replies<R: AsyncRead + Unpin>(session: Rc<Session>, mut read
             Err(e) => break Err(SessionError::Frame(e)),
         };
         let step = match msg {
-            Message::EntriesReply(r) => on_entries_reply(&session, r.batch, &r.need),
+            Message::EntriesReply(r) => on_entries_reply(&session, r.batch, &r.need, &r.renamed),
             Message::Want(w) => on_want(&session, w, &mut codec).await,
             Message::FileDone(d) => on_file_done(&session, d).await,
             Message::PassDone(p) => {
@@ -53,7 +53,7 @@ pub async fn handle_replies<R: AsyncRead + Unpin>(session: Rc<Session>, mut read
     let _ = session.producer_tx.send(ProducerEvent::Stopped(result));
 }
 
-fn on_entries_reply(session: &Rc<Session>, batch: u32, need: &[u32]) -> Result<(), SessionError> {
+fn on_entries_reply(session: &Rc<Session>, batch: u32, need: &[u32], renamed: &[u32]) -> Result<(), SessionError> {
     let mut files = session
         .shared
         .borrow_mut()
@@ -65,8 +65,33 @@ fn on_entries_reply(session: &Rc<Session>, batch: u32, need: &[u32]) -> Result<(
         SessionStats::list(&mut session.shared.borrow_mut().stats.differed, item.path.to_string_lossy());
         let _ = session.producer_tx.send(ProducerEvent::Need(item));
     }
+    for i in renamed {
+        let item = files.remove(i).ok_or_else(|| SessionError::Protocol(format!("rename of non-file entry {i}")))?;
+        let WalkKind::File { stat, cached_digest: Some(digest) } = item.kind else {
+            return Err(SessionError::Protocol(format!("rename of entry {i} without a digest")));
+        };
+        // Durable at the target: a new version at this path, like a transferred file.
+        let version = file_version(&item, stat.size, digest);
+        let mut s = session.shared.borrow_mut();
+        s.stats.files_renamed += 1;
+        let key = item.abs.as_os_str().as_encoded_bytes().to_vec();
+        s.source_records.push(StoreOp::PutSource(key, stat.record(digest)));
+        let _ = session.events.send(SessionEvent::Committed(version));
+    }
     session.shared.borrow_mut().stats.files_unchanged += files.len() as u64;
     Ok(())
+}
+
+fn file_version(item: &crate::source::scan::WalkItem, size: u64, digest: [u8; 32]) -> FileVersion {
+    FileVersion {
+        path: item.path.to_string_lossy(),
+        size,
+        mtime_ns: item.meta.mtime_s * 1_000_000_000 + item.meta.mtime_ns as i64,
+        mode: item.meta.mode,
+        uid: item.meta.uid,
+        gid: item.meta.gid,
+        content_digest: blake3::Hash::from_bytes(digest).to_hex().to_string(),
+    }
 }
 
 async fn on_want(session: &Rc<Session>, w: Want, codec: &mut ChunkCodec) -> Result<(), SessionError> {
@@ -168,15 +193,7 @@ async fn on_file_done(session: &Rc<Session>, d: FileDone) -> Result<(), SessionE
     };
     match (d.error, f.digest) {
         (None, Some(digest)) => {
-            let version = FileVersion {
-                path: f.item.path.to_string_lossy(),
-                size: stat.size,
-                mtime_ns: f.item.meta.mtime_s * 1_000_000_000 + f.item.meta.mtime_ns as i64,
-                mode: f.item.meta.mode,
-                uid: f.item.meta.uid,
-                gid: f.item.meta.gid,
-                content_digest: blake3::Hash::from_bytes(digest).to_hex().to_string(),
-            };
+            let version = file_version(&f.item, stat.size, digest);
             let flush = {
                 let mut s = session.shared.borrow_mut();
                 s.stats.files_transferred += 1;

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use xtsync_store::{SourceRecord, WorkerStore};
 use xtsync_wire::{Meta, RelPath};
 
+use crate::source::renames::{Detector, EventRenames};
 use crate::target::fsops::TEMP_PREFIX;
+use xtsync_chunker::ChunkParams;
 
 /// Identity of a file's content as the walk saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,8 @@ pub struct WalkItem {
     pub kind: WalkKind,
     /// How many times this file was sent again after a failure.
     pub retries: u8,
+    /// The path this file or directory had before (a rename recognised at the source).
+    pub renamed_from: Option<RelPath>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -131,6 +135,7 @@ pub fn walk(
     root: &Path,
     delete: bool,
     store: &Arc<dyn WorkerStore>,
+    chunk_params: Option<ChunkParams>,
     shards: &[flume::Sender<WalkItem>],
 ) -> Result<WalkStats, ScanError> {
     let root_meta = std::fs::symlink_metadata(root)
@@ -139,6 +144,7 @@ pub fn walk(
         return Err(ScanError::Root { path: root.display().to_string(), reason: "not a directory".into() });
     }
     let mut walker = Walker::new(delete, store, shards);
+    walker.detect_renames(root, EventRenames::default(), chunk_params);
     walker.dir(RelPath::root(), root.to_path_buf(), root_meta, true)?;
     Ok(walker.stats)
 }
@@ -159,6 +165,7 @@ pub struct Walker<'a> {
     /// link count (a walk of part of a tree may not meet them all).
     link_names: Option<LinkNames>,
     xattr_buf: Vec<u8>,
+    renames: Option<Detector<'a>>,
 }
 
 impl<'a> Walker<'a> {
@@ -171,6 +178,7 @@ impl<'a> Walker<'a> {
             links: HashMap::new(),
             link_names: None,
             xattr_buf: Vec::new(),
+            renames: None,
         }
     }
 
@@ -189,6 +197,21 @@ impl<'a> Walker<'a> {
             .filter(|(_, (nlink, sent))| (sent.len() as u64) < *nlink)
             .map(|(key, (nlink, sent))| (*key, (nlink - sent.len() as u64, sent.clone())))
             .collect()
+    }
+
+    /// Recognises renames (see `source::renames`) of the tree at `root`: from `events`,
+    /// from the inode index, and with `chunk_params` by hashing same-size candidates.
+    pub fn detect_renames(&mut self, root: &Path, events: EventRenames, chunk_params: Option<ChunkParams>) {
+        let store: &'a dyn WorkerStore = self.store.as_ref();
+        self.renames = Some(Detector { root: root.to_path_buf(), store, events, chunk_params });
+    }
+
+    /// The directory `rel` was renamed from, by the events, if that path is gone.
+    fn dir_renamed_from(&self, rel: &RelPath) -> Option<RelPath> {
+        let detector = self.renames.as_ref()?;
+        let from = detector.events.dir_from(rel)?;
+        let from_abs = detector.root.join(std::ffi::OsStr::from_bytes(from.as_bytes()));
+        std::fs::symlink_metadata(from_abs).is_err().then(|| from.clone())
     }
 
     fn send(&self, shard: usize, item: WalkItem) -> Result<(), ScanError> {
@@ -218,6 +241,7 @@ impl<'a> Walker<'a> {
                 abs: abs.clone(),
                 kind: WalkKind::Dir { children: self.delete.then(|| names.clone()) },
                 retries: 0,
+                renamed_from: self.dir_renamed_from(&rel),
             };
             self.send(shard_of(rel.as_bytes(), self.shards.len()), dir_item)?;
             if !recurse {
@@ -252,6 +276,7 @@ impl<'a> Walker<'a> {
             abs,
             kind: WalkKind::Dir { children: None },
             retries: 0,
+            renamed_from: None,
         };
         self.send(shard_of(rel.as_bytes(), self.shards.len()), item)
     }
@@ -295,6 +320,7 @@ impl<'a> Walker<'a> {
                     abs: child_abs,
                     kind: WalkKind::Symlink { target },
                     retries: 0,
+                    renamed_from: None,
                 };
                 self.send(shard_of(child_rel.as_bytes(), shards), item)?;
             } else if ft.is_file() {
@@ -318,7 +344,8 @@ impl<'a> Walker<'a> {
                 if let Some(first) = self.links.get(&key) {
                     self.stats.hardlinks += 1;
                     let kind = WalkKind::HardLink { to: first.clone() };
-                    self.send(shard, WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0 })?;
+                    let item = WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0, renamed_from: None };
+                    self.send(shard, item)?;
                     continue;
                 }
                 self.links.insert(key, child_rel.clone());
@@ -328,9 +355,18 @@ impl<'a> Walker<'a> {
             };
             self.stats.files += 1;
             self.stats.bytes += stat.size;
-            let cached_digest = record.filter(|r| stat.matches(r)).map(|r| r.digest);
+            let mut cached_digest = record.filter(|r| stat.matches(r)).map(|r| r.digest);
+            // New at this path: maybe a file the source had elsewhere (a rename).
+            let found = match (cached_digest, &self.renames) {
+                (None, Some(detector)) => detector.find(&child_rel, &child_abs, &stat),
+                _ => None,
+            };
+            let renamed_from = found.map(|f| {
+                cached_digest = Some(f.digest);
+                f.from
+            });
             let kind = WalkKind::File { stat, cached_digest };
-            self.send(shard, WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0 })?;
+            self.send(shard, WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0, renamed_from })?;
         }
         Ok(subdirs)
     }
@@ -352,7 +388,7 @@ mod tests {
         std::fs::write(r.join(format!("{TEMP_PREFIX}junk")), b"x").unwrap();
         let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| flume::unbounded()).unzip();
-        let stats = walk(r, true, &store, &txs).unwrap();
+        let stats = walk(r, true, &store, None, &txs).unwrap();
         drop(txs);
         assert_eq!((stats.files, stats.dirs, stats.symlinks, stats.hardlinks), (1, 3, 1, 1));
         let items: Vec<Vec<WalkItem>> = rxs.iter().map(|rx| rx.drain().collect()).collect();
@@ -369,7 +405,7 @@ mod tests {
     fn missing_root_is_a_clear_error() {
         let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
         let (tx, _rx) = flume::unbounded();
-        let err = walk(Path::new("/nonexistent/xtsync"), false, &store, &[tx]).unwrap_err();
+        let err = walk(Path::new("/nonexistent/xtsync"), false, &store, None, &[tx]).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/xtsync"), "{err}");
     }
 }

@@ -58,6 +58,7 @@ const SPREAD_ATTEMPTS_MAX: usize = 6;
 pub struct SessionStats {
     pub files_transferred: u64,
     pub files_unchanged: u64,
+    pub files_renamed: u64,
     pub files_failed: u64,
     pub bytes_read: u64,
     pub bytes_on_wire: u64,
@@ -84,6 +85,7 @@ impl SessionStats {
     pub fn add(&mut self, s: &SessionStats) {
         self.files_transferred += s.files_transferred;
         self.files_unchanged += s.files_unchanged;
+        self.files_renamed += s.files_renamed;
         self.files_failed += s.files_failed;
         self.bytes_read += s.bytes_read;
         self.bytes_on_wire += s.bytes_on_wire;
@@ -528,7 +530,11 @@ pub fn entry_of(item: &WalkItem) -> Entry {
             EntryKind::File { size: stat.size, digest: cached_digest.unwrap_or_default() }
         }
     };
-    Entry { path: item.path.clone(), meta: item.meta.clone(), kind }
+    let renamed_from = match kind {
+        EntryKind::File { .. } | EntryKind::Dir { .. } => item.renamed_from.clone(),
+        _ => None,
+    };
+    Entry { path: item.path.clone(), meta: item.meta.clone(), kind, renamed_from }
 }
 
 impl Session {

@@ -116,7 +116,11 @@ fn flush_blocking(
         let result = match synced {
             Err(e) if per_file => Err(format!("fdatasync before rename: {e}")),
             Err(e) => Err(format!("syncfs before rename: {e}")),
-            Ok(()) => replace(r.dir.as_fd(), &r.tmp_name, &r.name).map_err(|e: FsError| e.to_string()),
+            Ok(()) => {
+                // Not between a rename's check of this name and its `renameat`.
+                let _guard = crate::target::rename::path_lock();
+                replace(r.dir.as_fd(), &r.tmp_name, &r.name).map_err(|e: FsError| e.to_string())
+            }
         };
         if result.is_ok() {
             // The attempts before this one are obsolete now.

@@ -5,7 +5,8 @@
 //! files being built; `durability.rs` is the fsync barrier that renames finished
 //! files into place in batches; `entries.rs` applies directories, symlinks, hard links
 //! and deletions; `fsops.rs` is the openat2-based filesystem layer under all of them;
-//! `checkpoint.rs` makes large files under construction resumable.
+//! `checkpoint.rs` makes large files under construction resumable; `rename.rs` applies
+//! renames announced by the source to the target's own copies.
 
 pub mod assemble;
 pub mod checkpoint;
@@ -13,4 +14,5 @@ pub mod durability;
 pub mod entries;
 pub mod fsops;
 pub mod listener;
+pub mod rename;
 pub mod session;

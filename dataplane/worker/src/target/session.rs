@@ -26,6 +26,7 @@ use crate::target::checkpoint::{is_partial, maybe_checkpoint, remove_partials, K
 use crate::target::durability::{Barrier, Ready};
 use crate::target::entries::{apply_entries, end_of_pass, files_needing_content, PassMemory};
 use crate::target::fsops::{create_temp, TargetRoot};
+use crate::target::rename::{apply_dir_renames, apply_file_renames, moved_location, Applied};
 use crate::writer::{spawn_writer, FrameSender};
 use xtsync_transport::ktls::TlsPath;
 
@@ -293,9 +294,19 @@ impl TargetSession {
         let store = self.ctx.store.clone();
         let entries = Arc::new(e.entries);
         let for_check = entries.clone();
-        let need =
-            glommio::executor().spawn_blocking(move || files_needing_content(&root, store.as_ref(), &for_check)).await;
-        self.send(&Message::EntriesReply(EntriesReply { batch: e.batch, need })).await?;
+        // Renames are applied (and durable) before the reply that reports them.
+        let applied = glommio::executor()
+            .spawn_blocking(move || {
+                let dirs_renamed = apply_dir_renames(&root, &for_check);
+                let need = files_needing_content(&root, store.as_ref(), &for_check);
+                Applied { dirs_renamed, ..apply_file_renames(&root, store.as_ref(), &for_check, need) }
+            })
+            .await;
+        let m = &self.ctx.metrics;
+        m.files_renamed_total.fetch_add(applied.renamed.len() as u64, Ordering::Relaxed);
+        m.dirs_renamed_total.fetch_add(applied.dirs_renamed, Ordering::Relaxed);
+        let reply = EntriesReply { batch: e.batch, need: applied.need, renamed: applied.renamed };
+        self.send(&Message::EntriesReply(reply)).await?;
         let entries = Arc::try_unwrap(entries).unwrap_or_else(|a| (*a).clone());
         self.queue.push_back(Pending::Entries(entries));
         Ok(())
@@ -351,11 +362,21 @@ impl TargetSession {
             path: f.path.clone(),
             meta: f.meta.clone(),
             kind: xtsync_wire::EntryKind::File { size: f.size, digest },
+            renamed_from: None,
         };
         let (root, store) = (root.clone(), self.ctx.store.clone());
         let need =
             glommio::executor().spawn_blocking(move || files_needing_content(&root, store.as_ref(), &[entry])).await;
         need.is_empty()
+    }
+
+    /// The location of a chunk whose indexed file was renamed here, if it opens.
+    async fn moved(&mut self, l: ChunkLocation) -> Option<ChunkLocation> {
+        let store = self.ctx.store.clone();
+        let path = l.path.clone();
+        let to = glommio::executor().spawn_blocking(move || moved_location(store.as_ref(), &path)).await?;
+        self.readers.get(&to).await.ok()?;
+        Some(ChunkLocation { path: to, ..l })
     }
 
     async fn on_segment(&mut self, s: Segment) -> Result<(), TargetError> {
@@ -399,10 +420,17 @@ impl TargetSession {
                     // is asked for again, and forgotten.
                     Some(l) if l.len == s.chunks[i].len => match self.readers.get(&l.path).await {
                         Ok(_) => ChunkSource::Local(l),
-                        Err(_) => {
-                            stale.push(StoreOp::DeleteChunk(s.chunks[i].name));
-                            ChunkSource::Wire
-                        }
+                        Err(_) => match self.moved(l).await {
+                            // The file was renamed here: the chunk is at its new name.
+                            Some(l) => {
+                                stale.push(StoreOp::PutChunk(s.chunks[i].name, l.clone()));
+                                ChunkSource::Local(l)
+                            }
+                            None => {
+                                stale.push(StoreOp::DeleteChunk(s.chunks[i].name));
+                                ChunkSource::Wire
+                            }
+                        },
                     },
                     _ => ChunkSource::Wire,
                 };
