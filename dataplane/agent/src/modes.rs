@@ -1,20 +1,22 @@
 //! The two modes, run once the daemon is up: check the job, then keep its run active.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use xtsync_api::JobId;
+use xtsync_api::{Job, JobId};
+use xtsync_worker::client::CoordinatorClient;
 use xtsync_worker::daemon::Started;
 
+use crate::backoff::Backoff;
 use crate::pull::ensure_pull_job;
 use crate::supervise::{keep_running, refusal, until_answered};
 use crate::AgentError;
 
 /// Push mode: job `job` must be continuous with this agent as its source, and its
-/// source directory must exist here.
+/// source directory must exist here. Waits for the job to be created.
 pub async fn push(started: Started, job: JobId) -> Result<(), AgentError> {
     let Started { name, client, .. } = started;
-    let found =
-        until_answered(&format!("read job {job}"), || client.job(job)).await.map_err(|e| refusal(job, &name, e))?;
+    let found = wait_for_job(&client, job, &name).await?;
     let spec = &found.spec;
     if spec.source_worker != name {
         return Err(AgentError::WrongJob {
@@ -36,6 +38,29 @@ pub async fn push(started: Started, job: JobId) -> Result<(), AgentError> {
     }
     tracing::info!(job, source = %spec.source_path, target = %format!("{}:{}", spec.target_worker, spec.target_path), "push mode");
     keep_running(client, job, name).await
+}
+
+/// How often a pushing agent looks again for a job it cannot see yet.
+const JOB_LOOKUP_DELAY_MAX: Duration = Duration::from_secs(5);
+
+/// The job, once it is visible to this agent. A push job can be created only after
+/// its source, this agent, registered: so "does not exist" is waited out (with a log
+/// line saying what to create); a refusal is not.
+async fn wait_for_job(client: &CoordinatorClient, job: JobId, name: &str) -> Result<Job, AgentError> {
+    let mut backoff = Backoff::new(Duration::from_secs(1), JOB_LOOKUP_DELAY_MAX);
+    loop {
+        match until_answered(&format!("read job {job}"), || client.job(job)).await {
+            Ok(found) => return Ok(found),
+            Err(e) if e.status() == Some(404) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    "job {job} does not exist or is not given to agent {name} yet (xtsyncctl job create --source-worker {name} ... --continuous); looking again in {delay:?}"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(refusal(job, name, e)),
+        }
+    }
 }
 
 /// Pull mode: a copy of job `job`'s tree in `dir` (absolute), kept by this agent's
