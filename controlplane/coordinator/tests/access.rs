@@ -176,6 +176,14 @@ fn agents_act_only_on_jobs_they_are_an_endpoint_of_and_create_only_pull_jobs() {
     // Another agent does not see the pull job, nor may it run it.
     let (status, body) = call_as(&d, &pki, "edge-2", "POST", &format!("/v1/jobs/{pull_id}/runs"), None);
     assert_eq!(status, 404, "{body}");
+    // A worker reads one job it is an endpoint of (a target checks an agent's session
+    // against it), no other, and lists nothing.
+    let (status, body) = call_as(&d, &pki, "dst", "GET", &format!("/v1/jobs/{listed}"), None);
+    assert_eq!((status, body["spec"]["target_worker"].as_str()), (200, Some("dst")), "{body}");
+    let (status, body) = call_as(&d, &pki, "nobody", "GET", &format!("/v1/jobs/{listed}"), None);
+    assert_eq!(status, 404, "{body}");
+    assert_no_job_data(&body);
+    assert_eq!(call_as(&d, &pki, "dst", "GET", "/v1/jobs", None).0, 403);
     // Agents still cannot delete, list workers, or read runs directly.
     assert_eq!(call_as(&d, &pki, "edge-1", "DELETE", &format!("/v1/jobs/{pull_id}"), None).0, 403);
     assert_eq!(call_as(&d, &pki, "edge-1", "GET", "/v1/workers", None).0, 403);

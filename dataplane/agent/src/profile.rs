@@ -6,6 +6,7 @@ use std::time::Duration;
 use xtsync_transport::TlsPolicy;
 use xtsync_worker::control::ControlOptions;
 use xtsync_worker::daemon::Profile;
+use xtsync_worker::target::admission::CheckedPeers;
 
 /// The longest wait between two attempts to reach the coordinator or the peer worker.
 pub const RETRY_DELAY_MAX: Duration = Duration::from_secs(30);
@@ -18,4 +19,6 @@ pub const AGENT: Profile = Profile {
     name_from_certificate: true,
     control: ControlOptions { register_retry_max: RETRY_DELAY_MAX, heartbeat_retry_max: RETRY_DELAY_MAX },
     pass_retry_delay_max: RETRY_DELAY_MAX,
+    // Every peer (a worker pushing a pull job) writes only into its job's directory.
+    checked_peers: CheckedPeers::All,
 };

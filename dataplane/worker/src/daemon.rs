@@ -22,6 +22,7 @@ use crate::metrics::WorkerMetrics;
 use crate::runtime::{allowed_cpus, raise_memlock_limit, raise_nofile_limit, start_executors};
 use crate::secure::KtlsPolicy;
 use crate::source::pass::PassContext;
+use crate::target::admission::{serve_admissions, Admission, AdmissionRequest, CheckedPeers};
 
 /// The flags of both daemons (each overrides its configuration key).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -81,6 +82,8 @@ pub struct Profile {
     pub control: ControlOptions,
     /// See [`PassContext::retry_delay_max`].
     pub pass_retry_delay_max: Duration,
+    /// Peers whose data-plane sessions are checked against their job.
+    pub checked_peers: CheckedPeers,
 }
 
 impl Profile {
@@ -92,6 +95,7 @@ impl Profile {
         name_from_certificate: false,
         control: ControlOptions::WORKER,
         pass_retry_delay_max: Duration::from_secs(5),
+        checked_peers: CheckedPeers::Agents,
     };
 }
 
@@ -195,7 +199,9 @@ where
     let metrics = Arc::new(WorkerMetrics::default());
 
     let cpus = executor_cpus(flags, config, &profile)?;
-    let core_txs = start_cores(&cpus, data_listen, store.clone(), &tls, ktls, &metrics)?;
+    let (admission_tx, admission_rx) = flume::unbounded::<AdmissionRequest>();
+    let admission = Admission { checked: profile.checked_peers, requests: admission_tx };
+    let core_txs = start_cores(&cpus, data_listen, store.clone(), &tls, ktls, &metrics, admission)?;
     tracing::info!(%name, %data_listen, %http_listen, cores = ?cpus, "{} started", profile.kind);
 
     let chunk_params = ChunkParams::from_avg(config.transfer.chunk_bytes_avg)
@@ -225,6 +231,7 @@ where
         let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
         // SIGHUP reloads certificates, key, CA and CRL (its default action would kill us).
         let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
+        tokio::spawn(serve_admissions(admission_rx, client.clone(), name.clone()));
         let http = tokio::spawn(serve_http(http_listen, name, metrics));
         let control = tokio::spawn(control_loop(client, registration, ctx, profile.control));
         let mut own = Some(tokio::spawn(task(started)));
@@ -293,6 +300,7 @@ fn start_cores(
     tls: &ReloadingTls,
     ktls: KtlsPolicy,
     metrics: &Arc<WorkerMetrics>,
+    admission: Admission,
 ) -> Result<Vec<flume::Sender<crate::cores::CoreCommand>>, DaemonError> {
     let (listening_tx, listening) = flume::unbounded();
     let setup = Arc::new(CoreSetup {
@@ -302,6 +310,7 @@ fn start_cores(
         server_tls: tls.clone(),
         ktls,
         metrics: metrics.clone(),
+        admission,
         listening: listening_tx,
     });
     let (core_txs, core_rxs): (Vec<_>, Vec<_>) = cpus.iter().map(|_| flume::unbounded()).unzip();

@@ -78,6 +78,12 @@ fn push_replicates_creates_changes_and_deletes_with_their_metadata() {
     std::fs::rename(p.source.join("src/file-020.txt"), p.source.join("renamed.txt")).unwrap();
     std::fs::remove_dir_all(p.source.join("src/deep")).unwrap();
     p.c.wait_same_tree(&p.source, &p.target, SYNC_WITHIN);
+    // The worker let the agent write only after checking its job with the coordinator.
+    let worker_log = p.c.log("dc1-a");
+    assert!(
+        worker_log.contains("data-plane session admitted") && worker_log.contains("edge-1 (role agent"),
+        "{worker_log}"
+    );
 }
 
 #[test]
@@ -125,6 +131,11 @@ fn pull_keeps_an_identical_local_copy_that_follows_the_source_and_is_reused_on_r
     let pull = ["pull", "--job", "1", "--dir", copy.to_str().unwrap(), "--data-listen", &data_listen];
     let agent = c.agent("edge-1", &pull);
     c.wait_same_tree(&source, &copy, SYNC_WITHIN);
+    let agent_log = c.log("edge-1");
+    assert!(
+        agent_log.contains("data-plane session admitted") && agent_log.contains("dc1-a (role worker"),
+        "{agent_log}"
+    );
     change_everything(&source, 1);
     c.wait_same_tree(&source, &copy, SYNC_WITHIN);
 

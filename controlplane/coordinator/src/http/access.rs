@@ -29,6 +29,8 @@ const ENDPOINTS: &[Role] = &[Role::Worker, Role::Agent];
 const COORDINATOR: &[Role] = &[Role::Coordinator];
 const ADMIN: &[Role] = &[Role::Admin];
 const READERS: &[Role] = &[Role::Admin, Role::Agent];
+/// One job: also a worker that is its endpoint (see [`may_read`]).
+const JOB_READERS: &[Role] = &[Role::Admin, Role::Agent, Role::Worker];
 const OPERATORS: &[Role] = &[Role::Admin, Role::Coordinator];
 /// Admins, and agents within what [`may_start_run`] and [`agent_may_create`] allow.
 const ADMIN_OR_AGENT: &[Role] = &[Role::Admin, Role::Agent];
@@ -43,7 +45,9 @@ pub fn allowed_roles(method: &Method, route: &str) -> &'static [Role] {
         ("POST", "/v1/workers/register" | "/v1/workers/{name}/heartbeat")
         | ("POST", "/v1/runs/{id}/report" | "/v1/runs/{id}/versions") => ENDPOINTS,
         ("POST", "/raft/append" | "/raft/vote" | "/raft/snapshot") => COORDINATOR,
-        ("GET", "/v1/jobs" | "/v1/jobs/{id}" | "/v1/jobs/{id}/catalog" | "/v1/jobs/{id}/runs") => READERS,
+        // A target checks an agent's (or an agent a worker's) session against its job.
+        ("GET", "/v1/jobs/{id}") => JOB_READERS,
+        ("GET", "/v1/jobs" | "/v1/jobs/{id}/catalog" | "/v1/jobs/{id}/runs") => READERS,
         ("POST", "/v1/jobs" | "/v1/jobs/{id}/runs") => ADMIN_OR_AGENT,
         _ => ADMIN,
     }
@@ -94,12 +98,14 @@ pub(super) fn require_own_name(peer: &Peer, claimed: &str, what: &str) -> Result
 }
 
 /// Whether `peer` may read `job`: admins always, agents when the job names them or
-/// when they are its source or target.
+/// when they are its source or target, workers when they are (only one job at a time:
+/// the route table keeps lists, catalogs and runs from workers).
 pub fn may_read(peer: &PeerIdentity, job: &Job) -> bool {
     match peer.role {
         Role::Admin => true,
         Role::Agent => job.spec.agents.contains(&peer.name) || is_endpoint(peer, &job.spec),
-        Role::Worker | Role::Coordinator => false,
+        Role::Worker => is_endpoint(peer, &job.spec),
+        Role::Coordinator => false,
     }
 }
 
@@ -184,7 +190,8 @@ mod tests {
         assert_eq!(allowed_roles(&Method::POST, "/raft/append"), COORDINATOR);
         assert_eq!(allowed_roles(&Method::POST, "/v1/jobs"), ADMIN_OR_AGENT, "agents: pull jobs only");
         assert_eq!(allowed_roles(&Method::DELETE, "/v1/jobs/{id}"), ADMIN);
-        assert_eq!(allowed_roles(&Method::GET, "/v1/jobs/{id}"), READERS);
+        assert_eq!(allowed_roles(&Method::GET, "/v1/jobs/{id}"), JOB_READERS);
+        assert_eq!(allowed_roles(&Method::GET, "/v1/jobs"), READERS, "workers list nothing");
         assert_eq!(allowed_roles(&Method::GET, "/health"), ANY);
         assert_eq!(allowed_roles(&Method::GET, "/metrics"), OPERATORS, "job counters: not for workers or agents");
         assert_eq!(allowed_roles(&Method::GET, "/v1/some/new/route"), ADMIN, "closed by default");
@@ -210,6 +217,7 @@ mod tests {
         assert!(!may_read(&id("edge-2", Role::Agent), &job));
         assert!(may_read(&id("ops", Role::Admin), &job));
         assert!(!may_read(&id("edge-1", Role::Worker), &job));
+        assert!(may_read(&id("b", Role::Worker), &job), "its target worker");
         job.spec.agents.clear();
         assert!(!may_read(&id("edge-1", Role::Agent), &job));
     }

@@ -5,8 +5,10 @@
 //! files being built; `durability.rs` is the fsync barrier that renames finished
 //! files into place in batches; `entries.rs` applies directories, symlinks, hard links
 //! and deletions; `fsops.rs` is the openat2-based filesystem layer under all of them;
-//! `checkpoint.rs` makes large files under construction resumable.
+//! `checkpoint.rs` makes large files under construction resumable; `admission.rs`
+//! decides which peers may write where (agents: only their own job's target).
 
+pub mod admission;
 pub mod assemble;
 pub mod checkpoint;
 pub mod durability;
