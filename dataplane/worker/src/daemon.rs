@@ -180,14 +180,15 @@ where
         profile.policy.own_role,
     )
     .map_err(DaemonError::Usage)?;
+    // Before the certificates: without kernel TLS, `ktls: on` is the first thing to say.
+    let ktls = KtlsPolicy::from_mode(flags.ktls.unwrap_or(config.transfer.ktls))
+        .map_err(|e| DaemonError::Usage(format!("transfer.ktls is on, but this kernel cannot take TLS keys: {e}")))?;
     if tls_files.crl.is_none() {
         tracing::warn!("no CRL configured (networking.tls.crl): revoked certificates are not refused");
     }
     let tls = ReloadingTls::load(tls_files, profile.policy)?;
     let name = own_name(flags, config, &profile, &tls.current().own.name)?;
 
-    let ktls = KtlsPolicy::from_mode(flags.ktls.unwrap_or(config.transfer.ktls))
-        .map_err(|e| DaemonError::Usage(format!("transfer.ktls is on, but this kernel cannot take TLS keys: {e}")))?;
     raise_memlock_limit().map_err(|e| DaemonError::Executors(e.to_string()))?;
     raise_nofile_limit();
     std::fs::create_dir_all(&metadata_path).map_err(io(format!("creating {}", metadata_path.display())))?;
