@@ -45,9 +45,21 @@ enum Mode {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    match args.mode {
+    match run_mode(args.mode) {
+        // The executors still run: end the process here.
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            // One line an operator can act on (no backtrace): what failed and why.
+            eprintln!("xtsync-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_mode(mode: Mode) -> anyhow::Result<()> {
+    match mode {
         Mode::Push { job, mut daemon } => {
             let config = load_config(&daemon)?;
             // Nobody connects to a pushing agent: its data port stays on loopback.
@@ -74,5 +86,5 @@ fn main() -> anyhow::Result<()> {
             })?;
         }
     }
-    std::process::exit(0)
+    Ok(())
 }

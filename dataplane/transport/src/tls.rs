@@ -191,8 +191,10 @@ fn own_cert(
     let identity = identity_of(&certs[0]).map_err(|e| own(e.to_string()))?;
     if identity.role != policy.own_role {
         return Err(own(format!(
-            "certificate {identity} cannot be used by a {} (issue one with `xtsyncctl cert issue --role {}`)",
-            policy.own_role, policy.own_role
+            "certificate {identity} cannot be used by {} {} (issue one with `xtsyncctl cert issue --role {}`)",
+            if policy.own_role == Role::Agent || policy.own_role == Role::Admin { "an" } else { "a" },
+            policy.own_role,
+            policy.own_role
         )));
     }
     Ok((certs, load_key(&files.key)?, identity))

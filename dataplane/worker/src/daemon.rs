@@ -116,7 +116,7 @@ pub enum DaemonError {
     /// A flag, or the combination of flags and configuration, is unusable.
     #[error("{0}")]
     Usage(String),
-    #[error("TLS setup: {0}")]
+    #[error("TLS setup")]
     Tls(#[from] xtsync_transport::TlsSetupError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },

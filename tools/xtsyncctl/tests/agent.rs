@@ -49,6 +49,10 @@ struct Push {
 }
 
 fn push_cluster() -> Push {
+    push_cluster_with(&[])
+}
+
+fn push_cluster_with(job_options: &[&str]) -> Push {
     let c = Cluster::new(&["dc1-a"], &["edge-1"]);
     let (source, target) = (c.dir.join("edge-src"), c.dir.join("dc1-backup"));
     build_tree(&source);
@@ -59,7 +63,9 @@ fn push_cluster() -> Push {
     // The agent first: a job's source must be registered before the job exists.
     let agent = c.agent("edge-1", &["push", "--job", "1"]);
     c.wait_alive(&["dc1-a", "edge-1"]);
-    job_create(&c, "edge-1-backup", ("edge-1", &source), ("dc1-a", &target), &["--continuous", "--delete"]);
+    let mut options = vec!["--continuous", "--delete"];
+    options.extend(job_options);
+    job_create(&c, "edge-1-backup", ("edge-1", &source), ("dc1-a", &target), &options);
     Push { c, source, target, ports, coordinator: Some(coordinator), worker: Some(worker), _agent: agent }
 }
 
@@ -115,6 +121,25 @@ fn push_catches_up_by_itself_after_the_worker_and_the_coordinator_were_away() {
     p.c.wait_same_tree(&p.source, &p.target, SYNC_WITHIN);
     let status = p.c.status();
     assert_eq!(status["jobs"][0]["run"]["state"], "running", "{status}");
+}
+
+#[test]
+fn push_resumes_a_large_file_from_the_workers_checkpoints_after_the_worker_restarts() {
+    // 20 MB/s: the worker is killed once a part of the file is durable (checkpointed).
+    let mut p = push_cluster_with(&["--compression", "never", "--rate-limit", "20MB/s"]);
+    p.c.wait_same_tree(&p.source, &p.target, SYNC_WITHIN);
+    let size_bytes = 160usize << 20;
+    std::fs::write(p.source.join("large.bin"), pseudo_random(size_bytes, 21)).unwrap();
+    let metrics = format!("127.0.0.1:{}", p.ports.1);
+    p.c.wait_until(Duration::from_secs(60), "a checkpoint of large.bin at the worker", || {
+        metric(&metrics, "xtsync_worker_checkpoints_total") >= 1
+    });
+    p.worker.take().unwrap().kill();
+    p.worker = Some(p.c.worker("dc1-a", p.ports.0, p.ports.1));
+    p.c.wait_same_tree(&p.source, &p.target, Duration::from_secs(180));
+    // The restarted worker took the checkpointed part from its own copy.
+    let reused = metric(&metrics, "xtsync_worker_chunks_reused_total");
+    assert!(reused >= (64 << 20) / (256 << 10), "only {reused} chunks reused after the restart\n{}", p.c.logs());
 }
 
 #[test]
