@@ -38,14 +38,15 @@ fn job_create(c: &Cluster, name: &str, source: (&str, &Path), target: (&str, &Pa
 
 /// A cluster with worker `dc1-a` and agent `edge-1` pushing `edge-src` into
 /// `dc1-a:/backup` (job 1, created once the agent registered, started by the agent).
+/// Fields drop in order: the daemons stop before the cluster's directory goes.
 struct Push {
-    c: Cluster,
-    source: std::path::PathBuf,
-    target: std::path::PathBuf,
-    ports: (u16, u16),
     coordinator: Option<common::cluster::Daemon>,
     worker: Option<common::cluster::Daemon>,
     _agent: common::cluster::Daemon,
+    source: std::path::PathBuf,
+    target: std::path::PathBuf,
+    ports: (u16, u16),
+    c: Cluster,
 }
 
 fn push_cluster() -> Push {
