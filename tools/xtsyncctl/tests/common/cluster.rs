@@ -64,7 +64,6 @@ pub struct Cluster {
     pub pki: PathBuf,
     pub logs: PathBuf,
     pub coordinator_addr: String,
-    coordinator_port: u16,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -83,14 +82,7 @@ impl Cluster {
         let (pki, logs) = (dir.join("pki"), dir.join("logs"));
         std::fs::create_dir_all(&logs).unwrap();
         let port = free_port();
-        let cluster = Cluster {
-            dir,
-            pki,
-            logs,
-            coordinator_addr: format!("127.0.0.1:{port}"),
-            coordinator_port: port,
-            _tmp: tmp,
-        };
+        let cluster = Cluster { dir, pki, logs, coordinator_addr: format!("127.0.0.1:{port}"), _tmp: tmp };
         let pki_s = cluster.pki.to_str().unwrap().to_string();
         cluster.ctl_ok(&["cert", "init-ca", "--name", "agents-test", "--dir", &pki_s]);
         let mut certs = vec![("coordinator", "coordinator"), ("admin", "admin")];
@@ -245,9 +237,5 @@ impl Cluster {
             })
             .collect::<Vec<_>>()
             .join("\n")
-    }
-
-    pub fn coordinator_port(&self) -> u16 {
-        self.coordinator_port
     }
 }
