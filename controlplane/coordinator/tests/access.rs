@@ -115,6 +115,81 @@ fn wrong_roles_are_refused_and_learn_nothing_of_the_job() {
     stop(d);
 }
 
+#[test]
+fn agents_act_only_on_jobs_they_are_an_endpoint_of_and_create_only_pull_jobs() {
+    let meta = TempDir::new("access-agents");
+    let pki = Pki::new(&meta.0);
+    let d = start(&meta.0, free_port(), &pki);
+    let listed = cluster_with_job(&d, &pki);
+
+    // An agent registers and heartbeats under its own name only.
+    assert_eq!(call_as(&d, &pki, "edge-1", "POST", "/v1/workers/register", Some(worker("edge-1", 9005))).0, 200);
+    let (status, body) = call_as(&d, &pki, "edge-1", "POST", "/v1/workers/register", Some(worker("src", 9007)));
+    assert_eq!(status, 403, "{body}");
+    wait_log(&d, &["refused request", "edge-1 (role agent", "register under another worker's name"]);
+    let hb = json!({"running": [], "wait_ms": 0});
+    assert_eq!(call_as(&d, &pki, "edge-1", "POST", "/v1/workers/edge-1/heartbeat", Some(hb.clone())).0, 200);
+    let (status, body) = call_as(&d, &pki, "edge-1", "POST", "/v1/workers/src/heartbeat", Some(hb.clone()));
+    assert_eq!(status, 403, "{body}");
+    assert_no_job_data(&body);
+
+    // Listed on a job: it reads it, but may not run it (it is not an endpoint).
+    let (status, body) = call_as(&d, &pki, "edge-1", "POST", &format!("/v1/jobs/{listed}/runs"), None);
+    assert_eq!(status, 403, "{body}");
+    wait_log(&d, &["refused request", "edge-1 (role agent", "not the job's source or target"]);
+
+    // A pull job of the listed job into itself: allowed once (the name is unique).
+    let pull = json!({"name": "edge-1.pull.1", "source_worker": "src", "source_path": "/srv/secret-in",
+                      "target_worker": "edge-1", "target_path": "/var/lib/edge/copy",
+                      "options": {"continuous": true}});
+    let (status, job) = call_as(&d, &pki, "edge-1", "POST", "/v1/jobs", Some(pull.clone()));
+    assert_eq!(status, 200, "{job}");
+    let pull_id = job["id"].as_u64().unwrap();
+    assert_eq!(call_as(&d, &pki, "edge-1", "POST", "/v1/jobs", Some(pull.clone())).0, 409);
+    let (status, run) = call_as(&d, &pki, "edge-1", "POST", &format!("/v1/jobs/{pull_id}/runs"), None);
+    assert_eq!(status, 200, "{run}");
+    let (status, body) = call_as(&d, &pki, "edge-1", "POST", &format!("/v1/jobs/{pull_id}/runs"), None);
+    assert_eq!(status, 409, "one continuous run at a time: {body}");
+    // The assignment goes to the source worker, never to the agent.
+    let (_, body) = call_as(&d, &pki, "edge-1", "POST", "/v1/workers/edge-1/heartbeat", Some(hb.clone()));
+    assert_eq!(body["assignments"], json!([]), "{body}");
+    let (_, body) = call_as(&d, &pki, "src", "POST", "/v1/workers/src/heartbeat", Some(hb));
+    assert!(body["assignments"].as_array().unwrap().iter().any(|a| a["run_id"] == run["id"]), "{body}");
+
+    // Anything else an agent might create is refused: another source path, a target
+    // that is not itself, a job that does not list it, a one-off job.
+    let mut other_path = pull.clone();
+    other_path["name"] = json!("x1");
+    other_path["source_path"] = json!("/etc");
+    let mut other_target = pull.clone();
+    other_target["name"] = json!("x2");
+    other_target["target_worker"] = json!("dst");
+    let mut once = pull.clone();
+    once["name"] = json!("x3");
+    once["options"] = json!({"continuous": false});
+    for (who, spec) in [("edge-1", other_path), ("edge-1", other_target), ("edge-1", once), ("edge-2", pull)] {
+        let (status, body) = call_as(&d, &pki, who, "POST", "/v1/jobs", Some(spec.clone()));
+        assert_eq!(status, 403, "{who} {spec}: {body}");
+        assert_no_job_data(&body);
+    }
+    wait_log(&d, &["refused request", "edge-2 (role agent", "create this job"]);
+    // Another agent does not see the pull job, nor may it run it.
+    let (status, body) = call_as(&d, &pki, "edge-2", "POST", &format!("/v1/jobs/{pull_id}/runs"), None);
+    assert_eq!(status, 404, "{body}");
+    // A worker reads one job it is an endpoint of (a target checks an agent's session
+    // against it), no other, and lists nothing.
+    let (status, body) = call_as(&d, &pki, "dst", "GET", &format!("/v1/jobs/{listed}"), None);
+    assert_eq!((status, body["spec"]["target_worker"].as_str()), (200, Some("dst")), "{body}");
+    let (status, body) = call_as(&d, &pki, "nobody", "GET", &format!("/v1/jobs/{listed}"), None);
+    assert_eq!(status, 404, "{body}");
+    assert_no_job_data(&body);
+    assert_eq!(call_as(&d, &pki, "dst", "GET", "/v1/jobs", None).0, 403);
+    // Agents still cannot delete, list workers, or read runs directly.
+    assert_eq!(call_as(&d, &pki, "edge-1", "DELETE", &format!("/v1/jobs/{pull_id}"), None).0, 403);
+    assert_eq!(call_as(&d, &pki, "edge-1", "GET", "/v1/workers", None).0, 403);
+    stop(d);
+}
+
 /// The handshake fails from the client's side (TLS 1.3: at the first read).
 fn assert_handshake_refused(d: &Daemon, files: &TlsFiles) {
     match try_request(d.addr, files, "GET", "/v1/jobs", None) {

@@ -82,9 +82,17 @@ pub struct TlsPolicy {
 }
 
 impl TlsPolicy {
-    /// Worker data plane: only workers on either end (agents come with a later issue).
-    pub const WORKER: TlsPolicy =
-        TlsPolicy { own_role: Role::Worker, server_accepts: &[Role::Worker], client_expects: &[Role::Worker] };
+    /// Worker data plane: workers and agents on the other end (an agent pushes to a
+    /// worker, or a worker pushes to a pulling agent).
+    pub const WORKER: TlsPolicy = TlsPolicy {
+        own_role: Role::Worker,
+        server_accepts: &[Role::Worker, Role::Agent],
+        client_expects: &[Role::Worker, Role::Agent],
+    };
+    /// Endpoint agent data plane: only workers on the other end (agents never talk to
+    /// each other); REST clients dial coordinators like every component.
+    pub const AGENT: TlsPolicy =
+        TlsPolicy { own_role: Role::Agent, server_accepts: &[Role::Worker], client_expects: &[Role::Worker] };
     /// Coordinator REST: every role may connect (routes check roles); Raft peers are
     /// coordinators.
     pub const COORDINATOR: TlsPolicy =
@@ -183,8 +191,10 @@ fn own_cert(
     let identity = identity_of(&certs[0]).map_err(|e| own(e.to_string()))?;
     if identity.role != policy.own_role {
         return Err(own(format!(
-            "certificate {identity} cannot be used by a {} (issue one with `xtsyncctl cert issue --role {}`)",
-            policy.own_role, policy.own_role
+            "certificate {identity} cannot be used by {} {} (issue one with `xtsyncctl cert issue --role {}`)",
+            if policy.own_role == Role::Agent || policy.own_role == Role::Admin { "an" } else { "a" },
+            policy.own_role,
+            policy.own_role
         )));
     }
     Ok((certs, load_key(&files.key)?, identity))
@@ -598,5 +608,28 @@ mod tests {
         let (s_err, _) = handshake(worker_server, as_old);
         let text = describe_tls_error(&s_err.expect("refused"));
         assert!(text.contains("old (role worker") && text.contains("expired"), "{text}");
+    }
+
+    #[test]
+    fn agents_and_workers_connect_both_ways_but_agents_not_to_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertAuthority::open_or_init(dir.path(), "test").unwrap();
+        for (name, role) in [("w1", Role::Worker), ("edge-1", Role::Agent), ("edge-2", Role::Agent)] {
+            ca.issue(&IssueRequest::for_days(name, role, 1)).unwrap();
+        }
+        let worker_server = server_config(&files(&ca, "w1"), &TlsPolicy::WORKER).unwrap();
+        let worker_client = client_config(&files(&ca, "w1"), &TlsPolicy::WORKER).unwrap();
+        let agent_server = server_config(&files(&ca, "edge-1"), &TlsPolicy::AGENT).unwrap();
+        let agent_client = client_config(&files(&ca, "edge-2"), &TlsPolicy::AGENT).unwrap();
+        // Push: the agent dials a worker. Pull: a worker dials the agent.
+        assert!(matches!(handshake(worker_server, agent_client.clone()), (None, None)));
+        assert!(matches!(handshake(agent_server.clone(), worker_client), (None, None)));
+        // The dialing agent refuses the other agent's server certificate first.
+        let (_, c_err) = handshake(agent_server, agent_client);
+        let text = describe_tls_error(&c_err.expect("refused"));
+        assert!(text.contains("edge-1 (role agent") && text.contains("accepted here: worker"), "{text}");
+        // An agent certificate cannot be a worker's.
+        let err = server_config(&files(&ca, "edge-1"), &TlsPolicy::WORKER).unwrap_err().to_string();
+        assert!(err.contains("role agent") && err.contains("--role worker"), "{err}");
     }
 }

@@ -8,102 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use xtsync_api::{
-    Assignment, FileVersion, HeartbeatReply, RunId, RunProgress, RunReport, RunState, VersionBatch, WorkerHeartbeat,
-    WorkerRegistration,
+    Assignment, FileVersion, RunId, RunProgress, RunReport, RunState, VersionBatch, WorkerHeartbeat, WorkerRegistration,
 };
 
-use xtsync_transport::ReloadingTls;
-
+pub use crate::client::{ClientError, CoordinatorClient};
 use crate::metrics::WorkerMetrics;
 use crate::source::continuous::{run_continuous, ReconcileRequest};
 use crate::source::pass::{run_pass, PassContext, PassSink};
-
-/// The coordinator's REST API over HTTPS, with this worker's certificate; the server
-/// must present a `coordinator` certificate. A certificate reload builds a new HTTP
-/// client (reqwest takes its rustls configuration at build time).
-#[derive(Clone)]
-pub struct CoordinatorClient {
-    base: String,
-    tls: ReloadingTls,
-    /// The HTTP client and the TLS generation it was built with.
-    http: Arc<Mutex<(u64, reqwest::Client)>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("coordinator at {0} unreachable: {1}")]
-    Unreachable(String, String),
-    #[error("cannot build the HTTPS client: {0}")]
-    Setup(String),
-    #[error("coordinator answered {status}: {body}")]
-    Status { status: u16, body: String },
-}
-
-impl CoordinatorClient {
-    pub fn new(addr: &str, tls: ReloadingTls) -> Result<CoordinatorClient, ClientError> {
-        let base = if addr.starts_with("https://") { addr.to_string() } else { format!("https://{addr}") };
-        let current = tls.current();
-        let http = https_client(&current.coordinator_client)?;
-        Ok(CoordinatorClient { base, tls, http: Arc::new(Mutex::new((current.generation, http))) })
-    }
-
-    fn http(&self) -> Result<reqwest::Client, ClientError> {
-        let current = self.tls.current();
-        let mut cached = self.http.lock().unwrap_or_else(|p| p.into_inner());
-        if cached.0 != current.generation {
-            *cached = (current.generation, https_client(&current.coordinator_client)?);
-        }
-        Ok(cached.1.clone())
-    }
-
-    async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<R, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .http()?
-            .post(&url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable(self.base.clone(), xtsync_transport::describe_tls_error(&e)))?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(ClientError::Status { status, body });
-        }
-        if status == 204 {
-            return serde_json::from_str("null").map_err(|e| ClientError::Status { status, body: e.to_string() });
-        }
-        resp.json().await.map_err(|e| ClientError::Status { status, body: e.to_string() })
-    }
-
-    pub async fn register(&self, r: &WorkerRegistration) -> Result<serde_json::Value, ClientError> {
-        self.post("/v1/workers/register", r).await
-    }
-
-    pub async fn heartbeat(&self, name: &str, hb: &WorkerHeartbeat) -> Result<HeartbeatReply, ClientError> {
-        self.post(&format!("/v1/workers/{name}/heartbeat"), hb).await
-    }
-
-    pub async fn report(&self, run: RunId, r: &RunReport) -> Result<serde_json::Value, ClientError> {
-        self.post(&format!("/v1/runs/{run}/report"), r).await
-    }
-
-    pub async fn commit(&self, run: RunId, b: &VersionBatch) -> Result<serde_json::Value, ClientError> {
-        self.post(&format!("/v1/runs/{run}/versions"), b).await
-    }
-}
-
-fn https_client(tls: &rustls::ClientConfig) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls.clone())
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| ClientError::Setup(e.to_string()))
-}
 
 struct CoordinatorSink {
     client: CoordinatorClient,
@@ -139,12 +50,34 @@ impl PassSink for CoordinatorSink {
     }
 }
 
+/// How the control loop waits when the coordinator cannot be reached.
+#[derive(Debug, Clone, Copy)]
+pub struct ControlOptions {
+    /// Registration retries double from 0.1 s up to this.
+    pub register_retry_max: Duration,
+    /// Heartbeat retries double from 1 s (or this, if less) up to this.
+    pub heartbeat_retry_max: Duration,
+}
+
+impl ControlOptions {
+    /// A data-center worker: the coordinator is near; retry often.
+    pub const WORKER: ControlOptions =
+        ControlOptions { register_retry_max: Duration::from_secs(5), heartbeat_retry_max: Duration::from_secs(1) };
+}
+
 /// Registers, then heartbeats forever, starting every assigned pass.
-pub async fn control_loop(client: CoordinatorClient, registration: WorkerRegistration, ctx: Arc<PassContext>) {
+pub async fn control_loop(
+    client: CoordinatorClient,
+    registration: WorkerRegistration,
+    ctx: Arc<PassContext>,
+    options: ControlOptions,
+) {
     let name = registration.name.clone();
-    register_until_done(&client, &registration).await;
+    register_until_done(&client, &registration, options).await;
     let running: Arc<Mutex<HashSet<RunId>>> = Arc::default();
     let live: LiveContinuous = Arc::default();
+    let heartbeat_retry_first = Duration::from_secs(1).min(options.heartbeat_retry_max);
+    let mut retry_delay = heartbeat_retry_first;
     loop {
         let hb = WorkerHeartbeat {
             running: running.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect(),
@@ -153,6 +86,10 @@ pub async fn control_loop(client: CoordinatorClient, registration: WorkerRegistr
         };
         match client.heartbeat(&name, &hb).await {
             Ok(reply) => {
+                if retry_delay > heartbeat_retry_first {
+                    tracing::info!("the coordinator answers again");
+                }
+                retry_delay = heartbeat_retry_first;
                 for a in reply.assignments {
                     if running.lock().unwrap_or_else(|p| p.into_inner()).insert(a.run_id) {
                         let (client, ctx, running, name) = (client.clone(), ctx.clone(), running.clone(), name.clone());
@@ -165,16 +102,17 @@ pub async fn control_loop(client: CoordinatorClient, registration: WorkerRegistr
                     }
                 }
             }
-            Err(ClientError::Status { status: 404, .. }) => register_until_done(&client, &registration).await,
+            Err(ClientError::Status { status: 404, .. }) => register_until_done(&client, &registration, options).await,
             Err(e) => {
-                tracing::warn!(error = %e, "heartbeat failed; retrying in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::warn!(error = %e, "heartbeat failed; retrying in {retry_delay:?} (runs in progress continue)");
+                tokio::time::sleep(retry_delay).await;
+                retry_delay = (retry_delay * 2).min(options.heartbeat_retry_max);
             }
         }
     }
 }
 
-async fn register_until_done(client: &CoordinatorClient, registration: &WorkerRegistration) {
+async fn register_until_done(client: &CoordinatorClient, registration: &WorkerRegistration, options: ControlOptions) {
     let mut delay = Duration::from_millis(100);
     loop {
         match client.register(registration).await {
@@ -182,10 +120,10 @@ async fn register_until_done(client: &CoordinatorClient, registration: &WorkerRe
                 tracing::info!(name = %registration.name, data = %registration.data_addr, "registered with the coordinator");
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "registration failed; retrying"),
+            Err(e) => tracing::warn!(error = %e, "registration failed; retrying in {delay:?}"),
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        delay = (delay * 2).min(options.register_retry_max);
     }
 }
 

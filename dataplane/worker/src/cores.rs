@@ -26,6 +26,7 @@ pub struct CoreSetup {
     pub server_tls: xtsync_transport::ReloadingTls,
     pub ktls: KtlsPolicy,
     pub metrics: Arc<WorkerMetrics>,
+    pub admission: crate::target::admission::Admission,
     /// Each executor reports here once its data listener is bound (or why it is not):
     /// the worker registers only when every core accepts sessions.
     pub listening: flume::Sender<(usize, Result<(), String>)>,
@@ -40,6 +41,7 @@ pub async fn core_main(core: usize, setup: Arc<CoreSetup>, commands: flume::Rece
         ktls: setup.ktls,
         metrics: setup.metrics.clone(),
         core,
+        admission: setup.admission.clone(),
     });
     match bind(setup.data_listen) {
         Ok(listener) => {

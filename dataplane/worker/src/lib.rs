@@ -11,10 +11,14 @@
 //! - `sendfile`: chunk bytes sent by the kernel from the source file (kTLS sessions).
 //! - `shaping`: per-job bandwidth limit (token bucket, time-of-day schedule).
 //! - `liveness`: dead-peer detection on data sockets (a cut link ends a session).
-//! - `control`: the tokio thread that talks to the coordinator and serves HTTP.
+//! - `control`: the tokio thread that talks to the coordinator and serves HTTP;
+//!   `client`: the coordinator's REST API.
+//! - `daemon`: start-up shared by `xtsync-worker` and `xtsync-agent`.
 
+pub mod client;
 pub mod control;
 pub mod cores;
+pub mod daemon;
 pub mod frames;
 pub mod histogram;
 pub mod liveness;

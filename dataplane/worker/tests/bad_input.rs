@@ -409,14 +409,27 @@ fn expired_and_wrong_role_certificates_are_refused_with_a_clear_log_line() {
     wait_log(&w, &["refused data-plane connection", "old-worker (role worker", "certificate expired"]);
 
     // Valid certificates of other roles may not use the data port.
-    for (name, role) in [("ops", Role::Admin), ("coord-1", Role::Coordinator), ("edge-1", Role::Agent)] {
+    for (name, role) in [("ops", Role::Admin), ("coord-1", Role::Coordinator)] {
         w.ca.issue(&IssueRequest::for_days(name, role, 1)).unwrap();
         assert_refused(&w, &files_of(&w.ca, name, &w.ca));
         wait_log(
             &w,
-            &["refused data-plane connection", &format!("{name} (role {role}"), "wrong role; accepted here: worker"],
+            &[
+                "refused data-plane connection",
+                &format!("{name} (role {role}"),
+                "wrong role; accepted here: worker, agent",
+            ],
         );
     }
+    // An agent completes the handshake, but writes nothing unless the coordinator
+    // confirms the job (none runs here).
+    w.ca.issue(&IssueRequest::for_days("edge-1", Role::Agent, 1)).unwrap();
+    let mut tls = connect_with(&w, &files_of(&w.ca, "edge-1", &w.ca)).unwrap();
+    assert!(matches!(recv(&mut tls), Some(Message::Ready(_))), "the handshake is accepted");
+    let h = Hello { job_id: 1, run_id: 1, session_index: 0, session_count: 1, target_root: "/tmp/x".into(), flags: 0 };
+    send(&mut tls, &Message::Hello(h));
+    expect_refusal(&mut tls, "cannot check job 1 with the coordinator");
+    wait_log(&w, &["refused data-plane session", "edge-1 (role agent"]);
     assert_worker_serves(&w);
 }
 

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use xtsync_api::{now_unix_ms, FileVersion, Job, JobId, JobSpec};
 
-use super::access::{visible, Peer};
+use super::access::{agent_may_create, refuse, visible, Peer};
 use super::{body, path, ApiResult, AppState};
 use crate::error::ServiceError;
 use crate::state::{query, validate, Command, Outcome};
@@ -29,10 +29,19 @@ pub(super) fn job_for(c: &AppState, peer: &Peer, id: JobId) -> ApiResult<Job> {
     visible(peer, query::job(&c.reader, id)?, id)
 }
 
-async fn create(State(c): State<AppState>, spec: Result<Json<JobSpec>, JsonRejection>) -> ApiResult<Json<Job>> {
+/// Admins create any job; an agent only a pull job into itself (`access::agent_may_create`).
+async fn create(
+    State(c): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    spec: Result<Json<JobSpec>, JsonRejection>,
+) -> ApiResult<Json<Job>> {
     let spec = body(spec)?;
     // Checked again in apply; checking here spares a Raft entry for obvious mistakes.
     validate::job_spec(&spec)?;
+    if peer.identity.role == xtsync_transport::Role::Agent {
+        agent_may_create(&peer.identity, &spec, &query::jobs(&c.reader)?)
+            .map_err(|reason| refuse(&peer, "create this job", reason))?;
+    }
     match c.write(Command::CreateJob { spec, created_unix_ms: now_unix_ms() }).await? {
         Outcome::Job(job) => {
             tracing::info!(job_id = job.id, name = %job.spec.name, "job created");

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use xtsync_api::{now_unix_ms, JobId, Run, RunId, RunReport, RunRequest, VersionBatch};
 
-use super::access::{require_own_name, Peer};
+use super::access::{may_start_run, refuse, require_own_name, Peer};
 use super::jobs::job_for;
 use super::{body, path, ApiResult, AppState};
 use crate::error::ServiceError;
@@ -34,9 +34,10 @@ fn expect_run(out: Outcome) -> ApiResult<Json<Run>> {
 }
 
 /// The body is optional: `{}` or none starts a pass, `{"reconcile": true}` a
-/// reconciliation pass.
+/// reconciliation pass. Agents start runs only of jobs they are an endpoint of.
 async fn create(
     State(c): State<AppState>,
+    Extension(peer): Extension<Peer>,
     id: Result<Path<JobId>, PathRejection>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Run>> {
@@ -46,6 +47,16 @@ async fn create(
         serde_json::from_slice(&body).map_err(|e| ServiceError::BadRequest(format!("run request: {e}")))?
     };
     let id = path(id)?;
+    if peer.identity.role == xtsync_transport::Role::Agent {
+        let job = job_for(&c, &peer, id)?;
+        if !may_start_run(&peer.identity, &job) {
+            return Err(refuse(
+                &peer,
+                &format!("start a run of job {id}"),
+                "it is not the job's source or target".into(),
+            ));
+        }
+    }
     if !request.reconcile {
         // A continuous job has one run at a time: a second would replicate into the
         // same target beside it.

@@ -352,12 +352,13 @@ impl CertAuthority {
         params.not_before = req.not_before;
         params.not_after = req.not_after;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        // Admins and agents only ever dial out: their certificates cannot serve TLS.
+        // Admins only ever dial out: their certificates cannot serve TLS. Agents serve
+        // the data port in pull mode (a worker pushes to them).
         params.extended_key_usages = match req.role {
-            Role::Coordinator | Role::Worker => {
+            Role::Coordinator | Role::Worker | Role::Agent => {
                 vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
             }
-            Role::Admin | Role::Agent => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Role::Admin => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;

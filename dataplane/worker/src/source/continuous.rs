@@ -29,9 +29,8 @@ const CATALOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// Progress (lag) goes to the coordinator at most this often (each report is a Raft
 /// write; the worker's `/metrics` has the lag live).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
-/// Retry delays after a failed pass: doubling from the first to the last.
+/// Retry delays after a failed pass: doubling from this to `PassContext::retry_delay_max`.
 const RETRY_DELAY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_DELAY_MAX: Duration = Duration::from_secs(5);
 
 /// `xtsyncctl reconcile` on a job whose continuous run lives here: a full pass, run in
 /// order with the change passes, whose summary goes back to the reconcile run.
@@ -175,7 +174,7 @@ pub async fn run_continuous(
                 run.report_lag(Some(again.oldest_change), again.paths as u64);
                 pending = Some(again);
                 tokio::time::sleep(retry_delay).await;
-                retry_delay = (retry_delay * 2).min(RETRY_DELAY_MAX);
+                retry_delay = (retry_delay * 2).min(ctx.retry_delay_max);
             }
             Err(e) => {
                 tracing::warn!(job = %a.job.spec.name, error = %e, delay = ?retry_delay, "pass failed; retrying");
@@ -184,7 +183,7 @@ pub async fn run_continuous(
                 run.report_lag(Some(set.oldest_change), set.paths as u64);
                 pending = Some(set);
                 tokio::time::sleep(retry_delay).await;
-                retry_delay = (retry_delay * 2).min(RETRY_DELAY_MAX);
+                retry_delay = (retry_delay * 2).min(ctx.retry_delay_max);
             }
         }
     }

@@ -28,6 +28,9 @@ pub struct PassContext {
     pub ktls: crate::secure::KtlsPolicy,
     pub metrics: Arc<WorkerMetrics>,
     pub chunk_params: ChunkParams,
+    /// A continuous run retries a failed pass after a delay doubling from 0.1 s up to
+    /// this (5 s on a worker, 30 s on an agent of an intermittent link).
+    pub retry_delay_max: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,8 +6,10 @@
 //! files into place in batches; `entries.rs` applies directories, symlinks, hard links
 //! and deletions; `fsops.rs` is the openat2-based filesystem layer under all of them;
 //! `checkpoint.rs` makes large files under construction resumable; `rename.rs` applies
-//! renames announced by the source to the target's own copies.
+//! renames announced by the source to the target's own copies; `admission.rs` decides
+//! which peers may write where (agents: only their own job's target).
 
+pub mod admission;
 pub mod assemble;
 pub mod checkpoint;
 pub mod durability;

@@ -21,6 +21,7 @@ use xtsync_wire::{ChunkData, Entries, EntriesReply, FileBegin, FileDone, HelloAc
 use crate::frames::{read_message, Counted, FrameError};
 use crate::metrics::WorkerMetrics;
 use crate::secure::{establish, KtlsPolicy};
+use crate::target::admission::SessionClaim;
 use crate::target::assemble::{read_verified, ChunkSource, LocalReaders, OpenFile, PendingSegment};
 use crate::target::checkpoint::{is_partial, maybe_checkpoint, remove_partials, KeptPartials};
 use crate::target::durability::{Barrier, Ready};
@@ -45,6 +46,8 @@ pub struct TargetContext {
     pub ktls: KtlsPolicy,
     pub metrics: Arc<WorkerMetrics>,
     pub core: usize,
+    /// Which peers may write where, beyond the handshake (agents: their job only).
+    pub admission: crate::target::admission::Admission,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,9 +90,8 @@ pub async fn serve(tcp: glommio::net::TcpStream, ctx: Rc<TargetContext>) {
             return;
         }
     };
-    let source = xtsync_transport::peer_identity(tls.get_ref().1.peer_certificates())
-        .map(|id| id.to_string())
-        .unwrap_or_else(|_| "?".into());
+    let identity = xtsync_transport::peer_identity(tls.get_ref().1.peer_certificates()).ok();
+    let source = identity.as_ref().map_or_else(|| "?".into(), |id| id.to_string());
     let (stream, path) = match establish(tls.into(), ctx.ktls, &ctx.metrics) {
         Ok(s) => s,
         Err(e) => {
@@ -122,7 +124,7 @@ pub async fn serve(tcp: glommio::net::TcpStream, ctx: Rc<TargetContext>) {
     .detach();
 
     ctx.metrics.sessions_target_active.fetch_add(1, Ordering::Relaxed);
-    let mut session = TargetSession::new(ctx.clone(), sender.clone());
+    let mut session = TargetSession::new(ctx.clone(), sender.clone(), identity);
     let result = session.run(&frames_rx).await;
     ctx.metrics.sessions_target_active.fetch_sub(1, Ordering::Relaxed);
     session.abandon();
@@ -142,6 +144,8 @@ pub async fn serve(tcp: glommio::net::TcpStream, ctx: Rc<TargetContext>) {
 struct TargetSession {
     ctx: Rc<TargetContext>,
     sender: FrameSender,
+    /// The peer's verified certificate identity.
+    peer: Option<xtsync_transport::PeerIdentity>,
     root: Option<Arc<TargetRoot>>,
     delete: bool,
     tag: String,
@@ -159,10 +163,11 @@ struct TargetSession {
 }
 
 impl TargetSession {
-    fn new(ctx: Rc<TargetContext>, sender: FrameSender) -> Self {
+    fn new(ctx: Rc<TargetContext>, sender: FrameSender, peer: Option<xtsync_transport::PeerIdentity>) -> Self {
         TargetSession {
             ctx,
             sender,
+            peer,
             root: None,
             delete: false,
             tag: String::new(),
@@ -254,6 +259,10 @@ impl TargetSession {
                 h.target_root
             )));
         }
+        let peer =
+            self.peer.clone().ok_or_else(|| TargetError::Refused("the peer's certificate is unreadable".into()))?;
+        let claim = SessionClaim { peer, job_id: h.job_id, target_root: h.target_root.clone() };
+        self.ctx.admission.admit(claim).await.map_err(TargetError::Refused)?;
         let root = TargetRoot::open(path).map_err(|e| TargetError::Refused(e.to_string()))?;
         self.root = Some(Arc::new(root));
         self.delete = h.flags & xtsync_wire::Hello::FLAG_DELETE != 0;

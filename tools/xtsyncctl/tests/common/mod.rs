@@ -2,6 +2,8 @@
 //! the way an operator would (content, mode, owner, times, xattrs, links).
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
