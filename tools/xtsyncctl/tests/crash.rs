@@ -13,6 +13,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -177,4 +178,29 @@ fn kill_9_of_any_daemon_at_any_moment_loses_nothing_and_tears_nothing() {
     let torn = torn.lock().unwrap();
     assert!(reads.load(Ordering::Relaxed) > 0, "the observer read nothing");
     assert!(torn.is_empty(), "the observer read files that were never a source version: {torn:?}");
+}
+
+#[test]
+fn what_a_killed_target_left_under_construction_is_removed_by_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state"));
+    std::fs::create_dir_all(source.join("quiet/deeper")).unwrap();
+    std::fs::create_dir_all(source.join("busy")).unwrap();
+    std::fs::write(source.join("quiet/deeper/f"), b"settled").unwrap();
+    let run = Continuous::start(&source, &target, &state);
+    run.status_until("the first pass done", |v| passes(v) >= 1);
+    // A file under construction when the target dies, in a directory no later change
+    // pass lists (named as that target process names its temporaries).
+    let pid = daemon_pid(run.child.id(), "worker-b").expect("the target worker runs");
+    let leftover = target.join(format!("quiet/deeper/.xtsync-tmp.9.0.{pid}.0.1"));
+    let deeper = std::fs::metadata(target.join("quiet/deeper")).unwrap();
+    std::fs::write(&leftover, b"half a file").unwrap();
+    // (Its pass, retried, would set the directory's times again; this one is over.)
+    set_mtime(&target.join("quiet/deeper"), deeper.mtime(), deeper.mtime_nsec());
+    // SAFETY: plain kill(2) of a child process of the quickstart.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    // The quickstart starts it again; the next change opens a session to the new one.
+    std::fs::write(source.join("busy/new"), b"after the restart").unwrap();
+    run.wait_same_tree(&source, &target);
+    assert!(!leftover.exists(), "the dead target's temporary is still there");
 }

@@ -7,7 +7,8 @@
 //! and deletions; `fsops.rs` is the openat2-based filesystem layer under all of them;
 //! `checkpoint.rs` makes large files under construction resumable; `rename.rs` applies
 //! renames announced by the source to the target's own copies; `admission.rs` decides
-//! which peers may write where (agents: only their own job's target).
+//! which peers may write where (agents: only their own job's target); `sweep.rs`
+//! removes what a dead target process left under construction.
 
 pub mod admission;
 pub mod assemble;
@@ -18,3 +19,4 @@ pub mod fsops;
 pub mod listener;
 pub mod rename;
 pub mod session;
+pub mod sweep;

@@ -263,8 +263,9 @@ impl TargetSession {
             self.peer.clone().ok_or_else(|| TargetError::Refused("the peer's certificate is unreadable".into()))?;
         let claim = SessionClaim { peer, job_id: h.job_id, target_root: h.target_root.clone() };
         self.ctx.admission.admit(claim).await.map_err(TargetError::Refused)?;
-        let root = TargetRoot::open(path).map_err(|e| TargetError::Refused(e.to_string()))?;
-        self.root = Some(Arc::new(root));
+        let root = Arc::new(TargetRoot::open(path).map_err(|e| TargetError::Refused(e.to_string()))?);
+        crate::target::sweep::sweep_once(&root);
+        self.root = Some(root);
         self.delete = h.flags & xtsync_wire::Hello::FLAG_DELETE != 0;
         // Unique per session of this process (a resumed attempt of the same run and
         // session index must not reuse the names of the partials it resumes from).
@@ -337,7 +338,7 @@ impl TargetSession {
                 return Ok(());
             }
         }
-        let tag = self.next_tag();
+        let tag = crate::target::sweep::temp_tag(&self.next_tag(), f.size);
         let opened = root.parent(&f.path).and_then(|(dir, name)| {
             let tmp = create_temp(dir.as_fd(), &tag)?;
             Ok((dir, name.to_vec(), tmp))

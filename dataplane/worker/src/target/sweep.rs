@@ -1,0 +1,146 @@
+//! Temporaries left behind by a target process that died (`kill -9`, a crash, power
+//! loss) while files were under construction. A session that ends early removes its own
+//! (see `TargetSession::abandon`); a dead process cannot, and a later pass removes them
+//! only from the directories it lists. So the first time this process serves a root,
+//! one background walk of it removes the temporaries of other processes (their names
+//! carry the pid). Temporaries of files large enough to be checkpointed are named apart
+//! (`ckpt.`) and spared: they are what a resumed transfer copies from, and go when their
+//! file commits or a pass lists their directory.
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+
+use crate::target::checkpoint::CHECKPOINT_BYTES;
+use crate::target::fsops::{TargetRoot, TEMP_PREFIX};
+
+/// Marks the temporaries of files that may be checkpointed (see the module comment).
+const CHECKPOINTABLE_MARK: &str = "ckpt.";
+
+/// The temporary-name tag for a file of `size_bytes` from a session tagged `tag`.
+pub fn temp_tag(tag: &str, size_bytes: u64) -> String {
+    if size_bytes >= CHECKPOINT_BYTES {
+        format!("{CHECKPOINTABLE_MARK}{tag}")
+    } else {
+        tag.to_string()
+    }
+}
+
+/// True for a temporary of another process that no checkpoint may need: a name
+/// `TEMP_PREFIX run.session.pid.…` whose pid is not `own_pid`. Names it cannot read are
+/// left alone.
+pub fn is_stale_temp(name: &[u8], own_pid: u32) -> bool {
+    let Some(rest) = name.strip_prefix(TEMP_PREFIX.as_bytes()) else { return false };
+    if rest.starts_with(CHECKPOINTABLE_MARK.as_bytes()) {
+        return false;
+    }
+    let pid = rest.split(|&b| b == b'.').nth(2).and_then(|p| std::str::from_utf8(p).ok()?.parse::<u32>().ok());
+    pid.is_some_and(|pid| pid != own_pid)
+}
+
+/// Starts the sweep of `root` in a background thread, once per root per process.
+pub fn sweep_once(root: &Arc<TargetRoot>) {
+    static SWEPT: OnceLock<Mutex<HashSet<Vec<u8>>>> = OnceLock::new();
+    let key = root.absolute(&xtsync_wire::RelPath::root());
+    let first = SWEPT.get_or_init(Default::default).lock().map(|mut swept| swept.insert(key)).unwrap_or(false);
+    if !first {
+        return;
+    }
+    let root = root.clone();
+    let spawned = std::thread::Builder::new().name("xtsync-sweep".into()).spawn(move || {
+        let removed = sweep(root.fd(), std::process::id());
+        if removed > 0 {
+            tracing::info!(removed, "removed temporaries left by an earlier target process");
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the sweep of leftover temporaries");
+    }
+}
+
+/// Walks the tree below `root` (never following symlinks) and removes the stale
+/// temporaries; returns how many.
+fn sweep(root: std::os::fd::BorrowedFd<'_>, own_pid: u32) -> u64 {
+    let Ok(first) = rustix::fs::openat(root, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+    else {
+        return 0;
+    };
+    let mut removed = 0;
+    let mut stack: Vec<OwnedFd> = vec![first];
+    while let Some(dir) = stack.pop() {
+        let Ok(dup) =
+            rustix::fs::openat(&dir, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        else {
+            continue;
+        };
+        let Ok(entries) = rustix::fs::Dir::new(dup) else { continue };
+        // Removing a name changes the directory's times, which replicate: keep them.
+        let times = rustix::fs::fstat(&dir).ok().map(|st| Timestamps {
+            last_access: Timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec as _ },
+            last_modification: Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },
+        });
+        let mut removed_here = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            if entry.file_type() == FileType::Directory {
+                let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+                if let Ok(sub) = rustix::fs::openat(&dir, entry.file_name(), flags, Mode::empty()) {
+                    stack.push(sub);
+                }
+            } else if is_stale_temp(name, own_pid)
+                && rustix::fs::unlinkat(dir.as_fd(), entry.file_name(), AtFlags::empty()).is_ok()
+            {
+                removed_here += 1;
+            }
+        }
+        if let (true, Some(times)) = (removed_here > 0, &times) {
+            let _ = rustix::fs::futimens(&dir, times);
+        }
+        removed += removed_here;
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_other_processes_temporaries_that_no_checkpoint_needs_are_stale() {
+        let own = 4242;
+        assert!(is_stale_temp(b".xtsync-tmp.7.0.1234.3.17", own));
+        assert!(!is_stale_temp(b".xtsync-tmp.7.0.4242.3.17", own), "this process's own");
+        assert!(!is_stale_temp(b".xtsync-tmp.ckpt.7.0.1234.3.17", own), "a checkpointable file's");
+        assert!(!is_stale_temp(b"file.txt", own));
+        assert!(!is_stale_temp(b".xtsync-tmp.garbage", own), "a name it cannot read");
+        assert_eq!(temp_tag("7.0.1234.3.17", 1 << 20), "7.0.1234.3.17");
+        assert_eq!(temp_tag("7.0.1234.3.17", CHECKPOINT_BYTES), "ckpt.7.0.1234.3.17");
+    }
+
+    #[test]
+    fn the_walk_removes_stale_temporaries_at_every_depth_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("a/b")).unwrap();
+        let stale = [".xtsync-tmp.1.0.99999999.0.1", "a/b/.xtsync-tmp.1.1.99999999.0.2"];
+        let kept = [".xtsync-tmp.ckpt.1.0.99999999.0.3", "a/file", "a/b/other"];
+        for p in stale.iter().chain(&kept) {
+            std::fs::write(r.join(p), b"x").unwrap();
+        }
+        let own = format!("a/.xtsync-tmp.1.0.{}.0.4", std::process::id());
+        std::fs::write(r.join(&own), b"x").unwrap();
+        let root = rustix::fs::open(r, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+        assert_eq!(sweep(root.as_fd(), std::process::id()), 2);
+        for p in stale {
+            assert!(!r.join(p).exists(), "{p} stayed");
+        }
+        for p in kept.iter().chain([&own.as_str()]) {
+            assert!(r.join(p).exists(), "{p} went");
+        }
+    }
+}
