@@ -1,8 +1,8 @@
 //! The public facade: pick a backend, run it on one dedicated thread, deliver batches.
 //!
 //! The thread blocks in poll(2) on the backend's descriptor and an eventfd (so `stop` is
-//! immediate); while a batch is open it reads the kernel queue every 10 ms and at the
-//! batch's deadline instead of on every event. No async runtime is
+//! immediate); while a batch is open it reads the kernel queue at the batch's deadline
+//! (and every 50 ms for longer windows) instead of on every event. No async runtime is
 //! involved, so the watcher can be embedded in the glommio worker, a tokio daemon or a CLI.
 //! Batches go through a bounded channel. When the consumer falls behind and the channel
 //! is full, the thread stops reading the kernel queue: the kernel queue then overflows and
@@ -272,5 +272,6 @@ fn read_source(source: &mut dyn Source, coalescer: &mut Coalescer, read_at: Inst
     })
 }
 
-/// How often the kernel queue is read while a batch is open.
-const OPEN_BATCH_READ_INTERVAL: Duration = Duration::from_millis(10);
+/// How often the kernel queue is read while a batch is open (a batch of a shorter
+/// window is read once, when it closes: every wake-up of this thread costs).
+const OPEN_BATCH_READ_INTERVAL: Duration = Duration::from_millis(50);

@@ -63,6 +63,8 @@ fn same_xattrs(source: &[(Vec<u8>, Vec<u8>)], target: Vec<(Vec<u8>, Vec<u8>)>) -
 pub struct PassMemory {
     pub dirs: Vec<(RelPath, Meta)>,
     pub dir_children: Vec<(RelPath, Vec<Vec<u8>>)>,
+    /// Directories in which this pass created symlinks or hard links.
+    pub linked_dirs: Vec<RelPath>,
     pub entries_failed: u64,
 }
 
@@ -80,12 +82,14 @@ pub fn apply_entries(root: &TargetRoot, entries: Vec<Entry>, tag: &str, delete: 
             }
             EntryKind::Symlink { target } => {
                 let (dir, name) = root.parent(&entry.path)?;
+                memory.linked_dirs.extend(entry.path.split_last().map(|(d, _)| d));
                 fsops::put_symlink(dir.as_fd(), name, &target, tag)?;
                 fsops::apply_meta_symlink(dir.as_fd(), name, &entry.meta)
             }
             EntryKind::HardLink { to } => {
                 let (to_dir, to_name) = root.parent(&to)?;
                 let (dir, name) = root.parent(&entry.path)?;
+                memory.linked_dirs.extend(entry.path.split_last().map(|(d, _)| d));
                 fsops::put_hardlink(to_dir.as_fd(), to_name, dir.as_fd(), name, tag)
             }
             // Files are either unchanged or streamed separately.
@@ -122,6 +126,7 @@ impl Removed {
 /// Fails only if what it did cannot be made durable (the pass must not be reported done).
 pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPartials) -> Result<Removed, String> {
     let mut removed = Removed::default();
+    let mut changed_dirs: Vec<RelPath> = std::mem::take(&mut memory.linked_dirs);
     for (dir, children) in &memory.dir_children {
         let Ok(fd) = root.dir(dir, false) else { continue };
         let keep: HashSet<&[u8]> = children.iter().map(|c| c.as_slice()).collect();
@@ -132,6 +137,9 @@ pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPar
             name.starts_with(TEMP_PREFIX.as_bytes()) && kept.is_kept(&[&dir_abs[..], b"/", name].concat())
         };
         for name in names.iter().filter(|n| !keep.contains(n.as_slice()) && !kept_partial(n)) {
+            if changed_dirs.last() != Some(dir) {
+                changed_dirs.push(dir.clone());
+            }
             match fsops::remove_tree(fd.as_fd(), name) {
                 Ok(()) if !name.starts_with(TEMP_PREFIX.as_bytes()) => removed.push(dir, name),
                 Ok(()) => {}
@@ -150,11 +158,17 @@ pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPar
             tracing::warn!(path = ?path, error = %e, "directory metadata not applied");
         }
     }
-    // Removals, links and directory metadata made durable: in a pass over a few
-    // directories (a batch of changes) by syncing those; in a larger one with `syncfs`.
+    // Removals, links and new directories made durable: in a pass over a few
+    // directories (a batch of changes) by syncing the directories they changed; in a
+    // larger one with `syncfs`. Directory times and modes alone are not worth a sync of
+    // their own: they become durable with the next sync of their directory, and a lost
+    // one is set again by the next full pass.
     let new_dirs_parents = root.take_unsynced_parents();
-    let synced = if let (true, Some(new_dirs_parents)) = (memory.dirs.len() <= DIR_SYNCS_MAX, &new_dirs_parents) {
-        let fds: Vec<_> = memory.dirs.iter().filter_map(|(path, _)| root.dir(path, false).ok()).collect();
+    changed_dirs.sort();
+    changed_dirs.dedup();
+    let few = memory.dirs.len() <= DIR_SYNCS_MAX && changed_dirs.len() <= DIR_SYNCS_MAX;
+    let synced = if let (true, Some(new_dirs_parents)) = (few, &new_dirs_parents) {
+        let fds: Vec<_> = changed_dirs.iter().filter_map(|path| root.dir(path, false).ok()).collect();
         crate::target::durability::sync_dirs(fds.iter().chain(new_dirs_parents.iter().rev()).map(|fd| fd.as_fd()))
     } else {
         rustix::fs::syncfs(root.fd())
