@@ -212,3 +212,32 @@ fn an_agent_the_job_does_not_list_is_refused_and_gets_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("role worker") && stderr.contains("--role agent"), "{stderr}");
 }
+
+#[test]
+fn a_registration_that_points_at_another_workers_port_gets_no_data() {
+    let c = Cluster::new(&["dc1-a", "dc1-b", "dc1-c"], &[]);
+    let (source, target) = (c.dir.join("a-data"), c.dir.join("c-backup"));
+    build_tree(&source);
+    let _coordinator = c.coordinator();
+    let _a = c.worker("dc1-a", free_port(), free_port());
+    let b_port = free_port();
+    let _b = c.worker("dc1-b", b_port, free_port());
+    // dc1-c says dc1-b's data port is its own.
+    let mut liar = std::process::Command::new(common::cluster::bin("xtsync-worker"));
+    liar.args(["--name", "dc1-c", "--site", "dc1", "--cores", "1"])
+        .args(["--data-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--advertise", &format!("127.0.0.1:{b_port}")])
+        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--coordinator", &c.coordinator_addr, "--metadata-path"])
+        .arg(c.dir.join("dc1-c"))
+        .args(c.tls("dc1-c"));
+    let _c = c.spawn(liar, "dc1-c");
+    c.wait_alive(&["dc1-a", "dc1-b", "dc1-c"]);
+    job_create(&c, "to-c", ("dc1-a", &source), ("dc1-c", &target), &[]);
+    // The source meets dc1-b's certificate where dc1-c should be: it sends nothing.
+    let out = c.admin(&["job", "run", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("the peer is \"dc1-b\", not the job's target \"dc1-c\""), "{stderr}");
+    assert!(!target.exists(), "dc1-b wrote the job's tree");
+}

@@ -61,6 +61,7 @@ pub fn session_params(ctx: &PassContext, a: &Assignment) -> SessionParams {
         session_index: 0,
         session_count: 1,
         target_addr: a.target_data_addr.clone(),
+        target_name: a.job.spec.target_worker.clone(),
         target_root: a.job.spec.target_path.clone(),
         delete: options.delete,
         compression: options.compression,

@@ -31,6 +31,8 @@ pub struct SessionParams {
     pub session_index: u16,
     pub session_count: u16,
     pub target_addr: String,
+    /// The job's target: the certificate name the peer at `target_addr` must present.
+    pub target_name: String,
     pub target_root: String,
     pub delete: bool,
     pub compression: Compression,
@@ -243,6 +245,17 @@ async fn connect(
             addr: addr.clone(),
             reason: xtsync_transport::describe_tls_error(&e),
         })?;
+    // The address comes from the target's registration: the peer must also be the
+    // job's target by name, or a registration pointing at another worker's port would
+    // make this source write into that worker.
+    let peer = xtsync_transport::peer_identity(tls.get_ref().1.peer_certificates())
+        .map_err(|e| SessionError::Handshake { addr: addr.clone(), reason: e.to_string() })?;
+    if peer.name != params.target_name {
+        return Err(SessionError::Handshake {
+            addr: addr.clone(),
+            reason: format!("the peer is {:?}, not the job's target {:?}", peer.name, params.target_name),
+        });
+    }
     let (stream, path) = establish(tls.into(), params.ktls, &params.metrics)
         .map_err(|e| SessionError::Handshake { addr: addr.clone(), reason: e.to_string() })?;
     // Under kernel TLS the writer may let the kernel send chunks from the files.
