@@ -116,8 +116,10 @@ impl Detector<'_> {
         self.store.source_records(&[abs.as_os_str().as_bytes().to_vec()]).ok()?.pop().flatten()
     }
 
-    /// Blocking (store lookups, `lstat`, maybe a read of the file).
-    pub fn find(&self, path: &RelPath, abs: &Path, stat: &FileStat) -> Option<Found> {
+    /// Blocking (store lookups, `lstat`, maybe a read of the file). `had_record`: the
+    /// path has a (stale) source record; then only events and inodes are asked, never
+    /// a hash of same-size candidates (a file rewritten in place is not a copy).
+    pub fn find(&self, path: &RelPath, abs: &Path, stat: &FileStat, had_record: bool) -> Option<Found> {
         let by_event = self.events.from_of(path);
         let by_inode = || {
             let from_abs = self.store.source_path_of_inode(stat.dev, stat.ino).ok()??;
@@ -129,13 +131,26 @@ impl Detector<'_> {
             }
             let from_abs = self.abs(&from);
             match self.record(&from_abs) {
-                Some(rec) if same_file(stat, &rec) && gone(&from_abs) => {
+                Some(rec) if same_file(stat, &rec) && gone(&from_abs) && self.still_holds(abs, stat, &rec) => {
                     return Some(Found { from, digest: rec.digest })
                 }
                 _ => {}
             }
         }
+        if had_record {
+            return None;
+        }
         self.by_content(path, abs, stat)
+    }
+
+    /// The file still holds the version `rec` names. A rename changes the ctime, which
+    /// then no longer tells a rewrite with its mtime put back (`cp -p` over it) from an
+    /// untouched file: the content is read again (locally; nothing crosses the wire).
+    fn still_holds(&self, abs: &Path, stat: &FileStat, rec: &SourceRecord) -> bool {
+        if stat.ctime_ns == rec.ctime_ns {
+            return true;
+        }
+        self.chunk_params.is_some_and(|params| hash_unchanged(abs, stat, params) == Some(rec.digest))
     }
 
     fn by_content(&self, path: &RelPath, abs: &Path, stat: &FileStat) -> Option<Found> {

@@ -208,7 +208,7 @@ impl<'a> Walker<'a> {
 
     /// The directory `rel` was renamed from, by the events, if that path is gone.
     fn dir_renamed_from(&self, rel: &RelPath) -> Option<RelPath> {
-        let detector = self.renames.as_ref()?;
+        let detector = self.renames.as_ref().filter(|_| self.delete)?;
         let from = detector.events.dir_from(rel)?;
         let from_abs = detector.root.join(std::ffi::OsStr::from_bytes(from.as_bytes()));
         std::fs::symlink_metadata(from_abs).is_err().then(|| from.clone())
@@ -355,10 +355,12 @@ impl<'a> Walker<'a> {
             };
             self.stats.files += 1;
             self.stats.bytes += stat.size;
+            let had_record = record.is_some();
             let mut cached_digest = record.filter(|r| stat.matches(r)).map(|r| r.digest);
-            // New at this path: maybe a file the source had elsewhere (a rename).
+            // New at this path: maybe a file the source had elsewhere (a rename). Not
+            // when deletions do not propagate: the old name must stay at the target.
             let found = match (cached_digest, &self.renames) {
-                (None, Some(detector)) => detector.find(&child_rel, &child_abs, &stat),
+                (None, Some(detector)) if self.delete => detector.find(&child_rel, &child_abs, &stat, had_record),
                 _ => None,
             };
             let renamed_from = found.map(|f| {

@@ -157,9 +157,12 @@ impl InFlightFile {
     /// source record (written only on the target's FileDone) matched the file's stat,
     /// and the digest read (once known: wants for the first segments of a large file
     /// can come first) is that version's.
+    /// A digest found by rename detection was acknowledged at another path: not this.
     pub fn acknowledged_before(&self) -> bool {
         match self.item.kind {
-            WalkKind::File { cached_digest: Some(acked), .. } => self.digest.is_none_or(|d| d == acked),
+            WalkKind::File { cached_digest: Some(acked), .. } if self.item.renamed_from.is_none() => {
+                self.digest.is_none_or(|d| d == acked)
+            }
             _ => false,
         }
     }

@@ -152,17 +152,28 @@ pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPar
     memory.dirs.sort_by_key(|(p, _)| {
         std::cmp::Reverse(p.as_bytes().iter().filter(|&&b| b == b'/').count() + !p.is_root() as usize)
     });
+    let chown = fsops::can_chown();
     for (path, meta) in &memory.dirs {
-        let applied = root.dir(path, false).and_then(|fd| fsops::apply_meta_fd(fd.as_fd(), meta, path.as_bytes()));
+        let applied = root.dir(path, false).and_then(|fd| {
+            // A changed mode or owner is access control: it is synced below.
+            let access_changed = rustix::fs::fstat(&fd).is_ok_and(|st| {
+                (st.st_mode & 0o7777) != meta.mode || (chown && (st.st_uid != meta.uid || st.st_gid != meta.gid))
+            });
+            fsops::apply_meta_fd(fd.as_fd(), meta, path.as_bytes())?;
+            if access_changed {
+                changed_dirs.push(path.clone());
+            }
+            Ok(())
+        });
         if let Err(e) = applied {
             tracing::warn!(path = ?path, error = %e, "directory metadata not applied");
         }
     }
-    // Removals, links and new directories made durable: in a pass over a few
-    // directories (a batch of changes) by syncing the directories they changed; in a
-    // larger one with `syncfs`. Directory times and modes alone are not worth a sync of
-    // their own: they become durable with the next sync of their directory, and a lost
-    // one is set again by the next full pass.
+    // Removals, links, new directories and changed modes or owners made durable: in a
+    // pass over a few directories (a batch of changes) by syncing the directories they
+    // changed; in a larger one with `syncfs`. Directory times alone are not worth a
+    // sync of their own: they become durable with the next sync of their directory, and
+    // a lost one is set again by the next full pass.
     let new_dirs_parents = root.take_unsynced_parents();
     changed_dirs.sort();
     changed_dirs.dedup();

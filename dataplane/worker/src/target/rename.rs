@@ -87,8 +87,12 @@ pub fn apply_dir_renames(root: &TargetRoot, entries: &[Entry]) -> u64 {
         }
     }
     if let Err(e) = sync_dirs(dirs.iter().map(|d| d.as_fd())) {
-        // Its files' renames sync these directories again before they are reported.
-        tracing::warn!(error = %e, "sync after directory renames");
+        // The files moved with them are reported once their own directory is synced;
+        // the parents' entries need the whole filesystem then.
+        tracing::warn!(error = %e, "sync after directory renames; syncing the filesystem");
+        if let Err(e) = rustix::fs::syncfs(root.fd()) {
+            tracing::error!(error = %e, "syncfs after directory renames");
+        }
     }
     renamed
 }
@@ -148,8 +152,18 @@ pub fn apply_file_renames(root: &TargetRoot, store: &dyn WorkerStore, entries: &
     if done.is_empty() {
         return applied;
     }
-    // Durable before reported: both directories of every rename.
-    if let Err(e) = sync_dirs(done.iter().flat_map(|(_, m)| m.dirs.iter().map(|d| d.as_fd()))) {
+    // Durable before reported: each file's new metadata, both directories of every
+    // rename, and directories created on the way to a new path (their parents' entries;
+    // too many of them: the whole filesystem).
+    let synced = done
+        .iter()
+        .try_for_each(|(_, m)| rustix::fs::fsync(&m.file))
+        .and_then(|()| sync_dirs(done.iter().flat_map(|(_, m)| m.dirs.iter().map(|d| d.as_fd()))))
+        .and_then(|()| match root.take_unsynced_parents() {
+            Some(parents) => sync_dirs(parents.iter().rev().map(|d| d.as_fd())),
+            None => rustix::fs::syncfs(root.fd()),
+        });
+    if let Err(e) = synced {
         tracing::warn!(error = %e, "sync after renames; the files go the content way");
         applied.need.extend(done.iter().map(|(i, _)| *i));
         applied.need.sort_unstable();
@@ -178,6 +192,8 @@ struct Moved {
     /// The directories whose entries changed (the new one, and the old one if the
     /// file was renamed here).
     dirs: Vec<OwnedFd>,
+    /// The file (its new metadata is synced with it).
+    file: OwnedFd,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +260,7 @@ fn rename_file(
         to_abs: root.absolute(&entry.path),
         record: TargetRecord { ino: st.st_ino, size, mtime_ns, digest },
         dirs: from_dir.into_iter().chain([to_dir]).collect(),
+        file: fd,
     })
 }
 

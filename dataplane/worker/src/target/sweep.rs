@@ -8,12 +8,14 @@
 //! file commits or a pass lists their directory.
 
 use std::collections::HashSet;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
 use crate::target::checkpoint::CHECKPOINT_BYTES;
+use xtsync_wire::RelPath;
+
 use crate::target::fsops::{TargetRoot, TEMP_PREFIX};
 
 /// Marks the temporaries of files that may be checkpointed (see the module comment).
@@ -28,29 +30,30 @@ pub fn temp_tag(tag: &str, size_bytes: u64) -> String {
     }
 }
 
-/// True for a temporary of another process that no checkpoint may need: a name
-/// `TEMP_PREFIX run.session.pid.…` whose pid is not `own_pid`. Names it cannot read are
-/// left alone.
+/// True for a temporary of a dead process that no checkpoint may need: a name
+/// `TEMP_PREFIX run.session.pid.…` whose pid is not `own_pid` and runs no process. Names
+/// it cannot read are left alone.
 pub fn is_stale_temp(name: &[u8], own_pid: u32) -> bool {
     let Some(rest) = name.strip_prefix(TEMP_PREFIX.as_bytes()) else { return false };
     if rest.starts_with(CHECKPOINTABLE_MARK.as_bytes()) {
         return false;
     }
     let pid = rest.split(|&b| b == b'.').nth(2).and_then(|p| std::str::from_utf8(p).ok()?.parse::<u32>().ok());
-    pid.is_some_and(|pid| pid != own_pid)
+    // A live process of that pid may be another target serving the same root.
+    pid.is_some_and(|pid| pid != own_pid && !std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Starts the sweep of `root` in a background thread, once per root per process.
 pub fn sweep_once(root: &Arc<TargetRoot>) {
     static SWEPT: OnceLock<Mutex<HashSet<Vec<u8>>>> = OnceLock::new();
-    let key = root.absolute(&xtsync_wire::RelPath::root());
+    let key = root.absolute(&RelPath::root());
     let first = SWEPT.get_or_init(Default::default).lock().map(|mut swept| swept.insert(key)).unwrap_or(false);
     if !first {
         return;
     }
     let root = root.clone();
     let spawned = std::thread::Builder::new().name("xtsync-sweep".into()).spawn(move || {
-        let removed = sweep(root.fd(), std::process::id());
+        let removed = sweep(&root, std::process::id());
         if removed > 0 {
             tracing::info!(removed, "removed temporaries left by an earlier target process");
         }
@@ -60,16 +63,14 @@ pub fn sweep_once(root: &Arc<TargetRoot>) {
     }
 }
 
-/// Walks the tree below `root` (never following symlinks) and removes the stale
-/// temporaries; returns how many.
-fn sweep(root: std::os::fd::BorrowedFd<'_>, own_pid: u32) -> u64 {
-    let Ok(first) = rustix::fs::openat(root, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-    else {
-        return 0;
-    };
+/// Walks the tree below `root` (every directory opened beneath it, never through a
+/// symlink; one directory open at a time) and removes the stale temporaries; returns
+/// how many.
+fn sweep(root: &TargetRoot, own_pid: u32) -> u64 {
     let mut removed = 0;
-    let mut stack: Vec<OwnedFd> = vec![first];
-    while let Some(dir) = stack.pop() {
+    let mut stack: Vec<RelPath> = vec![RelPath::root()];
+    while let Some(rel) = stack.pop() {
+        let Ok(dir) = root.dir(&rel, false) else { continue };
         let Ok(dup) =
             rustix::fs::openat(&dir, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         else {
@@ -88,8 +89,7 @@ fn sweep(root: std::os::fd::BorrowedFd<'_>, own_pid: u32) -> u64 {
                 continue;
             }
             if entry.file_type() == FileType::Directory {
-                let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-                if let Ok(sub) = rustix::fs::openat(&dir, entry.file_name(), flags, Mode::empty()) {
+                if let Ok(sub) = rel.join(name) {
                     stack.push(sub);
                 }
             } else if is_stale_temp(name, own_pid)
@@ -115,6 +115,8 @@ mod tests {
         let own = 4242;
         assert!(is_stale_temp(b".xtsync-tmp.7.0.1234.3.17", own));
         assert!(!is_stale_temp(b".xtsync-tmp.7.0.4242.3.17", own), "this process's own");
+        let live = std::process::id();
+        assert!(!is_stale_temp(format!(".xtsync-tmp.7.0.{live}.3.17").as_bytes(), own), "a live process's");
         assert!(!is_stale_temp(b".xtsync-tmp.ckpt.7.0.1234.3.17", own), "a checkpointable file's");
         assert!(!is_stale_temp(b"file.txt", own));
         assert!(!is_stale_temp(b".xtsync-tmp.garbage", own), "a name it cannot read");
@@ -134,8 +136,8 @@ mod tests {
         }
         let own = format!("a/.xtsync-tmp.1.0.{}.0.4", std::process::id());
         std::fs::write(r.join(&own), b"x").unwrap();
-        let root = rustix::fs::open(r, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
-        assert_eq!(sweep(root.as_fd(), std::process::id()), 2);
+        let root = TargetRoot::open(r).unwrap();
+        assert_eq!(sweep(&root, std::process::id()), 2);
         for p in stale {
             assert!(!r.join(p).exists(), "{p} stayed");
         }
