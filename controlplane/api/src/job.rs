@@ -45,7 +45,8 @@ pub struct JobOptions {
     /// (fanotify as root, inotify otherwise) and replicates each batch of changes on a
     /// session it keeps open. The run stays `running` and reports its lag.
     pub continuous: bool,
-    /// Continuous jobs: how long changes are gathered into one batch, from the first.
+    /// Continuous jobs: how long changes are gathered into one batch, from the first
+    /// ([`BATCH_WINDOW_MS_DEFAULT`]).
     pub batch_window_ms: u32,
     /// Continuous jobs: a full reconciliation pass this often (catches anything change
     /// capture missed); 0 = never.
@@ -68,6 +69,11 @@ pub struct RateWindow {
     pub bytes_per_s: u64,
 }
 
+/// Continuous jobs' default batch window: a change waits 25 ms on average before its
+/// batch goes, and a steady stream costs a pass (and a durability barrier) every 50 ms
+/// instead of one per few files (perf/RESULTS.md, issue 3 figure 1).
+pub const BATCH_WINDOW_MS_DEFAULT: u32 = 50;
+
 impl Default for JobOptions {
     fn default() -> Self {
         Self {
@@ -76,7 +82,7 @@ impl Default for JobOptions {
             compression_level: 1,
             sessions: 0,
             continuous: false,
-            batch_window_ms: 20,
+            batch_window_ms: BATCH_WINDOW_MS_DEFAULT,
             reconcile_interval_s: 3600,
             rate_limit_bytes_per_s: 0,
             rate_schedule: Vec::new(),

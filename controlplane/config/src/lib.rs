@@ -61,6 +61,34 @@ pub struct TransferConfig {
     pub compression_level: i32,
     /// Kernel TLS on the data plane.
     pub ktls: KtlsMode,
+    /// How a target makes a small batch durable (see [`SmallBatchSync`]).
+    pub small_batch_sync: SmallBatchSync,
+}
+
+/// `transfer.small_batch_sync`: how a target makes a batch of a few files durable (a
+/// continuous job's changes; large batches always use `syncfs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SmallBatchSync {
+    /// One `syncfs` of the target filesystem per batch: every file, directory and
+    /// removal in one writeback and one cache flush. Cheapest and fastest where the
+    /// target filesystem holds replicated data (a dedicated replication host); it also
+    /// writes back whatever else is dirty on that filesystem.
+    #[default]
+    Filesystem,
+    /// `fdatasync` of each file and `fsync` of each directory: a cache flush each, but
+    /// independent of other writers on a shared target filesystem.
+    PerFile,
+}
+
+impl std::str::FromStr for SmallBatchSync {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "filesystem" => Ok(SmallBatchSync::Filesystem),
+            "per_file" => Ok(SmallBatchSync::PerFile),
+            other => Err(format!("{other:?} is not one of filesystem, per_file")),
+        }
+    }
 }
 
 /// `transfer.ktls`: who encrypts data-plane sessions.

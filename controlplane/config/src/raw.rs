@@ -57,6 +57,7 @@ pub struct RawTransfer {
     pub compression: Option<String>,
     pub compression_level: Option<i32>,
     pub ktls: Option<String>,
+    pub small_batch_sync: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

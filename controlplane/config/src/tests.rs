@@ -48,6 +48,15 @@ fn out_of_range_value_names_key() {
 }
 
 #[test]
+fn small_batch_sync_is_parsed_and_checked() {
+    assert_eq!(parse("").unwrap().transfer.small_batch_sync, SmallBatchSync::Filesystem);
+    let per_file = parse("transfer:\n  small_batch_sync: per_file\n").unwrap();
+    assert_eq!(per_file.transfer.small_batch_sync, SmallBatchSync::PerFile);
+    let err = parse("transfer:\n  small_batch_sync: always\n").unwrap_err().to_string();
+    assert!(err.contains("transfer.small_batch_sync") && err.contains("filesystem, per_file"), "{err}");
+}
+
+#[test]
 fn ktls_mode_is_parsed_and_checked() {
     assert_eq!(parse("").unwrap().transfer.ktls, KtlsMode::Auto);
     assert_eq!(parse("transfer:\n  ktls: off\n").unwrap().transfer.ktls, KtlsMode::Off);

@@ -136,8 +136,15 @@ impl Config {
             tls,
         };
 
-        let RawTransfer { max_concurrent_transfers, chunk_size_kb, retry_count, compression, compression_level, ktls } =
-            transfer.unwrap_or_default();
+        let RawTransfer {
+            max_concurrent_transfers,
+            chunk_size_kb,
+            retry_count,
+            compression,
+            compression_level,
+            ktls,
+            small_batch_sync,
+        } = transfer.unwrap_or_default();
         let chunk_size_kb =
             c.range("transfer.chunk_size_kb", chunk_size_kb.unwrap_or(CHUNK_SIZE_KB_DEFAULT), 4, 4096)?;
         if !chunk_size_kb.is_power_of_two() {
@@ -159,6 +166,11 @@ impl Config {
                 .map_err(|e: String| c.invalid("transfer.compression", e))?,
             compression_level: c.range("transfer.compression_level", compression_level.unwrap_or(1), -7, 19)?,
             ktls: ktls.as_deref().unwrap_or("auto").parse().map_err(|e: String| c.invalid("transfer.ktls", e))?,
+            small_batch_sync: small_batch_sync
+                .as_deref()
+                .unwrap_or("filesystem")
+                .parse()
+                .map_err(|e: String| c.invalid("transfer.small_batch_sync", e))?,
         };
 
         let RawWorker { name, site, cores } = worker.unwrap_or_default();

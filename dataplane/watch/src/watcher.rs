@@ -74,7 +74,7 @@ impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
             backend: BackendChoice::Auto,
-            window: Duration::from_millis(20),
+            window: Duration::from_millis(50),
             batch_paths_max: 4096,
             channel_batches_max: 64,
         }

@@ -25,6 +25,8 @@ pub struct CoreSetup {
     /// Reloaded on file change or SIGHUP: each accepted connection takes the current one.
     pub server_tls: xtsync_transport::ReloadingTls,
     pub ktls: KtlsPolicy,
+    /// `transfer.small_batch_sync: per_file`.
+    pub per_file_sync: bool,
     pub metrics: Arc<WorkerMetrics>,
     pub admission: crate::target::admission::Admission,
     /// Each executor reports here once its data listener is bound (or why it is not):
@@ -39,6 +41,7 @@ pub async fn core_main(core: usize, setup: Arc<CoreSetup>, commands: flume::Rece
         partials: setup.partials.clone(),
         tls: setup.server_tls.clone(),
         ktls: setup.ktls,
+        per_file_sync: setup.per_file_sync,
         metrics: setup.metrics.clone(),
         core,
         admission: setup.admission.clone(),

@@ -202,7 +202,9 @@ where
     let cpus = executor_cpus(flags, config, &profile)?;
     let (admission_tx, admission_rx) = flume::unbounded::<AdmissionRequest>();
     let admission = Admission { checked: profile.checked_peers, requests: admission_tx };
-    let core_txs = start_cores(&cpus, data_listen, store.clone(), &tls, ktls, &metrics, admission)?;
+    let per_file_sync = config.transfer.small_batch_sync == xtsync_config::SmallBatchSync::PerFile;
+    let sessions = SessionOptions { ktls, per_file_sync };
+    let core_txs = start_cores(&cpus, data_listen, store.clone(), &tls, sessions, &metrics, admission)?;
     tracing::info!(%name, %data_listen, %http_listen, cores = ?cpus, "{} started", profile.kind);
 
     let chunk_params = ChunkParams::from_avg(config.transfer.chunk_bytes_avg)
@@ -293,16 +295,24 @@ fn executor_cpus(flags: &DaemonFlags, config: &Config, profile: &Profile) -> Res
     Ok(cpus)
 }
 
+/// How the data-plane sessions of this process run.
+struct SessionOptions {
+    ktls: KtlsPolicy,
+    /// `transfer.small_batch_sync: per_file`.
+    per_file_sync: bool,
+}
+
 /// One executor per CPU, each listening on the data port; returns once all listen.
 fn start_cores(
     cpus: &[usize],
     data_listen: SocketAddr,
     store: Arc<dyn xtsync_store::WorkerStore>,
     tls: &ReloadingTls,
-    ktls: KtlsPolicy,
+    sessions: SessionOptions,
     metrics: &Arc<WorkerMetrics>,
     admission: Admission,
 ) -> Result<Vec<flume::Sender<crate::cores::CoreCommand>>, DaemonError> {
+    let SessionOptions { ktls, per_file_sync } = sessions;
     let (listening_tx, listening) = flume::unbounded();
     let setup = Arc::new(CoreSetup {
         data_listen,
@@ -310,6 +320,7 @@ fn start_cores(
         partials: Arc::default(),
         server_tls: tls.clone(),
         ktls,
+        per_file_sync,
         metrics: metrics.clone(),
         admission,
         listening: listening_tx,

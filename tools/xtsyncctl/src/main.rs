@@ -93,7 +93,7 @@ enum JobCommand {
         #[arg(long)]
         continuous: bool,
         /// Continuous jobs: how long changes are gathered into one batch.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = xtsync_api::job::BATCH_WINDOW_MS_DEFAULT)]
         batch_window_ms: u32,
         /// Continuous jobs: seconds between full reconciliation passes (0: never).
         #[arg(long, default_value_t = 3600)]

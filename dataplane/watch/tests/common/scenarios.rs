@@ -190,9 +190,9 @@ pub fn latency_is_bounded(choice: BackendChoice) {
         assert!(batch.oldest_event_at <= Instant::now(), "batch timestamp in the future");
         // Events of this file still in flight (its close, say) must not leak into the next
         // iteration's check.
-        drain_for(&watcher, &mut Seen::default(), Duration::from_millis(50));
+        drain_for(&watcher, &mut Seen::default(), Duration::from_millis(80));
     }
-    eprintln!("{choice:?}: worst change-to-batch latency {worst:?} (window 20 ms)");
+    eprintln!("{choice:?}: worst change-to-batch latency {worst:?} (default window)");
     watcher.stop().expect("clean stop");
 }
 

@@ -91,10 +91,11 @@ impl Barrier {
     }
 }
 
-/// Up to this many files, a barrier syncs each file and then each directory it renamed
-/// into; above, one `syncfs` each time is cheaper. `syncfs` writes back every dirty
-/// inode of the filesystem, other programs' too: for the few files of a continuous
-/// job's batch, on a target disk that is busy with other work, it costs far more.
+/// With `transfer.small_batch_sync: per_file`, up to this many files a barrier syncs
+/// each file and then each directory it renamed into; above (and by default always),
+/// one `syncfs`. `syncfs` writes back every dirty inode of the filesystem, other
+/// programs' too: cheapest where the filesystem holds replicated data, costly on a
+/// target disk that is busy with other work.
 const PER_FILE_SYNC_FILES_MAX: usize = 32;
 
 fn flush_blocking(

@@ -124,7 +124,12 @@ impl Removed {
 /// Deletes what the source no longer has (only in directories this session listed),
 /// then applies directory metadata deepest first. Blocking.
 /// Fails only if what it did cannot be made durable (the pass must not be reported done).
-pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPartials) -> Result<Removed, String> {
+pub fn end_of_pass(
+    root: Arc<TargetRoot>,
+    mut memory: PassMemory,
+    kept: &KeptPartials,
+    per_file_sync: bool,
+) -> Result<Removed, String> {
     let mut removed = Removed::default();
     let mut changed_dirs: Vec<RelPath> = std::mem::take(&mut memory.linked_dirs);
     for (dir, children) in &memory.dir_children {
@@ -174,7 +179,7 @@ pub fn end_of_pass(root: Arc<TargetRoot>, mut memory: PassMemory, kept: &KeptPar
     // changed; in a larger one with `syncfs`. Directory times alone are not worth a
     // sync of their own: they become durable with the next sync of their directory, and
     // a lost one is set again by the next full pass.
-    let new_dirs_parents = root.take_unsynced_parents();
+    let new_dirs_parents = root.take_unsynced_parents().filter(|_| per_file_sync);
     changed_dirs.sort();
     changed_dirs.dedup();
     let few = memory.dirs.len() <= DIR_SYNCS_MAX && changed_dirs.len() <= DIR_SYNCS_MAX;

@@ -44,6 +44,9 @@ pub struct TargetContext {
     pub partials: Arc<KeptPartials>,
     pub tls: xtsync_transport::ReloadingTls,
     pub ktls: KtlsPolicy,
+    /// Small batches sync each file and directory (`transfer.small_batch_sync:
+    /// per_file`) rather than the filesystem.
+    pub per_file_sync: bool,
     pub metrics: Arc<WorkerMetrics>,
     pub core: usize,
     /// Which peers may write where, beyond the handshake (agents: their job only).
@@ -617,7 +620,8 @@ impl TargetSession {
         let root = self.root()?.clone();
         let dup = rustix::io::fcntl_dupfd_cloexec(root.fd(), 0)
             .map_err(|e| TargetError::Refused(format!("cannot duplicate the root fd: {e}")))?;
-        let new_dirs_parents = root.take_unsynced_parents();
+        // Without their list, the barrier syncs the filesystem.
+        let new_dirs_parents = root.take_unsynced_parents().filter(|_| self.ctx.per_file_sync);
         let flush = self.barrier.flush(dup, self.ctx.store.clone(), self.ctx.partials.clone(), new_dirs_parents);
         self.flushing = Some(glommio::spawn_local(flush));
         Ok(())
@@ -659,9 +663,9 @@ impl TargetSession {
         self.finish_flushing().await?;
         let root = self.root()?.clone();
         let memory = std::mem::take(&mut self.memory);
-        let partials = self.ctx.partials.clone();
+        let (partials, per_file_sync) = (self.ctx.partials.clone(), self.ctx.per_file_sync);
         let removed = glommio::executor()
-            .spawn_blocking(move || end_of_pass(root, memory, &partials))
+            .spawn_blocking(move || end_of_pass(root, memory, &partials, per_file_sync))
             .await
             .map_err(|e| TargetError::Refused(format!("end of pass: {e}")))?;
         // A kept session must not hold replaced or removed files open across passes.

@@ -60,7 +60,7 @@ pub struct QuickstartArgs {
     #[arg(long, value_parser = crate::rates::parse_rate, default_value = "unlimited")]
     pub rate_limit: u64,
     /// Without --once: how long changes are gathered into one batch, in milliseconds.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = xtsync_api::job::BATCH_WINDOW_MS_DEFAULT)]
     pub batch_window_ms: u32,
 }
 
