@@ -179,9 +179,14 @@ pub fn end_of_pass(
     // changed; in a larger one with `syncfs`. Directory times alone are not worth a
     // sync of their own: they become durable with the next sync of their directory, and
     // a lost one is set again by the next full pass.
-    let new_dirs_parents = root.take_unsynced_parents().filter(|_| per_file_sync);
+    let new_dirs_parents = root.take_unsynced_parents();
     changed_dirs.sort();
     changed_dirs.dedup();
+    // Nothing but times changed (files are synced by their barriers): nothing to sync.
+    if changed_dirs.is_empty() && new_dirs_parents.as_ref().is_some_and(|p| p.is_empty()) {
+        return Ok(removed);
+    }
+    let new_dirs_parents = new_dirs_parents.filter(|_| per_file_sync);
     let few = memory.dirs.len() <= DIR_SYNCS_MAX && changed_dirs.len() <= DIR_SYNCS_MAX;
     let synced = if let (true, Some(new_dirs_parents)) = (few, &new_dirs_parents) {
         let fds: Vec<_> = changed_dirs.iter().filter_map(|path| root.dir(path, false).ok()).collect();
