@@ -203,6 +203,9 @@ where
     let (admission_tx, admission_rx) = flume::unbounded::<AdmissionRequest>();
     let admission = Admission { checked: profile.checked_peers, requests: admission_tx };
     let per_file_sync = config.transfer.small_batch_sync == xtsync_config::SmallBatchSync::PerFile;
+    if per_file_sync {
+        tracing::info!("small batches are made durable file by file (transfer.small_batch_sync: per_file)");
+    }
     let sessions = SessionOptions { ktls, per_file_sync };
     let core_txs = start_cores(&cpus, data_listen, store.clone(), &tls, sessions, &metrics, admission)?;
     tracing::info!(%name, %data_listen, %http_listen, cores = ?cpus, "{} started", profile.kind);

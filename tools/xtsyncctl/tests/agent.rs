@@ -223,15 +223,7 @@ fn a_registration_that_points_at_another_workers_port_gets_no_data() {
     let b_port = free_port();
     let _b = c.worker("dc1-b", b_port, free_port());
     // dc1-c says dc1-b's data port is its own.
-    let mut liar = std::process::Command::new(common::cluster::bin("xtsync-worker"));
-    liar.args(["--name", "dc1-c", "--site", "dc1", "--cores", "1"])
-        .args(["--data-listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--advertise", &format!("127.0.0.1:{b_port}")])
-        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--coordinator", &c.coordinator_addr, "--metadata-path"])
-        .arg(c.dir.join("dc1-c"))
-        .args(c.tls("dc1-c"));
-    let _c = c.spawn(liar, "dc1-c");
+    let _c = c.worker_with("dc1-c", free_port(), free_port(), &["--advertise", &format!("127.0.0.1:{b_port}")]);
     c.wait_alive(&["dc1-a", "dc1-b", "dc1-c"]);
     job_create(&c, "to-c", ("dc1-a", &source), ("dc1-c", &target), &[]);
     // The source meets dc1-b's certificate where dc1-c should be: it sends nothing.

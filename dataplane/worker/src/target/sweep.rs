@@ -21,6 +21,12 @@ use crate::target::fsops::{TargetRoot, TEMP_PREFIX};
 /// Marks the temporaries of files that may be checkpointed (see the module comment).
 const CHECKPOINTABLE_MARK: &str = "ckpt.";
 
+/// The tag of a session's temporary names: `run.session.pid.seq` (`is_stale_temp`
+/// reads the pid back).
+pub fn session_tag(run_id: u64, session_index: u16, seq: u64) -> String {
+    format!("{run_id}.{session_index}.{}.{seq}", std::process::id())
+}
+
 /// The temporary-name tag for a file of `size_bytes` from a session tagged `tag`.
 pub fn temp_tag(tag: &str, size_bytes: u64) -> String {
     if size_bytes >= CHECKPOINT_BYTES {
@@ -121,6 +127,10 @@ mod tests {
         assert!(!is_stale_temp(b"file.txt", own));
         assert!(!is_stale_temp(b".xtsync-tmp.garbage", own), "a name it cannot read");
         assert_eq!(temp_tag("7.0.1234.3.17", 1 << 20), "7.0.1234.3.17");
+        // This process's own names, as sessions make them, are never stale to it.
+        let own_name = format!("{TEMP_PREFIX}{}.1", session_tag(7, 0, 3));
+        assert!(!is_stale_temp(own_name.as_bytes(), std::process::id()));
+        assert!(own_name.contains(&format!(".{}.", std::process::id())));
         assert_eq!(temp_tag("7.0.1234.3.17", CHECKPOINT_BYTES), "ckpt.7.0.1234.3.17");
     }
 

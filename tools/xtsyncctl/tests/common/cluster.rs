@@ -139,13 +139,19 @@ impl Cluster {
 
     /// A worker with one core on fixed ports (a restart keeps its address).
     pub fn worker(&self, name: &str, data_port: u16, http_port: u16) -> Daemon {
+        self.worker_with(name, data_port, http_port, &[])
+    }
+
+    /// `worker` with more flags (`--config FILE`, `--advertise ADDR`, ...).
+    pub fn worker_with(&self, name: &str, data_port: u16, http_port: u16, extra: &[&str]) -> Daemon {
         let mut w = Command::new(bin("xtsync-worker"));
         w.args(["--name", name, "--site", "dc1", "--cores", "1"])
             .args(["--data-listen", &format!("127.0.0.1:{data_port}")])
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(["--coordinator", &self.coordinator_addr, "--metadata-path"])
             .arg(self.dir.join(name))
-            .args(self.tls(name));
+            .args(self.tls(name))
+            .args(extra);
         self.spawn(w, name)
     }
 

@@ -1,0 +1,121 @@
+//! Putting the chunks of a new version into its temporary file: copies held locally
+//! (read and re-hashed first), repeats from earlier in the same file, holes, and the
+//! final size and metadata. Received chunks come through `write_chunk` too.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
+
+use xtsync_chunker::ChunkName;
+use xtsync_store::{ChunkLocation, StoreBatch, StoreOp, TargetRecord, WorkerStore};
+
+use crate::target::assemble::{read_verified, ChunkSource, LocalReaders, OpenFile, PendingSegment, TempFile};
+use crate::target::checkpoint::is_partial;
+
+/// Sets the final size (trailing holes) and metadata on the temporary file.
+pub fn finalize(t: &TempFile, file: &OpenFile) -> Result<TargetRecord, String> {
+    // SAFETY: the glommio file owns this fd and outlives the borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(t.file.as_raw_fd()) };
+    rustix::fs::ftruncate(fd, file.size).map_err(|e| format!("truncate: {e}"))?;
+    crate::target::fsops::apply_meta_fd(fd, &file.meta, file.path.as_bytes()).map_err(|e| e.to_string())?;
+    let st = rustix::fs::fstat(fd).map_err(|e| format!("fstat: {e}"))?;
+    Ok(TargetRecord {
+        ino: st.st_ino,
+        size: file.size,
+        mtime_ns: file.meta.mtime_s * 1_000_000_000 + file.meta.mtime_ns as i64,
+        digest: file.digest.finish(),
+    })
+}
+
+/// Places the chunks of `seg` that need no wire data, in order. Returns false when it
+/// stops at a chunk that must arrive from the source, true when the segment is done.
+pub async fn place_ready_chunks(
+    seg: &mut PendingSegment,
+    file: &mut OpenFile,
+    readers: &mut LocalReaders,
+    store: &Arc<dyn WorkerStore>,
+) -> bool {
+    while seg.next < seg.chunks.len() {
+        let chunk = seg.chunks[seg.next];
+        match &seg.sources[seg.next] {
+            ChunkSource::Wire => return false,
+            ChunkSource::Zero => {}
+            ChunkSource::Local(loc) => place_local(file, readers, store, loc.clone(), chunk.name, seg.offset).await,
+            ChunkSource::Earlier { offset } => {
+                let verified = match &file.target {
+                    Some(t) => read_verified(&t.file, *offset, chunk.len, &chunk.name).await,
+                    None => Err("no file".into()),
+                };
+                match verified {
+                    Ok(d) => write_chunk(file, ChunkName(chunk.name), d, seg.offset).await,
+                    Err(e) => file.fail(e),
+                }
+            }
+        }
+        seg.offset += chunk.len as u64;
+        seg.next += 1;
+    }
+    true
+}
+
+/// Starts writing a finished segment back to disk now (without waiting), so that the
+/// durability barrier finds little left to flush and the disk works while the
+/// network does. Small segments are left to the barrier.
+pub fn start_writeback(t: &TempFile, offset: u64, len: u64) {
+    const WRITEBACK_BYTES_MIN: u64 = 1 << 20;
+    if len >= WRITEBACK_BYTES_MIN {
+        // SAFETY: plain syscall on an fd the glommio file owns for the whole call.
+        unsafe { libc::sync_file_range(t.file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+}
+
+/// Writes one chunk (already verified) at `offset` of the file's temporary copy.
+pub async fn write_chunk(file: &mut OpenFile, name: ChunkName, data: Vec<u8>, offset: u64) {
+    if file.error.is_some() {
+        return;
+    }
+    let Some(t) = &file.target else { return };
+    let len = data.len() as u32;
+    match t.file.write_at(data, offset).await {
+        Ok(n) if n == len as usize => {
+            file.written.push((name, offset, len));
+            file.unsynced_bytes += len as u64;
+        }
+        Ok(n) => file.fail(format!("short write ({n} of {len} bytes)")),
+        Err(e) => file.fail(format!("write: {e}")),
+    }
+}
+
+async fn place_local(
+    file: &mut OpenFile,
+    readers: &mut LocalReaders,
+    store: &Arc<dyn WorkerStore>,
+    loc: ChunkLocation,
+    name: [u8; 32],
+    offset: u64,
+) {
+    if file.error.is_some() {
+        return;
+    }
+    let verified = match readers.get(&loc.path).await {
+        Ok(f) => read_verified(&f, loc.offset, loc.len, &name).await,
+        Err(e) => Err(format!("open local copy: {e}")),
+    };
+    match verified {
+        Ok(d) => {
+            file.chunks_reused += 1;
+            if is_partial(&loc.path) {
+                file.resumed_from.insert(loc.path.clone());
+            }
+            write_chunk(file, ChunkName(name), d, offset).await
+        }
+        Err(e) => {
+            // A stale index entry: forget it, and let the source send the file again.
+            readers.forget(&loc.path);
+            let store = store.clone();
+            let _ = glommio::executor()
+                .spawn_blocking(move || store.apply(StoreBatch { ops: vec![StoreOp::DeleteChunk(name)] }))
+                .await;
+            file.fail(format!("{e}; retry"));
+        }
+    }
+}
