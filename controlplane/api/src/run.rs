@@ -39,6 +39,12 @@ pub struct RunProgress {
     pub lag_ms: u64,
     /// Continuous runs: changed paths waiting for or in their pass.
     pub changes_pending: u64,
+    /// Regular files not yet durable at the target: those the pass in flight has walked
+    /// and the target has not settled (committed, renamed or found identical), and, in
+    /// continuous runs, those changed since (stat'ed when their change was queued).
+    pub files_pending: u64,
+    /// The bytes of `files_pending`.
+    pub bytes_pending: u64,
     /// Continuous runs: what the run waits for when it cannot make progress (the
     /// target unreachable, a failed pass being retried).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -16,6 +16,8 @@ pub struct JobLag {
     /// up); the lag is its age when `/metrics` is read.
     pub oldest_pending: Option<std::time::Instant>,
     pub changes_pending: u64,
+    pub files_pending: u64,
+    pub bytes_pending: u64,
 }
 
 #[derive(Default)]
@@ -216,6 +218,45 @@ impl WorkerMetrics {
             "Continuous jobs: changed paths waiting for or in their pass",
             &pending,
         );
+        let files: Vec<_> = jobs.iter().map(|(job, l)| (vec![("job", job.clone())], l.files_pending as f64)).collect();
+        write_labelled(
+            &mut out,
+            "xtsync_worker_files_pending",
+            "gauge",
+            "Continuous jobs: regular files changed at the source and not yet durable at the target",
+            &files,
+        );
+        let bytes: Vec<_> = jobs.iter().map(|(job, l)| (vec![("job", job.clone())], l.bytes_pending as f64)).collect();
+        write_labelled(
+            &mut out,
+            "xtsync_worker_bytes_pending",
+            "gauge",
+            "Continuous jobs: bytes of the files pending",
+            &bytes,
+        );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_continuous_job_shows_its_lag_and_what_is_pending() {
+        let metrics = WorkerMetrics::default();
+        let seen = std::time::Instant::now() - std::time::Duration::from_secs(3);
+        let lag = JobLag { oldest_pending: Some(seen), changes_pending: 4, files_pending: 3, bytes_pending: 1_500_000 };
+        metrics.continuous_jobs.lock().unwrap().insert("dr".into(), lag);
+        let out = metrics.render();
+        assert!(out.contains("xtsync_worker_changes_pending{job=\"dr\"} 4\n"), "{out}");
+        assert!(out.contains("xtsync_worker_files_pending{job=\"dr\"} 3\n"), "{out}");
+        assert!(out.contains("xtsync_worker_bytes_pending{job=\"dr\"} 1500000\n"), "{out}");
+        let lag_s: f64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("xtsync_worker_replication_lag_seconds{job=\"dr\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!((3.0..60.0).contains(&lag_s), "{out}");
     }
 }

@@ -210,7 +210,21 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = jobs.iter().map(job_row).collect();
     if !rows.is_empty() {
         println!();
-        table(&["job", "mode", "run", "state", "passes", "lag", "pending", "waiting for"], &rows);
+        table(
+            &[
+                "job",
+                "mode",
+                "run",
+                "state",
+                "passes",
+                "lag",
+                "changes",
+                "files pending",
+                "bytes pending",
+                "waiting for",
+            ],
+            &rows,
+        );
     }
     Ok(())
 }
@@ -273,10 +287,13 @@ fn job_row(j: &JobState) -> Vec<String> {
             "-".into(),
             "-".into(),
             "-".into(),
+            "-".into(),
+            "-".into(),
         ];
     };
     let p = &run.progress;
-    let live = j.continuous && run.state == xtsync_api::RunState::Running;
+    let running = run.state == xtsync_api::RunState::Running;
+    let live = j.continuous && running;
     vec![
         j.job.clone(),
         mode,
@@ -285,6 +302,8 @@ fn job_row(j: &JobState) -> Vec<String> {
         if j.continuous { p.passes_done.to_string() } else { "-".into() },
         if live { format!("{} ms", p.lag_ms) } else { "-".into() },
         if live { p.changes_pending.to_string() } else { "-".into() },
+        if running { p.files_pending.to_string() } else { "-".into() },
+        if running { output::bytes(p.bytes_pending) } else { "-".into() },
         p.waiting_for.clone().unwrap_or_else(|| "-".into()),
     ]
 }
@@ -423,7 +442,10 @@ mod tests {
     fn run(state: xtsync_api::RunState, lag_ms: u64, waiting: Option<&str>) -> xtsync_api::Run {
         serde_json::from_value(serde_json::json!({
             "id": 7, "job_id": 1, "state": "pending", "created_unix_ms": 1,
-            "progress": { "passes_done": 3, "lag_ms": lag_ms, "changes_pending": 2, "waiting_for": waiting }
+            "progress": {
+                "passes_done": 3, "lag_ms": lag_ms, "changes_pending": 2, "files_pending": 1,
+                "bytes_pending": 1_500_000, "waiting_for": waiting
+            }
         }))
         .map(|mut r: xtsync_api::Run| {
             r.state = state;
@@ -439,13 +461,16 @@ mod tests {
             continuous: true,
             run: Some(run(xtsync_api::RunState::Running, 42, Some("target unreachable"))),
         };
-        assert_eq!(job_row(&live), ["dr", "continuous", "7", "running", "3", "42 ms", "2", "target unreachable"]);
+        assert_eq!(
+            job_row(&live),
+            ["dr", "continuous", "7", "running", "3", "42 ms", "2", "1", "1.5 MB", "target unreachable"]
+        );
         let once = JobState {
             job: "nightly".into(),
             continuous: false,
             run: Some(run(xtsync_api::RunState::Succeeded, 0, None)),
         };
-        assert_eq!(job_row(&once), ["nightly", "on demand", "7", "succeeded", "-", "-", "-", "-"]);
+        assert_eq!(job_row(&once), ["nightly", "on demand", "7", "succeeded", "-", "-", "-", "-", "-", "-"]);
         let never = JobState { job: "new".into(), continuous: true, run: None };
         assert_eq!(job_row(&never)[3], "never run");
     }

@@ -103,9 +103,12 @@ fn push_catches_up_by_itself_after_the_worker_and_the_coordinator_were_away() {
     p.worker.take().unwrap().kill();
     change_everything(&p.source, 2);
     std::fs::write(p.source.join("while-away.bin"), pseudo_random(2 << 20, 9)).unwrap();
-    // The run says what it waits for, and the agent keeps running.
-    p.c.wait_until(Duration::from_secs(60), "the run says what it waits for", || {
-        p.c.status()["jobs"][0]["run"]["progress"]["waiting_for"].is_string()
+    // The run says what it waits for and how much, and the agent keeps running.
+    p.c.wait_until(Duration::from_secs(60), "the run says what it waits for and the 2 MiB pending", || {
+        let progress = &p.c.status()["jobs"][0]["run"]["progress"];
+        progress["waiting_for"].is_string()
+            && progress["files_pending"].as_u64() >= Some(1)
+            && progress["bytes_pending"].as_u64() >= Some(2 << 20)
     });
     assert!(p.c.log("edge-1").contains("pass failed; retrying"), "{}", p.c.logs());
     p.worker = Some(p.c.worker("dc1-a", p.ports.0, p.ports.1));
@@ -122,6 +125,10 @@ fn push_catches_up_by_itself_after_the_worker_and_the_coordinator_were_away() {
     p.c.wait_same_tree(&p.source, &p.target, SYNC_WITHIN);
     let status = p.c.status();
     assert_eq!(status["jobs"][0]["run"]["state"], "running", "{status}");
+    p.c.wait_until(Duration::from_secs(30), "nothing pending once caught up", || {
+        let progress = &p.c.status()["jobs"][0]["run"]["progress"];
+        progress["files_pending"] == 0 && progress["bytes_pending"] == 0 && progress["lag_ms"] == 0
+    });
 }
 
 #[test]

@@ -111,6 +111,12 @@ fn a_full_target_disk_pauses_the_run_with_a_clear_error_and_it_resumes_when_spac
         v["waiting_for"].as_str().is_some_and(|w| w.contains("No space left on device"))
     });
     assert!(paused["changes_pending"].as_u64().unwrap() > 0, "{paused}");
+    // What is pending is the files that did not fit, whole: 1 MiB each.
+    let stuck = run.status_until("the files that did not fit pending, with their bytes", |v| {
+        let files = v["files_pending"].as_u64().unwrap_or(0);
+        v["waiting_for"].is_string() && files > 0 && v["bytes_pending"].as_u64() == Some(files << 20)
+    });
+    assert!(stuck["files_pending"].as_u64().unwrap() <= 6, "{stuck}");
     // Nothing at the target is damaged: every file there is a whole source version.
     for entry in std::fs::read_dir(target.join("in")).unwrap() {
         let entry = entry.unwrap();

@@ -15,6 +15,7 @@ use xtsync_store::WorkerStore;
 use xtsync_watch::{ChangeBatch, ChangeKind};
 use xtsync_wire::RelPath;
 
+use crate::source::backlog::{Backlog, SharedBacklog};
 use crate::source::renames::EventRenames;
 use crate::source::scan::{LinkNames, ScanError, WalkItem, WalkStats, Walker};
 use crate::target::fsops::TEMP_PREFIX;
@@ -41,6 +42,9 @@ pub struct ChangeSet {
     pub oldest_change: Instant,
     /// Paths the set stands for (for the pending-changes gauge).
     pub paths: usize,
+    /// The regular files and bytes it stands for, as estimated before its walk (see
+    /// `Backlog::of_batch`; zero for a full walk, whose walk counts them).
+    pub backlog: Backlog,
 }
 
 impl ChangeSet {
@@ -54,6 +58,7 @@ impl ChangeSet {
             renames: EventRenames::default(),
             oldest_change: now,
             paths: 1,
+            backlog: Backlog::default(),
         }
     }
 
@@ -70,6 +75,7 @@ impl ChangeSet {
             renames: EventRenames::default(),
             oldest_change,
             paths,
+            backlog: Backlog::default(),
         }
     }
 
@@ -86,6 +92,7 @@ impl ChangeSet {
         self.renames.extend(other.renames);
         self.oldest_change = self.oldest_change.min(other.oldest_change);
         self.paths += other.paths;
+        self.backlog = self.backlog.plus(other.backlog);
         self.normalize();
     }
 
@@ -131,6 +138,7 @@ pub fn change_set_of(batch: &ChangeBatch) -> ChangeSet {
         renames: EventRenames::default(),
         oldest_change: batch.oldest_event_at,
         paths: batch.len(),
+        backlog: Backlog::default(),
     };
     for dirty in &batch.dirty_subtrees {
         match rel(dirty) {
@@ -185,11 +193,13 @@ pub fn walk_changes(
     set: &ChangeSet,
     chunk_params: Option<ChunkParams>,
     shards: &[flume::Sender<WalkItem>],
+    tally: Option<&SharedBacklog>,
 ) -> Result<WalkStats, ScanError> {
     if !std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
         return Err(ScanError::Root { path: root.display().to_string(), reason: "not a directory".into() });
     }
     let mut walker = Walker::new(delete, store, shards);
+    walker.tally_into(tally);
     walker.track_link_names();
     walker.detect_renames(root, set.renames.clone(), chunk_params);
     let abs_of = |p: &RelPath| {
@@ -359,7 +369,7 @@ mod tests {
         ));
         let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
         let (tx, rx) = flume::unbounded();
-        walk_changes(r, true, &store, &set, None, &[tx]).unwrap();
+        walk_changes(r, true, &store, &set, None, &[tx], None).unwrap();
         let sent: Vec<(String, bool)> = rx
             .drain()
             .map(|i| {
@@ -390,7 +400,7 @@ mod tests {
         let set = change_set_of(&batch(&[("c/new-link", ChangeKind::Created)], &[], &[]));
         let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
         let (tx, rx) = flume::unbounded();
-        walk_changes(r, true, &store, &set, None, &[tx]).unwrap();
+        walk_changes(r, true, &store, &set, None, &[tx], None).unwrap();
         let sent: Vec<(String, String)> = rx
             .drain()
             .map(|i| {

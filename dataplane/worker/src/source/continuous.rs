@@ -4,7 +4,8 @@
 //! are folded into the next one. A failed pass (target unreachable, session refused)
 //! keeps its changes and is retried on a new session with a growing delay; the run says
 //! what it waits for. Lag (the age of the oldest change not yet durable at the target)
-//! is reported to the coordinator and in `/metrics`.
+//! and the files and bytes pending (`backlog.rs`) are reported to the coordinator and
+//! in `/metrics`.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -17,6 +18,7 @@ use xtsync_wire::RelPath;
 
 use crate::cores::CoreCommand;
 use crate::metrics::JobLag;
+use crate::source::backlog::{Backlog, PassBacklog, SharedBacklog};
 use crate::source::changes::{change_set_of, walk_changes, ChangeSet};
 use crate::source::pass::{run_pass, session_params, PassContext, PassError, PassSink, VERSIONS_PER_COMMIT};
 use crate::source::session::{PassFeed, SessionEvent, SessionParams, SessionStats};
@@ -57,6 +59,12 @@ struct Run<'a, S: PassSink> {
     last_commit: Instant,
     /// The job's bandwidth limit, shared by the change passes' sessions.
     limiter: Option<Arc<crate::shaping::RateLimiter>>,
+    /// When the oldest change not yet durable at the target was seen (`None`: caught up).
+    lag_from: Option<Instant>,
+    /// The pass in flight (or the failed one waiting for its retry).
+    pass: PassBacklog,
+    /// Changes the watcher queued for a later pass.
+    queued: Arc<SharedBacklog>,
 }
 
 /// Runs until the watcher fails (the source root went away) — a continuous run has no
@@ -76,7 +84,8 @@ pub async fn run_continuous(
     };
     let watcher = Watcher::new(&root, watch_options).map_err(|e| PassError::Walk(e.to_string()))?;
     tracing::info!(job = %a.job.spec.name, backend = watcher.backend().name(), root = %root.display(), "watching the source tree");
-    let batches = forward_batches(watcher);
+    let queued = Arc::new(SharedBacklog::default());
+    let batches = forward_batches(watcher, root.clone(), queued.clone());
 
     let mut run = Run {
         ctx,
@@ -89,6 +98,9 @@ pub async fn run_continuous(
         versions: Vec::new(),
         last_commit: Instant::now(),
         limiter: crate::shaping::RateLimiter::for_job(options).map(Arc::new),
+        lag_from: None,
+        pass: PassBacklog::default(),
+        queued,
     };
     // The whole tree once, with every core (retried like any pass).
     let mut pending = Some(ChangeSet::everything(Instant::now()));
@@ -107,7 +119,7 @@ pub async fn run_continuous(
         let set = match pending.take() {
             Some(set) => set,
             None => {
-                run.report_lag(None, 0);
+                run.caught_up();
                 let wait = reconcile_every
                     .map_or(Duration::from_secs(3600), |every| every.saturating_sub(last_full.elapsed()));
                 let next = async {
@@ -118,7 +130,7 @@ pub async fn run_continuous(
                 };
                 let waited = tokio::time::timeout(wait.min(CATALOG_COMMIT_INTERVAL), next).await;
                 match waited {
-                    Ok(futures::future::Either::Left(Ok(batch))) => change_set_of(&batch),
+                    Ok(futures::future::Either::Left(Ok(batch))) => run.take(batch),
                     Ok(futures::future::Either::Left(Err(_))) => {
                         return Err(PassError::Walk("change capture stopped".into()))
                     }
@@ -143,9 +155,9 @@ pub async fn run_continuous(
         let mut set = set;
         // Everything that queued meanwhile goes in the same pass.
         while let Ok(batch) = batches.try_recv() {
-            set.merge(change_set_of(&batch));
+            set.merge(run.take(batch));
         }
-        run.report_lag(Some(set.oldest_change), set.paths as u64);
+        run.start_on(&set, false);
         let full = set.is_everything();
         let result = if full { run.full_pass().await } else { run.change_pass(&set).await };
         match result {
@@ -170,8 +182,10 @@ pub async fn run_continuous(
                 );
                 tracing::warn!(job = %a.job.spec.name, "{waiting}");
                 run.progress.waiting_for = Some(waiting);
-                let again = ChangeSet::of_entries(failed.into_iter().map(|(p, _)| p), set.oldest_change);
-                run.report_lag(Some(again.oldest_change), again.paths as u64);
+                let mut again = ChangeSet::of_entries(failed.into_iter().map(|(p, _)| p), set.oldest_change);
+                // The walk is over: what it counted and the target did not settle.
+                again.backlog = run.pass.pending();
+                run.start_on(&again, true);
                 pending = Some(again);
                 tokio::time::sleep(retry_delay).await;
                 retry_delay = (retry_delay * 2).min(ctx.retry_delay_max);
@@ -180,7 +194,8 @@ pub async fn run_continuous(
                 tracing::warn!(job = %a.job.spec.name, error = %e, delay = ?retry_delay, "pass failed; retrying");
                 run.session = None;
                 run.progress.waiting_for = Some(e);
-                run.report_lag(Some(set.oldest_change), set.paths as u64);
+                set.backlog = run.pass.pending();
+                run.start_on(&set, true);
                 pending = Some(set);
                 tokio::time::sleep(retry_delay).await;
                 retry_delay = (retry_delay * 2).min(ctx.retry_delay_max);
@@ -189,16 +204,19 @@ pub async fn run_continuous(
     }
 }
 
-/// Moves the watcher's batches onto an async channel; the thread (and the watcher) end
-/// once the run drops the receiver.
-fn forward_batches(watcher: Watcher) -> flume::Receiver<ChangeBatch> {
+/// Moves the watcher's batches onto an async channel, with the files and bytes each
+/// stands for (added to `queued` until the run takes the batch); the thread (and the
+/// watcher) end once the run drops the receiver.
+fn forward_batches(watcher: Watcher, root: PathBuf, queued: Arc<SharedBacklog>) -> flume::Receiver<QueuedBatch> {
     let (tx, rx) = flume::bounded(64);
     std::thread::Builder::new()
         .name("xtsync-watch-fwd".into())
         .spawn(move || loop {
             match watcher.batches().recv_timeout(Duration::from_secs(1)) {
                 Ok(batch) => {
-                    if tx.send(batch).is_err() {
+                    let backlog = Backlog::of_batch(&root, &batch);
+                    queued.add(backlog);
+                    if tx.send(QueuedBatch { batch, backlog }).is_err() {
                         return;
                     }
                 }
@@ -211,10 +229,78 @@ fn forward_batches(watcher: Watcher) -> flume::Receiver<ChangeBatch> {
     rx
 }
 
+/// A batch of changes waiting for the run, and what it stands for.
+struct QueuedBatch {
+    batch: ChangeBatch,
+    backlog: Backlog,
+}
+
+/// The sink of a full pass inside a continuous run: the pass's own progress would say
+/// nothing of the run's lag or of the changes queued meanwhile, so they are added.
+struct WithinRun<'r, S: PassSink> {
+    sink: &'r mut S,
+    ctx: &'r PassContext,
+    job: String,
+    run: RunProgress,
+    lag_from: Instant,
+    queued: Arc<SharedBacklog>,
+}
+
+impl<S: PassSink> PassSink for WithinRun<'_, S> {
+    async fn commit(&mut self, versions: Vec<FileVersion>) -> Result<(), String> {
+        self.sink.commit(versions).await
+    }
+
+    fn progress(&mut self, pass: RunProgress) {
+        let pending = Backlog { files: pass.files_pending, bytes: pass.bytes_pending }.plus(self.queued.get());
+        let progress = RunProgress {
+            files_seen: self.run.files_seen.max(pass.files_done),
+            files_done: self.run.files_done + pass.files_done,
+            bytes_scanned: pass.bytes_scanned,
+            files_pending: pending.files,
+            bytes_pending: pending.bytes,
+            lag_ms: self.lag_from.elapsed().as_millis() as u64,
+            ..self.run.clone()
+        };
+        publish_lag(self.ctx, &self.job, Some(self.lag_from), &progress);
+        self.sink.progress(progress);
+    }
+}
+
+/// A continuous job's lag and pending figures, for `/metrics`.
+fn publish_lag(ctx: &PassContext, job: &str, oldest_pending: Option<Instant>, p: &RunProgress) {
+    let lag = JobLag {
+        oldest_pending,
+        changes_pending: p.changes_pending,
+        files_pending: p.files_pending,
+        bytes_pending: p.bytes_pending,
+    };
+    ctx.metrics.continuous_jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(job.to_string(), lag);
+}
+
 impl<S: PassSink> Run<'_, S> {
+    /// A batch the run takes from the queue.
+    fn take(&self, queued: QueuedBatch) -> ChangeSet {
+        self.queued.remove(queued.backlog);
+        ChangeSet { backlog: queued.backlog, ..change_set_of(&queued.batch) }
+    }
+
+    /// The full-pass sink for this run, starting from its progress now.
+    fn within_run(&mut self) -> WithinRun<'_, S> {
+        WithinRun {
+            ctx: self.ctx,
+            job: self.a.job.spec.name.clone(),
+            run: self.progress.clone(),
+            lag_from: self.lag_from.unwrap_or_else(Instant::now),
+            queued: self.queued.clone(),
+            sink: &mut *self.sink,
+        }
+    }
+
     /// The whole tree with every core (the first pass and reconciliation passes).
     async fn full_pass(&mut self) -> Result<Vec<(RelPath, String)>, String> {
-        let summary = run_pass(self.ctx, self.a, self.sink).await.map_err(|e| e.to_string())?;
+        let (ctx, a) = (self.ctx, self.a);
+        let summary = run_pass(ctx, a, &mut self.within_run()).await.map_err(|e| e.to_string())?;
         self.progress.files_seen = summary.files;
         self.progress.files_done += summary.files_transferred;
         self.progress.bytes_scanned = summary.bytes_scanned;
@@ -226,7 +312,8 @@ impl<S: PassSink> Run<'_, S> {
     /// A full pass for a reconcile run: what differed is its summary.
     async fn reconcile(&mut self, request: ReconcileRequest) {
         tracing::info!(job = %self.a.job.spec.name, run_id = request.assignment.run_id, "reconciliation pass");
-        let result = run_pass(self.ctx, &request.assignment, self.sink).await.map_err(|e| e.to_string());
+        let ctx = self.ctx;
+        let result = run_pass(ctx, &request.assignment, &mut self.within_run()).await.map_err(|e| e.to_string());
         let _ = request.done.send(result);
     }
 
@@ -243,12 +330,20 @@ impl<S: PassSink> Run<'_, S> {
         live.feeds.send(PassFeed { items, end_of_pass }).map_err(|_| "the session to the target ended".to_string())?;
         let (root, store, delete, walked_set) = (self.root.clone(), ctx.store.clone(), options.delete, set.clone());
         let chunk_params = Some(ctx.chunk_params);
+        let tally = self.pass.walked.clone();
         let walker = tokio::task::spawn_blocking(move || {
-            walk_changes(&root, delete, &store, &walked_set, chunk_params, &[items_tx])
+            walk_changes(&root, delete, &store, &walked_set, chunk_params, &[items_tx], Some(&tally))
         });
+        let events = live.events.clone();
         let mut failed = Vec::new();
         let stats: SessionStats = loop {
-            match live.events.recv_async().await {
+            let event = events.recv_async().await;
+            if let Ok(e @ (SessionEvent::Committed(_) | SessionEvent::Unchanged(_))) = &event {
+                self.pass.observe(e);
+                self.publish(false);
+            }
+            match event {
+                Ok(SessionEvent::Unchanged(_)) => {}
                 Ok(SessionEvent::Committed(v)) => {
                     ctx.metrics.change_to_durable.observe(set.oldest_change.elapsed());
                     self.progress.files_done += 1;
@@ -284,19 +379,30 @@ impl<S: PassSink> Run<'_, S> {
         Ok(LiveSession { feeds, events })
     }
 
-    /// The lag now (from the oldest change not yet durable) to `/metrics`, and, at most
-    /// every `PROGRESS_INTERVAL`, to the coordinator.
-    fn report_lag(&mut self, oldest_pending: Option<Instant>, changes_pending: u64) {
-        let lag_ms = oldest_pending.map_or(0, |t| t.elapsed().as_millis() as u64);
-        self.progress.lag_ms = lag_ms;
-        self.progress.changes_pending = changes_pending;
-        self.ctx
-            .metrics
-            .continuous_jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(self.a.job.spec.name.clone(), JobLag { oldest_pending, changes_pending });
-        if self.last_progress.elapsed() >= PROGRESS_INTERVAL || self.progress.waiting_for.is_some() {
+    /// The run is about to replicate `set`, or, `waiting`, to retry it after a failure.
+    fn start_on(&mut self, set: &ChangeSet, waiting: bool) {
+        self.lag_from = Some(set.oldest_change);
+        self.pass = PassBacklog::with_estimate(set.backlog);
+        self.progress.changes_pending = set.paths as u64;
+        self.publish(waiting);
+    }
+
+    /// Nothing to replicate: the lag is zero (changes queued since are picked up next).
+    fn caught_up(&mut self) {
+        self.lag_from = None;
+        self.pass = PassBacklog::default();
+        self.progress.changes_pending = 0;
+        self.publish(false);
+    }
+
+    /// The lag and pending figures now to `/metrics`, and to the coordinator at once if
+    /// `now`, else at most every `PROGRESS_INTERVAL` (each report is a Raft write).
+    fn publish(&mut self, now: bool) {
+        let pending = self.pass.pending().plus(self.queued.get());
+        self.progress.lag_ms = self.lag_from.map_or(0, |t| t.elapsed().as_millis() as u64);
+        (self.progress.files_pending, self.progress.bytes_pending) = (pending.files, pending.bytes);
+        publish_lag(self.ctx, &self.a.job.spec.name, self.lag_from, &self.progress);
+        if now || self.last_progress.elapsed() >= PROGRESS_INTERVAL {
             self.sink.progress(self.progress.clone());
             self.last_progress = Instant::now();
         }

@@ -8,8 +8,10 @@
 //! A continuous job (`continuous.rs`) watches the tree (`xtsync-watch`) after its first
 //! pass and replicates each batch of changes (`changes.rs`) over one kept session.
 //! `renames.rs` recognises files the source had at another path (events, inode,
-//! content), which the target then renames instead of receiving.
+//! content), which the target then renames instead of receiving. `backlog.rs` counts the
+//! files and bytes not yet durable at the target (the "pending" beside the lag).
 
+pub mod backlog;
 pub mod changes;
 pub mod continuous;
 pub mod pass;

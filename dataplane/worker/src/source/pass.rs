@@ -12,6 +12,7 @@ use xtsync_chunker::ChunkParams;
 
 use crate::cores::CoreCommand;
 use crate::metrics::WorkerMetrics;
+use crate::source::backlog::PassBacklog;
 use crate::source::scan::walk;
 use crate::source::session::{PassFeed, SessionEvent, SessionParams, SessionStats};
 
@@ -126,7 +127,10 @@ async fn run(
 
     let root = PathBuf::from(&a.job.spec.source_path);
     let (store, delete, chunk_params) = (ctx.store.clone(), options.delete, ctx.chunk_params);
-    let walker = tokio::task::spawn_blocking(move || walk(&root, delete, &store, Some(chunk_params), &item_txs));
+    let mut backlog = PassBacklog::default();
+    let tally = backlog.walked.clone();
+    let walker =
+        tokio::task::spawn_blocking(move || walk(&root, delete, &store, Some(chunk_params), &item_txs, Some(&tally)));
 
     let mut totals = SessionStats::default();
     let (mut content_done, mut finished) = (0, 0);
@@ -137,6 +141,7 @@ async fn run(
     let mut failure: Option<PassError> = None;
     while finished < sessions {
         let Ok(event) = events_rx.recv_async().await else { break };
+        backlog.observe(&event);
         match event {
             SessionEvent::Committed(v) => {
                 progress.files_done += 1;
@@ -146,6 +151,7 @@ async fn run(
                     sink.commit(std::mem::take(&mut batch)).await.map_err(PassError::Catalog)?;
                 }
             }
+            SessionEvent::Unchanged(_) => {}
             SessionEvent::FileFailed { path, error } => {
                 if failed_files.0 == 0 {
                     failed_files.1 = format!("{path}: {error}");
@@ -172,6 +178,8 @@ async fn run(
             }
         }
         if last_report.elapsed().as_millis() >= 500 {
+            let pending = backlog.pending();
+            (progress.files_pending, progress.bytes_pending) = (pending.files, pending.bytes);
             sink.progress(progress.clone());
             last_report = Instant::now();
         }

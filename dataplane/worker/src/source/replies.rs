@@ -79,6 +79,12 @@ fn on_entries_reply(session: &Rc<Session>, batch: u32, need: &[u32], renamed: &[
         let _ = session.events.send(SessionEvent::Committed(version));
     }
     session.shared.borrow_mut().stats.files_unchanged += files.len() as u64;
+    if !files.is_empty() {
+        let bytes =
+            files.values().map(|item| if let WalkKind::File { stat, .. } = &item.kind { stat.size } else { 0 }).sum();
+        let unchanged = crate::source::backlog::Backlog { files: files.len() as u64, bytes };
+        let _ = session.events.send(SessionEvent::Unchanged(unchanged));
+    }
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use xtsync_store::{SourceRecord, WorkerStore};
 use xtsync_wire::{Meta, RelPath};
 
+use crate::source::backlog::{Backlog, SharedBacklog};
 use crate::source::renames::{Detector, EventRenames};
 use crate::target::fsops::TEMP_PREFIX;
 use xtsync_chunker::ChunkParams;
@@ -137,6 +138,7 @@ pub fn walk(
     store: &Arc<dyn WorkerStore>,
     chunk_params: Option<ChunkParams>,
     shards: &[flume::Sender<WalkItem>],
+    tally: Option<&SharedBacklog>,
 ) -> Result<WalkStats, ScanError> {
     let root_meta = std::fs::symlink_metadata(root)
         .map_err(|e| ScanError::Root { path: root.display().to_string(), reason: e.to_string() })?;
@@ -144,6 +146,7 @@ pub fn walk(
         return Err(ScanError::Root { path: root.display().to_string(), reason: "not a directory".into() });
     }
     let mut walker = Walker::new(delete, store, shards);
+    walker.tally_into(tally);
     walker.detect_renames(root, EventRenames::default(), chunk_params);
     walker.dir(RelPath::root(), root.to_path_buf(), root_meta, true)?;
     Ok(walker.stats)
@@ -166,6 +169,8 @@ pub struct Walker<'a> {
     link_names: Option<LinkNames>,
     xattr_buf: Vec<u8>,
     renames: Option<Detector<'a>>,
+    /// Counts the regular files sent, as they are sent (for the run's pending figures).
+    tally: Option<&'a SharedBacklog>,
 }
 
 impl<'a> Walker<'a> {
@@ -179,7 +184,13 @@ impl<'a> Walker<'a> {
             link_names: None,
             xattr_buf: Vec::new(),
             renames: None,
+            tally: None,
         }
+    }
+
+    /// Adds each regular file sent (not its other names) to `tally` as it goes.
+    pub fn tally_into(&mut self, tally: Option<&'a SharedBacklog>) {
+        self.tally = tally;
     }
 
     /// Remembers every name sent per multi-link inode (for [`Walker::names_missing`]).
@@ -355,6 +366,9 @@ impl<'a> Walker<'a> {
             };
             self.stats.files += 1;
             self.stats.bytes += stat.size;
+            if let Some(tally) = self.tally {
+                tally.add(Backlog { files: 1, bytes: stat.size });
+            }
             let had_record = record.is_some();
             let mut cached_digest = record.filter(|r| stat.matches(r)).map(|r| r.digest);
             // New at this path: maybe a file the source had elsewhere (a rename). Not
@@ -390,7 +404,7 @@ mod tests {
         std::fs::write(r.join(format!("{TEMP_PREFIX}junk")), b"x").unwrap();
         let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| flume::unbounded()).unzip();
-        let stats = walk(r, true, &store, None, &txs).unwrap();
+        let stats = walk(r, true, &store, None, &txs, None).unwrap();
         drop(txs);
         assert_eq!((stats.files, stats.dirs, stats.symlinks, stats.hardlinks), (1, 3, 1, 1));
         let items: Vec<Vec<WalkItem>> = rxs.iter().map(|rx| rx.drain().collect()).collect();
@@ -407,7 +421,7 @@ mod tests {
     fn missing_root_is_a_clear_error() {
         let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
         let (tx, _rx) = flume::unbounded();
-        let err = walk(Path::new("/nonexistent/xtsync"), false, &store, None, &[tx]).unwrap_err();
+        let err = walk(Path::new("/nonexistent/xtsync"), false, &store, None, &[tx], None).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/xtsync"), "{err}");
     }
 }

@@ -108,6 +108,8 @@ impl SessionStats {
 #[derive(Debug)]
 pub enum SessionEvent {
     Committed(FileVersion),
+    /// Files of an entries batch the target already held as they are: settled.
+    Unchanged(crate::source::backlog::Backlog),
     FileFailed {
         path: String,
         error: String,

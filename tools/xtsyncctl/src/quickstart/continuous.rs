@@ -27,6 +27,8 @@ struct Status {
     files_done: u64,
     lag_ms: u64,
     changes_pending: u64,
+    files_pending: u64,
+    bytes_pending: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     waiting_for: Option<String>,
 }
@@ -135,6 +137,8 @@ fn print_status(run: &Run, json: bool) -> anyhow::Result<()> {
         files_done: p.files_done,
         lag_ms: p.lag_ms,
         changes_pending: p.changes_pending,
+        files_pending: p.files_pending,
+        bytes_pending: p.bytes_pending,
         waiting_for: p.waiting_for.clone(),
     };
     if json {
@@ -142,8 +146,13 @@ fn print_status(run: &Run, json: bool) -> anyhow::Result<()> {
     } else {
         let waiting = status.waiting_for.as_deref().map(|w| format!(" · waiting: {w}")).unwrap_or_default();
         println!(
-            "lag {} ms · {} changes pending · {} passes · {} files replicated{waiting}",
-            status.lag_ms, status.changes_pending, status.passes_done, status.files_done
+            "lag {} ms · {} changes, {} files, {} pending · {} passes · {} files replicated{waiting}",
+            status.lag_ms,
+            status.changes_pending,
+            status.files_pending,
+            crate::output::bytes(status.bytes_pending),
+            status.passes_done,
+            status.files_done
         );
     }
     Ok(())

@@ -301,7 +301,11 @@ pub fn passes(v: &serde_json::Value) -> u64 {
 }
 
 pub fn caught_up(v: &serde_json::Value) -> bool {
-    v["lag_ms"] == 0 && v["changes_pending"] == 0 && v.get("waiting_for").is_none()
+    v["lag_ms"] == 0
+        && v["changes_pending"] == 0
+        && v["files_pending"] == 0
+        && v["bytes_pending"] == 0
+        && v.get("waiting_for").is_none()
 }
 
 /// The `/metrics` address of a quickstart worker, from its log.
