@@ -21,8 +21,9 @@ const CACHE_ENTRIES_MAX: usize = 64 * 1024;
 pub(crate) enum Resolved {
     /// Inside the root, at this relative path (empty = the root).
     Inside(PathBuf),
-    /// Somewhere else on the filesystem.
-    Outside,
+    /// Somewhere else on the filesystem. `first`: seen for the first time (not from the
+    /// cache) and not an ancestor of the root, so its events may be ignored from now on.
+    Outside { first: bool },
     /// The directory no longer exists (ESTALE, or readlink says "(deleted)").
     Gone,
 }
@@ -54,12 +55,12 @@ impl DirResolver {
     /// `handle_type` and bytes split out) is now.
     pub(crate) fn resolve(&mut self, key: &[u8], handle_type: i32, handle: &[u8]) -> Resolved {
         if let Some(cached) = self.cache.get(key) {
-            return cached.clone().map_or(Resolved::Outside, Resolved::Inside);
+            return cached.clone().map_or(Resolved::Outside { first: false }, Resolved::Inside);
         }
         let resolved = self.resolve_uncached(handle_type, handle);
         let entry = match &resolved {
             Resolved::Inside(path) => Some(path.clone()),
-            Resolved::Outside => None,
+            Resolved::Outside { .. } => None,
             Resolved::Gone => return resolved, // never cache: inode numbers get reused
         };
         if self.cache.len() >= CACHE_ENTRIES_MAX {
@@ -111,7 +112,7 @@ impl DirResolver {
     }
 
     fn resolve_uncached(&self, handle_type: i32, handle: &[u8]) -> Resolved {
-        match self.open_handle(handle_type, handle) {
+        match self.open_handle(handle_type, handle, libc::O_PATH | libc::O_CLOEXEC) {
             Ok(fd) => match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
                 Ok(path) => self.classify(&path),
                 Err(err) => {
@@ -128,12 +129,16 @@ impl DirResolver {
         }
     }
 
-    fn open_handle(&self, handle_type: i32, handle: &[u8]) -> io::Result<OwnedFd> {
+    /// The directory with this handle, opened to be marked.
+    pub(crate) fn open_dir(&self, handle_type: i32, handle: &[u8]) -> io::Result<OwnedFd> {
+        self.open_handle(handle_type, handle, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+    }
+
+    fn open_handle(&self, handle_type: i32, handle: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
         let mut buf = HandleBuf { handle_bytes: 0, handle_type, f_handle: [0; libc::MAX_HANDLE_SZ as usize] };
         let dst = buf.f_handle.get_mut(..handle.len()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         dst.copy_from_slice(handle);
         buf.handle_bytes = handle.len() as u32;
-        let flags = libc::O_PATH | libc::O_CLOEXEC;
         // SAFETY: `buf` is a live `struct file_handle` whose `handle_bytes` matches the bytes
         // filled in; `mount_fd` is a valid descriptor.
         let ret =
@@ -147,7 +152,8 @@ impl DirResolver {
         }
         match path.strip_prefix(&self.root) {
             Ok(rel) => Resolved::Inside(rel.to_path_buf()),
-            Err(_) => Resolved::Outside,
+            // The root's ancestors stay reported: the root's own entry lives there.
+            Err(_) => Resolved::Outside { first: !self.root.starts_with(path) },
         }
     }
 }

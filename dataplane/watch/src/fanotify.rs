@@ -9,9 +9,20 @@
 //!
 //! The queue is left bounded (no `FAN_UNLIMITED_QUEUE`): a reader that falls behind gets
 //! `FAN_Q_OVERFLOW` (whole root dirty, one rescan) instead of unbounded kernel memory.
+//!
+//! A filesystem mark also sees everything else written there (on a replication host: the
+//! worker's own RocksDB files, a target tree on the same filesystem). Each such event
+//! costs the writer a queued event and the watcher a wake-up and a read, only to be
+//! dropped. So a directory found outside the root gets an ignore mark (`FAN_MARK_IGNORE`,
+//! Linux 6.0, with `FAN_RENAME`): the kernel then drops its entries' events itself. A
+//! rename is never ignored (an ignore mask on either directory would drop the whole
+//! event, and a move into the root must be seen); any directory rename flushes every
+//! ignore mark, since a directory moved into the root is inside now. What happened in it
+//! between the move and the flush is found by the walk of the moved-in subtree, which
+//! starts after the flush.
 
 use std::collections::HashSet;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +43,20 @@ const BASE_MASK: u64 = libc::FAN_CREATE
     | libc::FAN_ONDIR
     | libc::FAN_EVENT_ON_CHILD;
 
+/// The events an ignore mark drops: those about a directory's entries, and its own.
+/// Not `FAN_RENAME`, nor `FAN_DELETE_SELF`.
+const IGNORE_MASK: u64 = libc::FAN_CREATE
+    | libc::FAN_DELETE
+    | libc::FAN_CLOSE_WRITE
+    | libc::FAN_MODIFY
+    | libc::FAN_ATTRIB
+    | libc::FAN_ONDIR
+    | libc::FAN_EVENT_ON_CHILD;
+
+/// Ignore marks held at most (each pins its directory's inode in the kernel's cache);
+/// past it, events of other outside directories are dropped here, as before.
+const IGNORED_DIRS_MAX: usize = 8192;
+
 /// A fanotify group with a filesystem mark, filtered to one root.
 pub(crate) struct Fanotify {
     fd: OwnedFd,
@@ -45,6 +70,12 @@ pub(crate) struct Fanotify {
     /// see the directory's `FAN_DELETE_SELF` (its contents went with it; its removal is
     /// reported by its parent); otherwise we cannot tell where those events happened.
     unresolved: HashSet<Vec<u8>>,
+    /// Whether outside directories get ignore marks (the kernel has `FAN_MARK_IGNORE`
+    /// and `FAN_RENAME`), and how many are held.
+    ignoring: bool,
+    ignored_dirs: usize,
+    /// Event records read from the kernel, outside ones included.
+    records_read: u64,
     buf: Vec<u8>,
 }
 
@@ -88,6 +119,9 @@ impl Fanotify {
             root_handle,
             next_cookie: 0,
             unresolved: HashSet::new(),
+            ignoring: rename_events,
+            ignored_dirs: 0,
+            records_read: 0,
             buf: vec![0; READ_BUF_BYTES],
         })
     }
@@ -147,7 +181,7 @@ impl Fanotify {
             sink(Event::new(path, EventKind::Deleted));
         }
         if is_dir && mask & (libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO) != 0 {
-            self.resolver.invalidate_all();
+            self.directory_moved(sink);
         }
     }
 
@@ -175,7 +209,50 @@ impl Fanotify {
             (None, None) => {}
         }
         if is_dir {
-            self.resolver.invalidate_all();
+            self.directory_moved(sink);
+        }
+    }
+
+    /// A directory moved somewhere on the filesystem: cached paths and verdicts may be
+    /// wrong now, and an ignored directory may be inside the root.
+    fn directory_moved(&mut self, sink: &mut dyn FnMut(Event)) {
+        self.resolver.invalidate_all();
+        if self.ignored_dirs == 0 {
+            return;
+        }
+        self.ignored_dirs = 0;
+        // Without FAN_MARK_FILESYSTEM or FAN_MARK_MOUNT: every inode mark of the group,
+        // which are all ignore marks (the filesystem mark stays).
+        // SAFETY: no pointer is passed.
+        let flushed = sys::cvt(unsafe {
+            libc::fanotify_mark(self.fd.as_raw_fd(), libc::FAN_MARK_FLUSH, 0, libc::AT_FDCWD, std::ptr::null())
+        });
+        if let Err(err) = flushed {
+            // Ignored directories may have moved into the root: rescan it, ignore no more.
+            tracing::error!(error = %err, "cannot remove fanotify ignore marks: whole root dirty");
+            self.ignoring = false;
+            sink(Event::new("", EventKind::Overflow));
+        }
+    }
+
+    /// Asks the kernel to drop the events of a directory found outside the root.
+    fn ignore_dir(&mut self, info: &FidInfo<'_>) {
+        if !self.ignoring || self.ignored_dirs >= IGNORED_DIRS_MAX {
+            return;
+        }
+        let Ok(dir) = self.resolver.open_dir(info.handle_type(), info.handle_bytes()) else { return };
+        let flags = libc::FAN_MARK_ADD | libc::FAN_MARK_IGNORE_SURV;
+        // SAFETY: `dir` is an open directory; a null path marks `dir` itself.
+        let marked = sys::cvt(unsafe {
+            libc::fanotify_mark(self.fd.as_raw_fd(), flags, IGNORE_MASK, dir.as_raw_fd(), std::ptr::null())
+        });
+        match marked {
+            Ok(_) => self.ignored_dirs += 1,
+            Err(err) => {
+                // A kernel without FAN_MARK_IGNORE (EINVAL): events are dropped here instead.
+                tracing::debug!(error = %err, "no fanotify ignore marks; outside events are filtered in user space");
+                self.ignoring = false;
+            }
         }
     }
 
@@ -185,7 +262,12 @@ impl Fanotify {
         match self.resolver.resolve(info.handle, info.handle_type(), info.handle_bytes()) {
             Resolved::Inside(dir) if info.name == b"." || info.name.is_empty() => Some(dir),
             Resolved::Inside(dir) => Some(dir.join(std::ffi::OsStr::from_bytes(info.name))),
-            Resolved::Outside => None,
+            Resolved::Outside { first } => {
+                if first {
+                    self.ignore_dir(info);
+                }
+                None
+            }
             Resolved::Gone => {
                 if self.unresolved.len() < UNRESOLVED_MAX {
                     self.unresolved.insert(info.handle.to_vec());
@@ -223,7 +305,10 @@ impl Source for Fanotify {
             };
             for decoded in FanEvents::new(&buf[..len]) {
                 match decoded {
-                    Ok(event) => self.handle(event, sink),
+                    Ok(event) => {
+                        self.records_read += 1;
+                        self.handle(event, sink)
+                    }
                     Err(err) => {
                         tracing::error!(?err, "undecodable fanotify record: whole root dirty");
                         sink(Event::new("", EventKind::Overflow));
@@ -294,5 +379,82 @@ fn self_check(resolver: &mut DirResolver, root_handle: &[u8]) -> Result<(), (&'s
             "open_by_handle_at cannot resolve the root's handle back to it (needs CAP_DAC_READ_SEARCH)",
             std::io::Error::from_raw_os_error(libc::EPERM),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads whatever is queued; returns the events and how many records that took.
+    fn drain(f: &mut Fanotify) -> (Vec<Event>, u64) {
+        let before = f.records_read;
+        let mut events = Vec::new();
+        // The kernel queues an event before the syscall that caused it returns.
+        f.read_events(&mut |e| events.push(e)).expect("read");
+        (events, f.records_read - before)
+    }
+
+    fn mentions(events: &[Event], path: &str) -> bool {
+        events.iter().any(|e| e.path == Path::new(path))
+    }
+
+    /// Needs root and a kernel with FAN_MARK_IGNORE (6.0); on older ones it checks that
+    /// nothing is ignored and events are still filtered.
+    #[test]
+    fn outside_directories_are_ignored_by_the_kernel_until_a_directory_moves() {
+        let dir = tempfile::Builder::new().prefix("xtsync-fan-ignore").tempdir_in("/var/tmp").unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(outside.join("busy")).unwrap();
+        let root = std::fs::canonicalize(root).unwrap();
+        let mut f = Fanotify::new(&root).expect("fanotify as root");
+        let kernel_ignores = f.ignoring;
+
+        std::fs::write(outside.join("busy/first"), b"x").unwrap();
+        let (events, _) = drain(&mut f);
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(f.ignored_dirs, usize::from(kernel_ignores));
+
+        for i in 0..50 {
+            std::fs::write(outside.join(format!("busy/f{i}")), b"x").unwrap();
+        }
+        let (events, records) = drain(&mut f);
+        assert!(events.is_empty(), "{events:?}");
+        if kernel_ignores {
+            assert_eq!(records, 0, "the kernel still queued events of an ignored directory");
+        } else {
+            assert!(records >= 50);
+        }
+
+        // A file moved from the ignored directory into the root is seen.
+        std::fs::rename(outside.join("busy/f0"), root.join("moved-in")).unwrap();
+        let (events, _) = drain(&mut f);
+        assert!(mentions(&events, "moved-in"), "{events:?}");
+
+        // The ignored directory itself moved into the root: from then on, inside.
+        std::fs::rename(outside.join("busy"), root.join("busy")).unwrap();
+        let (events, _) = drain(&mut f);
+        assert!(mentions(&events, "busy"), "{events:?}");
+        assert_eq!(f.ignored_dirs, 0, "a directory rename flushes the ignore marks");
+        std::fs::write(root.join("busy/after"), b"y").unwrap();
+        let (events, _) = drain(&mut f);
+        assert!(mentions(&events, "busy/after"), "{events:?}");
+    }
+
+    /// The root's parent holds the root's own entry: never ignored.
+    #[test]
+    fn the_roots_ancestors_are_not_ignored() {
+        let dir = tempfile::Builder::new().prefix("xtsync-fan-ancestor").tempdir_in("/var/tmp").unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let mut f = Fanotify::new(&root).expect("fanotify as root");
+        std::fs::write(dir.path().join("sibling"), b"x").unwrap();
+        let (events, records) = drain(&mut f);
+        assert!(events.is_empty() && records >= 1, "{events:?}");
+        assert_eq!(f.ignored_dirs, 0);
+        std::fs::write(dir.path().join("sibling2"), b"x").unwrap();
+        let (_, records) = drain(&mut f);
+        assert!(records >= 1, "events in the root's parent stopped coming");
     }
 }
