@@ -73,6 +73,7 @@ pub fn session_params(ctx: &PassContext, a: &Assignment) -> SessionParams {
         store: ctx.store.clone(),
         metrics: ctx.metrics.clone(),
         target_cores_taken: Arc::default(),
+        core_index: 0,
         limiter: None,
     }
 }
@@ -111,6 +112,7 @@ async fn run(
         end_txs.push(end_tx);
         let params = SessionParams {
             session_index: i as u16,
+            core_index: (i % ctx.cores.len()) as u64,
             session_count: sessions as u16,
             tls: client_tls.clone(),
             target_cores_taken: target_cores_taken.clone(),

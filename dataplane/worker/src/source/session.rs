@@ -46,6 +46,11 @@ pub struct SessionParams {
     /// connections by hash, so two sessions can land on one target core; a session
     /// that lands on a taken core reconnects (a few times) to spread the load.
     pub target_cores_taken: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
+    /// The index of the executor this session runs on. When the target is on this same
+    /// host, the session avoids the target executor with the same index: with the
+    /// default pinning both are the same CPU, and the two ends would take turns on it
+    /// while another CPU idles.
+    pub core_index: u64,
     /// The job's bandwidth limit, shared by all its sessions.
     pub limiter: Option<Arc<crate::shaping::RateLimiter>>,
 }
@@ -229,15 +234,18 @@ pub async fn run_session(
     }
 }
 
+/// Connects, checks the target by name and sets up TLS; also says whether the target
+/// is on this host (the connection's two ends have one address).
 async fn connect(
     params: &SessionParams,
     wire_bytes: Rc<Cell<u64>>,
-) -> Result<(FrameSender, impl futures_lite::AsyncRead + Unpin), SessionError> {
+) -> Result<(FrameSender, impl futures_lite::AsyncRead + Unpin, bool), SessionError> {
     let addr = params.target_addr.clone();
     let tcp = glommio::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10))
         .await
         .map_err(|e| SessionError::Connect { addr: addr.clone(), reason: e.to_string() })?;
     let _ = tcp.set_nodelay(true);
+    let same_host = matches!((tcp.local_addr(), tcp.peer_addr()), (Ok(l), Ok(p)) if l.ip() == p.ip());
     // SAFETY: `tcp` owns the descriptor for this borrow.
     crate::liveness::watch_peer(unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&tcp)) });
     let host = addr.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(&addr).to_string();
@@ -291,11 +299,12 @@ async fn connect(
         "source session connected"
     );
     let (sender, _writer_task) = spawn_writer(writer, kernel, params.limiter.clone());
-    Ok((sender, reader))
+    Ok((sender, reader, same_host))
 }
 
 /// Connects and says Hello until the target serves this session on an executor no
-/// other session of the pass uses (or the attempts run out).
+/// other session of the pass uses, and, on a shared host, not on this session's own
+/// executor index (or the attempts run out).
 async fn open_session(
     params: &SessionParams,
     wire_bytes: Rc<Cell<u64>>,
@@ -303,14 +312,23 @@ async fn open_session(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (sender, mut reader) = connect(params, wire_bytes.clone()).await?;
+        let (sender, mut reader, same_host) = connect(params, wire_bytes.clone()).await?;
         let target_core = hello(params, &sender, &mut reader).await?;
         let mut taken = params.target_cores_taken.lock().unwrap_or_else(|p| p.into_inner());
-        if taken.insert(target_core) || attempt >= SPREAD_ATTEMPTS_MAX {
+        let own_index = same_host.then_some(params.core_index);
+        if target_core_suits(target_core, own_index, &taken) || attempt >= SPREAD_ATTEMPTS_MAX {
+            taken.insert(target_core);
             return Ok((sender, reader));
         }
         // Dropping both halves closes this connection; the target drops it quietly.
     }
+}
+
+/// Whether a session keeps the target executor it landed on: one no other session of
+/// the pass has, and, with the target on this host, not the one with this session's
+/// own executor index (`own_index`).
+fn target_core_suits(target_core: u64, own_index: Option<u64>, taken: &std::collections::HashSet<u64>) -> bool {
+    own_index != Some(target_core) && !taken.contains(&target_core)
 }
 
 /// Sends Hello, waits for HelloAck; returns the target executor serving the session.
@@ -615,5 +633,22 @@ pub async fn flush_source_records(session: &Rc<Session>) {
     let result = glommio::executor().spawn_blocking(move || store.apply(StoreBatch { ops })).await;
     if let Err(e) = result {
         tracing::warn!(error = %e, "cannot record source files; they will be read again next pass");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_keeps_a_target_core_of_its_own_and_off_its_own_cpu_on_a_shared_host() {
+        let taken: std::collections::HashSet<u64> = [1].into();
+        // Another host: any free target executor, whatever its index.
+        assert!(target_core_suits(0, None, &taken));
+        assert!(!target_core_suits(1, None, &taken));
+        // This host: not the executor with the session's own index (the same CPU).
+        assert!(!target_core_suits(0, Some(0), &taken));
+        assert!(target_core_suits(2, Some(0), &taken));
+        assert!(!target_core_suits(1, Some(0), &taken));
     }
 }
