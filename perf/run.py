@@ -70,8 +70,9 @@ def run_workload(name: str, a) -> dict:
     hx = "HX" if getattr(data, "hardlinks_xattrs", False) else ""
     results: list[Result] = []
     initial: list[Result] = []
-    swapped = data.incremental and data.v1 != data.v2
-    live = os.path.join(run_root, "src") if (swapped or data.tmpfs) else data.v2
+    in_place = data.mutate_live is not None
+    swapped = data.incremental and data.v1 != data.v2 and not in_place
+    live = os.path.join(run_root, "src") if (swapped or data.tmpfs or in_place) else data.v2
     rec = {"workload": name, "quick": quick, "repeat": a.repeat, "data": data.info, "machine": measure.machine(),
            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "versions": {"rsync": measure.tool_version("rsync --version"),
@@ -82,6 +83,9 @@ def run_workload(name: str, a) -> dict:
         if data.tmpfs:
             print(f"copying source to {live} (tmpfs) ...", flush=True)
             subprocess.run(["cp", "-a", data.v2, live], check=True)
+        if in_place:
+            print(f"copying v1 to {live} (edited in place after the initial passes) ...", flush=True)
+            subprocess.run(["cp", "-a", data.v1, live], check=True)
         t = time.monotonic()
         msrc = data.v2 if not data.tmpfs else live
         print(f"source manifest + page-cache warm-up of {msrc} ...", flush=True)
@@ -112,6 +116,13 @@ def run_workload(name: str, a) -> dict:
             if swapped:
                 swap_out()
                 swap_in(data.v2, live)
+            if in_place:
+                print("editing the source in place ...", flush=True)
+                rec["mutation_live"] = data.mutate_live(live)
+                live_manifest = measure.manifest(live)
+                if live_manifest != src_manifest:  # v2's, taken above
+                    rec["notes"] = ["the in-place edit differs from the v2 reference tree; verified against it"]
+                    src_manifest = live_manifest
 
         # ---- measured passes
         plan = []

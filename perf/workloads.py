@@ -15,6 +15,7 @@ import shutil
 import stat
 import subprocess
 from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 DATA_ROOT = os.environ.get("XTSYNC_PERF_DATA", "/var/tmp/xtsync-perf")
 KERNEL_TARBALL = "/usr/src/linux-source-6.1.tar.xz"
@@ -34,6 +35,10 @@ class Data:
     incremental: bool          # True: initial pass into the target, then measured pass
     tmpfs: bool = False        # run on /dev/shm (copied there for the run)
     info: dict = field(default_factory=dict)
+    # Incremental workloads edited in place: the run copies v1 to its source path, makes
+    # the initial passes, then calls this on that path (same inodes for unchanged and
+    # edited files, renames as renames) — the v2 directory is only a reference.
+    mutate_live: Optional[Callable[[str], dict]] = None
 
 
 def log(msg: str) -> None:
@@ -327,7 +332,10 @@ def w_change1pct(quick: bool) -> Data:
         n = t.info["files"]
         m = mutate(v2, 42, 0.01, 0.001, n_new=max(2, n // 4000), n_del=max(2, n // 4000))
         info = mark(d, {**tree_stats(v2), "mutation": m})
-    return Data("change1pct", t.v1, v2, True, info={"v1": t.info, "v2": info})
+    n = t.info["files"]
+    # The same mutation (same seed, same tree), applied to the run's own copy of v1.
+    edit = lambda live: mutate(live, 42, 0.01, 0.001, n_new=max(2, n // 4000), n_del=max(2, n // 4000))  # noqa: E731
+    return Data("change1pct", t.v1, v2, True, info={"v1": t.info, "v2": info}, mutate_live=edit)
 
 
 def _mkimage(dirpath: str, img: str, size: str, uuid: str) -> None:
