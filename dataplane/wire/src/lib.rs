@@ -8,11 +8,13 @@
 //! peer refuses frames of a version it does not speak.
 
 mod codec;
+mod compressed;
 mod frame;
 mod message;
 mod path;
 
 pub use codec::Reader;
+pub use compressed::{compress_frame, COMPRESSIBLE_FRAME_BYTES_MIN};
 pub use frame::{decode_header, encode_frame, FrameHeader, FRAME_HEADER_BYTES};
 pub use message::*;
 pub use path::{RelPath, PATH_BYTES_MAX, PATH_COMPONENT_BYTES_MAX};
@@ -20,8 +22,8 @@ pub use path::{RelPath, PATH_BYTES_MAX, PATH_COMPONENT_BYTES_MAX};
 /// The protocol version this build speaks. 2: the target speaks first (`Ready`); a
 /// version-1 peer gets a clear version error instead of both sides waiting.
 /// 3: entries may say they were renamed (`Entry::renamed_from`), and `EntriesReply`
-/// lists the renames applied.
-pub const PROTOCOL_VERSION: u8 = 3;
+/// lists the renames applied. 4: frames may be zstd-compressed (`compress_frame`).
+pub const PROTOCOL_VERSION: u8 = 4;
 /// Largest payload of any frame: one max-size chunk (16 MiB) plus its trailer, or
 /// an entry batch.
 pub const FRAME_PAYLOAD_BYTES_MAX: u32 = (16 << 20) + 4096;

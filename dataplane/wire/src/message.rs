@@ -285,7 +285,7 @@ pub enum Message {
     Error(ErrorMsg),
 }
 
-mod kind {
+pub(crate) mod kind {
     pub const HELLO: u8 = 1;
     pub const HELLO_ACK: u8 = 2;
     pub const ENTRIES: u8 = 3;
@@ -300,6 +300,8 @@ mod kind {
     pub const PASS_DONE: u8 = 12;
     pub const ERROR: u8 = 13;
     pub const READY: u8 = 14;
+    /// Another frame, zstd-compressed (see `compressed.rs`).
+    pub const COMPRESSED: u8 = 15;
 }
 
 const MESSAGE_BYTES_MAX: usize = 64 * 1024;
@@ -552,6 +554,11 @@ impl Message {
     /// Decodes one payload of the given kind. Takes ownership so that chunk data keeps
     /// the frame's buffer.
     pub fn decode(kind: u8, mut payload: Vec<u8>) -> Result<Message, WireError> {
+        if kind == kind::COMPRESSED {
+            // Never nested: the inner kind is neither compressed nor chunk data.
+            let (inner, raw) = crate::compressed::decompress_payload(&payload)?;
+            return Message::decode(inner, raw);
+        }
         if kind == kind::CHUNK_DATA {
             return decode_chunk_data(payload);
         }

@@ -263,3 +263,64 @@ fn a_frame_around_a_body_written_elsewhere_is_the_whole_frame() {
         other => panic!("decoded {other:?}"),
     }
 }
+
+/// A batch like a pass over a tree sends: many files of a few directories.
+fn big_entries() -> Message {
+    let entries = (0..500)
+        .map(|i| Entry {
+            path: RelPath::new(format!("src/module-{}/file-{i:05}.c", i % 7)).unwrap(),
+            meta: meta(),
+            kind: EntryKind::File { size: 4096 + i, digest: [(i % 251) as u8; 32] },
+            renamed_from: None,
+        })
+        .collect();
+    Message::Entries(Entries { batch: 8, entries })
+}
+
+#[test]
+fn a_compressed_entry_batch_is_smaller_and_decodes_to_the_same_message() {
+    let msg = big_entries();
+    let mut frame = Vec::new();
+    msg.encode(&mut frame);
+    let packed = compress_frame(&frame, 3).expect("an entry batch compresses");
+    assert!(packed.len() * 4 < frame.len(), "{} -> {} bytes", frame.len(), packed.len());
+    let (h, payload) = split(&packed);
+    assert_eq!(Message::decode(h.kind, payload).unwrap(), msg);
+    // Small frames and chunk data go as they are.
+    let mut small = Vec::new();
+    Message::HelloAck(HelloAck { session_id: 1 }).encode(&mut small);
+    assert!(compress_frame(&small, 3).is_none());
+    let mut chunk = Vec::new();
+    Message::ChunkData(ChunkData { file_id: 1, seg_no: 0, index: 0, encoding: 0, raw_len: 4096, data: vec![0; 4096] })
+        .encode(&mut chunk);
+    assert!(compress_frame(&chunk, 3).is_none());
+}
+
+#[test]
+fn compressed_frames_that_lie_are_refused_without_inflating() {
+    let mut frame = Vec::new();
+    big_entries().encode(&mut frame);
+    let packed = compress_frame(&frame, 3).unwrap();
+    let (h, payload) = split(&packed);
+    let with = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut p = payload.clone();
+        edit(&mut p);
+        Message::decode(h.kind, p)
+    };
+    // Announcing more than a frame may hold.
+    let err = with(&|p| p[1..5].copy_from_slice(&(FRAME_PAYLOAD_BYTES_MAX + 1).to_le_bytes())).unwrap_err();
+    assert!(matches!(err, WireError::Oversized(_)), "{err}");
+    // Announcing less than the data inflates to.
+    assert!(with(&|p| p[1..5].copy_from_slice(&100u32.to_le_bytes())).is_err());
+    // Nested, or chunk data inside.
+    assert_eq!(with(&|p| p[0] = h.kind).unwrap_err(), WireError::Invalid("compressed.kind"));
+    assert!(with(&|p| p[0] = 8).is_err());
+    // Corrupt compressed bytes.
+    assert!(with(&|p| {
+        let n = p.len();
+        p[n / 2..].iter_mut().for_each(|b| *b ^= 0x5a);
+    })
+    .is_err());
+    // Truncated before the length.
+    assert!(Message::decode(h.kind, vec![3, 1]).is_err());
+}

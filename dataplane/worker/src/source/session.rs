@@ -619,7 +619,15 @@ impl Session {
         *next_batch += 1;
         self.shared.borrow_mut().batches.insert(id, std::mem::take(files));
         let msg = Message::Entries(Entries { batch: id, entries: std::mem::take(batch) });
-        self.sender.send(&msg).await.map_err(|e| SessionError::Connection(e.to_string()))
+        let mut frame = Vec::new();
+        msg.encode(&mut frame);
+        // Paths with shared prefixes, similar metadata, directory listings: a batch
+        // shrinks several times over (metadata is compressed whatever the chunk policy
+        // says, except `never`).
+        if self.params.compression != Compression::Never {
+            frame = xtsync_wire::compress_frame(&frame, self.params.compression_level).unwrap_or(frame);
+        }
+        self.sender.send_encoded(frame).await.map_err(|e| SessionError::Connection(e.to_string()))
     }
 }
 
