@@ -90,7 +90,14 @@ fn a_link_cut_mid_transfer_is_waited_out_and_the_file_is_not_sent_again_from_zer
     let dir = tempfile::tempdir().unwrap();
     // XTSYNC_TEST_KEEP=1 keeps the directory (logs, trees) for a look after a failure.
     let dir_path = dir.path().to_path_buf();
-    let _keep = std::env::var_os("XTSYNC_TEST_KEEP").map(|_| dir.keep());
+    // (The guard holds the directory until the end of the test, or gives it up.)
+    let _guard = match std::env::var_os("XTSYNC_TEST_KEEP") {
+        Some(_) => {
+            let _ = dir.keep();
+            None
+        }
+        None => Some(dir),
+    };
     let dir = &dir_path;
     let (source, target, pki, logs_dir) = (dir.join("src"), dir.join("dst"), dir.join("pki"), dir.join("logs"));
     for d in [&source, &target, &logs_dir] {
