@@ -43,6 +43,9 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     pub assignments: Vec<Assignment>,
+    /// Runs the heartbeat listed as running that must stop: their job was deleted.
+    #[serde(default)]
+    pub cancelled: Vec<RunId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

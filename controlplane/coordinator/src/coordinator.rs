@@ -119,6 +119,14 @@ impl Coordinator {
         Ok(out)
     }
 
+    /// Deletes a job and wakes the heartbeats waiting, so that its runs stop at once
+    /// (see [`Coordinator::cancelled_among`]).
+    pub async fn delete_job(&self, id: JobId) -> Result<Outcome, ServiceError> {
+        let out = self.write(Command::DeleteJob { id }).await?;
+        self.new_work.notify_waiters();
+        Ok(out)
+    }
+
     /// Initializes the Raft group; `Ok(true)` if it already was.
     pub async fn initialize(&self) -> Result<bool, ServiceError> {
         if self.raft.is_initialized().await.map_err(|e| ServiceError::Raft(e.to_string()))? {
@@ -214,15 +222,32 @@ impl Coordinator {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let assignments = self.assignments_for(worker, &hb.running)?;
-            if !assignments.is_empty() || *shutdown.borrow() {
-                return Ok(HeartbeatReply { assignments });
+            let cancelled = self.cancelled_among(&hb.running)?;
+            if !assignments.is_empty() || !cancelled.is_empty() || *shutdown.borrow() {
+                return Ok(HeartbeatReply { assignments, cancelled });
             }
+            let idle = HeartbeatReply { assignments: Vec::new(), cancelled: Vec::new() };
             tokio::select! {
                 _ = &mut notified => continue,
-                _ = shutdown.changed() => return Ok(HeartbeatReply { assignments: Vec::new() }),
-                _ = tokio::time::sleep_until(deadline) => return Ok(HeartbeatReply { assignments: Vec::new() }),
+                _ = shutdown.changed() => return Ok(idle),
+                _ = tokio::time::sleep_until(deadline) => return Ok(idle),
             }
         }
+    }
+
+    /// Runs a worker says it runs whose job is gone: it must stop them.
+    fn cancelled_among(&self, running: &[RunId]) -> Result<Vec<RunId>, ServiceError> {
+        let mut out = Vec::new();
+        for &run_id in running {
+            let gone = match query::run(&self.reader, run_id)? {
+                Some(run) => query::job(&self.reader, run.job_id)?.is_none(),
+                None => true,
+            };
+            if gone {
+                out.push(run_id);
+            }
+        }
+        Ok(out)
     }
 
     /// Pending runs whose job's source is `worker`, filtered by the hand-out tracker.

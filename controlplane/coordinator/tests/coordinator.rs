@@ -147,8 +147,18 @@ fn coordinator_serves_jobs_runs_catalog_and_survives_restart() {
     let mut tmp = spec.clone();
     tmp["name"] = json!("tmp");
     let tmp_id = ok(&d, &pki, "POST", "/v1/jobs", Some(tmp))["id"].as_u64().unwrap();
+    let tmp_run = ok(&d, &pki, "POST", &format!("/v1/jobs/{tmp_id}/runs"), None)["id"].as_u64().unwrap();
+    let hb = json!({"running": [], "wait_ms": 1000});
+    let reply = ok_as(&d, &pki, "src", "POST", "/v1/workers/src/heartbeat", Some(hb));
+    assert_eq!(reply["assignments"][0]["run_id"], tmp_run, "{reply}");
     assert_eq!(call(&d, &pki, "DELETE", &format!("/v1/jobs/{tmp_id}"), None).0, 204);
     assert_eq!(call(&d, &pki, "GET", &format!("/v1/jobs/{tmp_id}"), None).0, 404);
+    // The worker running it is told to stop, at once; the other job's run is not.
+    let started = Instant::now();
+    let hb = json!({"running": [tmp_run, run_id], "wait_ms": 5000});
+    let reply = ok_as(&d, &pki, "src", "POST", "/v1/workers/src/heartbeat", Some(hb));
+    assert_eq!(reply["cancelled"], json!([tmp_run]), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(4), "a cancellation does not wait for the long poll");
 
     // Restart on the same metadata directory: everything is still there.
     stop(d);
@@ -165,6 +175,6 @@ fn coordinator_serves_jobs_runs_catalog_and_survives_restart() {
     assert_eq!(paths, ["a.txt", "dir/b.bin"]);
     // Writes still work after the restart, with ids continuing.
     let run2 = ok(&d, &pki, "POST", &format!("/v1/jobs/{job_id}/runs"), None);
-    assert_eq!(run2["id"].as_u64(), Some(run_id + 1));
+    assert_eq!(run2["id"].as_u64(), Some(tmp_run + 1));
     stop(d);
 }

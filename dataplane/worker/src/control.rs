@@ -2,7 +2,7 @@
 //! passes it assigns, catalog commits, and the worker's HTTP endpoint. Nothing here is
 //! on the data path of a byte.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -76,6 +76,8 @@ pub async fn control_loop(
     register_until_done(&client, &registration, options).await;
     let running: Arc<Mutex<HashSet<RunId>>> = Arc::default();
     let live: LiveContinuous = Arc::default();
+    // How to stop each run in progress (its job deleted).
+    let stops: Arc<Mutex<HashMap<RunId, tokio::sync::oneshot::Sender<()>>>> = Arc::default();
     let heartbeat_retry_first = Duration::from_secs(1).min(options.heartbeat_retry_max);
     let mut retry_delay = heartbeat_retry_first;
     loop {
@@ -90,13 +92,31 @@ pub async fn control_loop(
                     tracing::info!("the coordinator answers again");
                 }
                 retry_delay = heartbeat_retry_first;
+                for run_id in reply.cancelled {
+                    if let Some(stop) = stops.lock().unwrap_or_else(|p| p.into_inner()).remove(&run_id) {
+                        let _ = stop.send(());
+                    }
+                }
                 for a in reply.assignments {
                     if running.lock().unwrap_or_else(|p| p.into_inner()).insert(a.run_id) {
                         let (client, ctx, running, name) = (client.clone(), ctx.clone(), running.clone(), name.clone());
-                        let live = live.clone();
+                        let (live, stops) = (live.clone(), stops.clone());
+                        let (stop_tx, stop) = tokio::sync::oneshot::channel();
+                        stops.lock().unwrap_or_else(|p| p.into_inner()).insert(a.run_id, stop_tx);
                         tokio::spawn(async move {
-                            let run_id = a.run_id;
-                            run_assignment(&client, &ctx, a, &name, &live).await;
+                            let (run_id, job_id, job_name) = (a.run_id, a.job.id, a.job.spec.name.clone());
+                            tokio::select! {
+                                _ = run_assignment(&client, &ctx, a, &name, &live) => {}
+                                Ok(()) = stop => {
+                                    // Dropping the run ends its sessions and its watcher; what
+                                    // a session left half-written at the target is a temporary
+                                    // that is swept, as after a crash.
+                                    tracing::warn!(run_id, job = %job_name, "run stopped: its job was deleted");
+                                    live.lock().unwrap_or_else(|p| p.into_inner()).remove(&job_id);
+                                    ctx.metrics.continuous_jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&job_name);
+                                }
+                            }
+                            stops.lock().unwrap_or_else(|p| p.into_inner()).remove(&run_id);
                             running.lock().unwrap_or_else(|p| p.into_inner()).remove(&run_id);
                         });
                     }

@@ -227,3 +227,29 @@ fn hard_links_made_broken_and_written_through_while_watched_follow_to_the_target
     std::fs::hard_link(s.join("links/file-060-again"), s.join("links/third")).unwrap();
     run.wait_same_tree(&source, &target);
 }
+
+#[test]
+fn deleting_a_continuous_job_stops_its_replication() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state"));
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("before.txt"), b"replicated").unwrap();
+    let run = Continuous::start(&source, &target, &state);
+    run.status_until("the first pass done", |v| passes(v) >= 1);
+    std::fs::write(source.join("while-the-job-exists.txt"), b"replicated too").unwrap();
+    run.wait_same_tree(&source, &target);
+
+    let out = admin_command(&state, &["job", "delete", "1"]);
+    assert!(out.status.success(), "job delete: {}", String::from_utf8_lossy(&out.stderr));
+    // The deletion wakes the source worker's heartbeat, whose reply stops the run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !logs(&state).contains("run stopped: its job was deleted") {
+        assert!(std::time::Instant::now() < deadline, "the run was not stopped:\n{}", logs(&state));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::write(source.join("after-the-delete.txt"), b"stays at the source").unwrap();
+    // Forty batch windows: a live run would have replicated it long before.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(!target.join("after-the-delete.txt").exists(), "a deleted job still replicates:\n{}", logs(&state));
+    assert!(target.join("while-the-job-exists.txt").exists());
+}

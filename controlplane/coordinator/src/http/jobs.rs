@@ -67,7 +67,7 @@ async fn get_one(
 
 async fn delete(State(c): State<AppState>, id: Result<Path<JobId>, PathRejection>) -> ApiResult<StatusCode> {
     let id = path(id)?;
-    c.write(Command::DeleteJob { id }).await?;
+    c.delete_job(id).await?;
     tracing::info!(job_id = id, "job deleted");
     Ok(StatusCode::NO_CONTENT)
 }
