@@ -49,6 +49,33 @@ pub struct NetworkingConfig {
     /// Address peers use to reach this node's data plane (defaults to `data_listen`).
     pub data_advertise: String,
     pub tls: Option<TlsConfig>,
+    /// Which data-plane sessions of worker peers are admitted (see [`AdmitWorkerSessions`]).
+    pub admit_worker_sessions: AdmitWorkerSessions,
+}
+
+/// `networking.admit_worker_sessions`: which sessions a worker (or agent) accepts from a
+/// worker peer whose certificate the CA signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdmitWorkerSessions {
+    /// Only for a job whose source is that peer, whose target is this daemon, into that
+    /// job's target path, as the coordinator says (answers kept, and trusted while the
+    /// coordinator is unreachable). A worker certificate then cannot write elsewhere.
+    #[default]
+    Job,
+    /// Any session: every worker of the CA may write anywhere on this daemon (a daemon
+    /// without a coordinator to ask; agent peers are still checked).
+    Any,
+}
+
+impl std::str::FromStr for AdmitWorkerSessions {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "job" => Ok(AdmitWorkerSessions::Job),
+            "any" => Ok(AdmitWorkerSessions::Any),
+            other => Err(format!("{other:?} is not one of job, any")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,6 +37,7 @@ pub struct RawNetworking {
     pub data_port: Option<u16>,
     pub http_port: Option<u16>,
     pub tls: Option<RawTls>,
+    pub admit_worker_sessions: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -48,6 +48,15 @@ fn out_of_range_value_names_key() {
 }
 
 #[test]
+fn admit_worker_sessions_is_parsed_and_checked() {
+    assert_eq!(parse("").unwrap().networking.admit_worker_sessions, AdmitWorkerSessions::Job);
+    let any = parse("networking:\n  admit_worker_sessions: any\n").unwrap();
+    assert_eq!(any.networking.admit_worker_sessions, AdmitWorkerSessions::Any);
+    let err = parse("networking:\n  admit_worker_sessions: all\n").unwrap_err().to_string();
+    assert!(err.contains("networking.admit_worker_sessions") && err.contains("job, any"), "{err}");
+}
+
+#[test]
 fn small_batch_sync_is_parsed_and_checked() {
     assert_eq!(parse("").unwrap().transfer.small_batch_sync, SmallBatchSync::Filesystem);
     let per_file = parse("transfer:\n  small_batch_sync: per_file\n").unwrap();

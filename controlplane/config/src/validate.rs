@@ -100,7 +100,7 @@ impl Config {
             retention_days: c.range("storage.retention_days", retention_days.unwrap_or(30), 0, 36500)?,
         };
 
-        let RawNetworking { listen_address, advertise_address, data_port, http_port, tls } =
+        let RawNetworking { listen_address, advertise_address, data_port, http_port, tls, admit_worker_sessions } =
             networking.unwrap_or_default();
         let listen_address = listen_address.unwrap_or_else(|| "127.0.0.1".into());
         let ip: IpAddr = listen_address
@@ -134,6 +134,11 @@ impl Config {
             http_listen: SocketAddr::new(ip, http_port),
             data_advertise: advertise_address.unwrap_or_else(|| data_listen.to_string()),
             tls,
+            admit_worker_sessions: admit_worker_sessions
+                .as_deref()
+                .unwrap_or("job")
+                .parse()
+                .map_err(|e: String| c.invalid("networking.admit_worker_sessions", e))?,
         };
 
         let RawTransfer {

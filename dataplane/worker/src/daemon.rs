@@ -65,6 +65,10 @@ pub struct DaemonFlags {
     /// Kernel TLS: auto, on or off (overrides transfer.ktls).
     #[arg(long)]
     pub ktls: Option<xtsync_config::KtlsMode>,
+    /// Sessions of worker peers admitted: job (the coordinator vouches for the peer's
+    /// job) or any (overrides networking.admit_worker_sessions).
+    #[arg(long)]
+    pub admit_worker_sessions: Option<xtsync_config::AdmitWorkerSessions>,
 }
 
 /// What makes a worker or an agent.
@@ -95,7 +99,7 @@ impl Profile {
         name_from_certificate: false,
         control: ControlOptions::WORKER,
         pass_retry_delay_max: Duration::from_secs(5),
-        checked_peers: CheckedPeers::Agents,
+        checked_peers: CheckedPeers::All,
     };
 }
 
@@ -201,7 +205,16 @@ where
 
     let cpus = executor_cpus(flags, config, &profile)?;
     let (admission_tx, admission_rx) = flume::unbounded::<AdmissionRequest>();
-    let admission = Admission { checked: profile.checked_peers, requests: admission_tx };
+    let checked = match flags.admit_worker_sessions.unwrap_or(config.networking.admit_worker_sessions) {
+        xtsync_config::AdmitWorkerSessions::Job => profile.checked_peers,
+        xtsync_config::AdmitWorkerSessions::Any => {
+            tracing::warn!(
+                "sessions of any worker peer are admitted without a job check (networking.admit_worker_sessions: any)"
+            );
+            CheckedPeers::Agents
+        }
+    };
+    let admission = Admission { checked, requests: admission_tx };
     let per_file_sync = config.transfer.small_batch_sync == xtsync_config::SmallBatchSync::PerFile;
     if per_file_sync {
         tracing::info!("small batches are made durable file by file (transfer.small_batch_sync: per_file)");

@@ -50,8 +50,15 @@ fn start_worker_with(extra_args: &[&str]) -> Worker {
         .args(["--name", "worker-b", "--cores", "1"])
         .args(["--data-listen", &format!("127.0.0.1:{data_port}")])
         .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
-        // No coordinator runs: the data plane serves sessions regardless.
+        // No coordinator runs: worker peers are admitted without asking it which job is
+        // theirs (what these tests send is checked frame by frame instead), unless the
+        // test says otherwise.
         .args(["--coordinator", &format!("127.0.0.1:{}", free_port())])
+        .args(if extra_args.contains(&"--admit-worker-sessions") {
+            &[][..]
+        } else {
+            &["--admit-worker-sessions", "any"][..]
+        })
         .arg("--metadata-path")
         .arg(dir.path().join("meta"))
         .arg("--tls-cert")
@@ -247,6 +254,27 @@ fn relative_or_dotted_target_roots_are_refused() {
         send(&mut tls, &Message::Hello(h));
         expect_refusal(&mut tls, "absolute path without `..`");
     }
+}
+
+#[test]
+fn a_worker_peer_is_refused_unless_the_coordinator_vouches_for_its_job() {
+    // By default a worker asks the coordinator whether the peer is the source of the
+    // job it names, into that job's target path; here nobody can answer.
+    let w = start_worker_with(&["--admit-worker-sessions", "job"]);
+    let root = tempfile::tempdir().unwrap();
+    let mut tls = connect(&w);
+    let h = Hello {
+        job_id: 1,
+        run_id: 1,
+        session_index: 0,
+        session_count: 1,
+        target_root: root.path().join("job").display().to_string(),
+        flags: 0,
+    };
+    send(&mut tls, &Message::Hello(h));
+    expect_refusal(&mut tls, "cannot check job 1 with the coordinator");
+    assert!(!root.path().join("job").exists(), "a refused session created its root");
+    wait_log(&w, &["refused data-plane session", "client"]);
 }
 
 #[test]

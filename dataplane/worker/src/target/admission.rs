@@ -1,7 +1,9 @@
-//! Which sessions a target admits beyond the TLS handshake. A worker trusts worker
-//! peers (as before agents existed) but an agent peer only for a job whose source is
-//! that agent, whose target is this worker, and whose target path is the root the
-//! session's Hello names; an agent checks every peer the same way. The job comes from
+//! Which sessions a target admits beyond the TLS handshake: a peer (worker or agent)
+//! only for a job whose source is that peer, whose target is this daemon, and whose
+//! target path is the root the session's Hello names. So a worker certificate cannot
+//! write into another job's target, or anywhere else on the host.
+//! `networking.admit_worker_sessions: any` admits worker peers unchecked (a daemon
+//! with no coordinator to ask); agent peers are checked whatever it says. The job comes from
 //! the coordinator (the control thread asks, [`serve_admissions`]); answers are kept
 //! and refreshed every [`REFRESH_AFTER`], and a kept answer stands while the
 //! coordinator is unreachable, so an intermittent link does not stop replication.
@@ -22,9 +24,9 @@ pub const VERDICT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Which peers need their job checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckedPeers {
-    /// A worker: agent peers only.
+    /// Agent peers only (`networking.admit_worker_sessions: any`).
     Agents,
-    /// An agent: every peer.
+    /// Every peer (the default of workers and agents).
     All,
 }
 
@@ -164,13 +166,16 @@ mod tests {
             created_unix_ms: 0,
         };
         job_allows(&job, "dc1-a", &claim("edge-1", Role::Agent, "/backup/edge-1")).unwrap();
+        // A worker peer is held to the same job.
+        job_allows(&job, "dc1-a", &claim("edge-1", Role::Worker, "/backup/edge-1")).unwrap();
+        assert!(job_allows(&job, "dc1-a", &claim("dc1-c", Role::Worker, "/backup/edge-1")).is_err());
         assert!(job_allows(&job, "dc1-a", &claim("edge-1", Role::Agent, "/etc")).is_err());
         assert!(job_allows(&job, "dc1-a", &claim("edge-2", Role::Agent, "/backup/edge-1")).is_err());
         assert!(job_allows(&job, "dc1-b", &claim("edge-1", Role::Agent, "/backup/edge-1")).is_err());
     }
 
     #[test]
-    fn workers_check_agents_and_agents_check_everyone() {
+    fn every_peer_is_checked_unless_worker_sessions_are_admitted_as_any() {
         assert!(CheckedPeers::Agents.needs_check(Role::Agent));
         assert!(!CheckedPeers::Agents.needs_check(Role::Worker));
         assert!(CheckedPeers::All.needs_check(Role::Worker));
