@@ -242,7 +242,9 @@ struct WithinRun<'r, S: PassSink> {
     ctx: &'r PassContext,
     job: String,
     run: RunProgress,
-    lag_from: Instant,
+    /// The run's oldest change not yet durable (`None` for a reconcile started while
+    /// caught up: the lag stays 0 unless changes wait).
+    lag_from: Option<Instant>,
     queued: Arc<SharedBacklog>,
 }
 
@@ -259,10 +261,10 @@ impl<S: PassSink> PassSink for WithinRun<'_, S> {
             bytes_scanned: pass.bytes_scanned,
             files_pending: pending.files,
             bytes_pending: pending.bytes,
-            lag_ms: self.lag_from.elapsed().as_millis() as u64,
+            lag_ms: self.lag_from.map_or(0, |t| t.elapsed().as_millis() as u64),
             ..self.run.clone()
         };
-        publish_lag(self.ctx, &self.job, Some(self.lag_from), &progress);
+        publish_lag(self.ctx, &self.job, self.lag_from, &progress);
         self.sink.progress(progress);
     }
 }
@@ -291,7 +293,7 @@ impl<S: PassSink> Run<'_, S> {
             ctx: self.ctx,
             job: self.a.job.spec.name.clone(),
             run: self.progress.clone(),
-            lag_from: self.lag_from.unwrap_or_else(Instant::now),
+            lag_from: self.lag_from,
             queued: self.queued.clone(),
             sink: &mut *self.sink,
         }
