@@ -105,16 +105,21 @@ pub async fn control_loop(
                         stops.lock().unwrap_or_else(|p| p.into_inner()).insert(a.run_id, stop_tx);
                         tokio::spawn(async move {
                             let (run_id, job_id, job_name) = (a.run_id, a.job.id, a.job.spec.name.clone());
-                            tokio::select! {
-                                _ = run_assignment(&client, &ctx, a, &name, &live) => {}
-                                Ok(()) = stop => {
-                                    // Dropping the run ends its sessions and its watcher; what
-                                    // a session left half-written at the target is a temporary
-                                    // that is swept, as after a crash.
-                                    tracing::warn!(run_id, job = %job_name, "run stopped: its job was deleted");
-                                    live.lock().unwrap_or_else(|p| p.into_inner()).remove(&job_id);
-                                    ctx.metrics.continuous_jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&job_name);
-                                }
+                            let stopped = tokio::select! {
+                                _ = run_assignment(&client, &ctx, a, &name, &live) => false,
+                                Ok(()) = stop => true,
+                            };
+                            if stopped {
+                                // Dropping the run ended its sessions and its watcher; what a
+                                // session left half-written at the target is a temporary that
+                                // is swept, as after a crash.
+                                tracing::warn!(run_id, job = %job_name, "run stopped: its job was deleted");
+                                live.lock().unwrap_or_else(|p| p.into_inner()).remove(&job_id);
+                                ctx.metrics.continuous_jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&job_name);
+                                let state = RunState::Failed { error: "stopped: its job was deleted".into() };
+                                let progress = RunProgress::default();
+                                report_end(&client, run_id, RunReport { worker: name, state, progress, summary: None })
+                                    .await;
                             }
                             stops.lock().unwrap_or_else(|p| p.into_inner()).remove(&run_id);
                             running.lock().unwrap_or_else(|p| p.into_inner()).remove(&run_id);

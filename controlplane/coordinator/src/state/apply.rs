@@ -204,8 +204,11 @@ fn report_run(kv: &mut impl KvWrite, run_id: RunId, report: RunReport, unix_ms: 
         kv.delete(keys::pending(run_id));
     }
     let (was_running, is_running) = (run.state == RunState::Running, report.state == RunState::Running);
-    if let Some(job) = job.filter(|_| was_running != is_running) {
-        track_running(kv, &job.spec.source_worker, run_id, is_running)?;
+    if was_running != is_running {
+        // A deleted job's run is ended by the worker that ran it (see heartbeat
+        // cancellation): the job no longer names its source.
+        let source = job.as_ref().map_or(report.worker.as_str(), |job| job.spec.source_worker.as_str());
+        track_running(kv, source, run_id, is_running)?;
     }
     if report.state.is_finished() {
         run.finished_unix_ms = Some(unix_ms);
@@ -430,6 +433,23 @@ mod tests {
         ok(&mut kv, Command::ReportRun { run_id: 1, report: report(RunState::Running), unix_ms: 5 });
         ok(&mut kv, Command::RegisterWorker(reg("src")));
         assert_eq!(query::run(&kv, 1).unwrap().unwrap().state, RunState::Pending);
+    }
+
+    #[test]
+    fn a_deleted_jobs_run_ended_by_its_worker_is_failed_and_not_requeued() {
+        let mut kv = setup();
+        ok(&mut kv, Command::CreateJob { spec: spec("a"), created_unix_ms: 1 });
+        ok(&mut kv, Command::CreateRun { job_id: 1, created_unix_ms: 2, reconcile: false });
+        ok(&mut kv, Command::ReportRun { run_id: 1, report: report(RunState::Running), unix_ms: 3 });
+        ok(&mut kv, Command::DeleteJob { id: 1 });
+        let stopped = RunState::Failed { error: "job deleted".into() };
+        ok(&mut kv, Command::ReportRun { run_id: 1, report: report(stopped.clone()), unix_ms: 4 });
+        assert_eq!(query::run(&kv, 1).unwrap().unwrap().state, stopped);
+        let c = query::counters(&kv).unwrap();
+        assert_eq!((c.runs_pending, c.runs_running, c.runs_failed), (0, 0, 1));
+        // The worker restarting gets nothing back.
+        ok(&mut kv, Command::RegisterWorker(reg("src")));
+        assert!(query::pending_runs(&kv, 10).unwrap().is_empty());
     }
 
     #[test]
