@@ -214,7 +214,7 @@ fn mutated_frames_never_panic() {
         x ^= x << 17;
         x
     };
-    let frames: Vec<Vec<u8>> = samples()
+    let mut frames: Vec<Vec<u8>> = samples()
         .iter()
         .map(|m| {
             let mut b = Vec::new();
@@ -222,6 +222,10 @@ fn mutated_frames_never_panic() {
             b
         })
         .collect();
+    // And a compressed one: mutations land in the zstd stream and its header.
+    let mut big = Vec::new();
+    big_entries().encode(&mut big);
+    frames.push(compress_frame(&big, 3).expect("compresses"));
     for _ in 0..20_000 {
         let mut f = frames[(next() as usize) % frames.len()].clone();
         for _ in 0..1 + next() % 4 {
