@@ -146,7 +146,12 @@ pub fn tree_differences(source: &Path, target: &Path) -> Vec<String> {
             out.push(format!("{} differs: source {seen:?}, target {other:?}", path.display()));
         }
     }
-    let (ra, rb) = (std::fs::metadata(source).unwrap(), std::fs::metadata(target).unwrap());
+    let ra = std::fs::metadata(source).unwrap();
+    // Not made yet (the first pass has not reached it): a difference to wait out.
+    let Ok(rb) = std::fs::metadata(target) else {
+        out.push(format!("target root {} missing", target.display()));
+        return out;
+    };
     let (ma, mb) =
         ((ra.mode() & 0o7777, ra.mtime(), ra.mtime_nsec()), (rb.mode() & 0o7777, rb.mtime(), rb.mtime_nsec()));
     if ma != mb {
