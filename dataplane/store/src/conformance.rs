@@ -28,6 +28,45 @@ fn suite(store: &dyn WorkerStore) {
     assert_eq!(store.chunk_locations(&[a]).unwrap(), vec![None]);
     assert_eq!(store.target_records(&[b"/t/x".to_vec()]).unwrap(), vec![None]);
     renames(store);
+    synced(store);
+}
+
+fn synced(store: &dyn WorkerStore) {
+    let st = |ino| EntryStat { dev: 1, ino, size: 2, mtime_ns: 3, ctime_ns: 4 };
+    let put = |job, dir: &str, name: &str, ino| StoreOp::PutSynced {
+        job,
+        dir: dir.as_bytes().to_vec(),
+        name: name.as_bytes().to_vec(),
+        stat: st(ino),
+    };
+    let basis = SyncedBasis { token: [5; 32], verified_unix_s: 6 };
+    let ops = vec![
+        put(1, "", "", 1),
+        put(1, "", "a", 2),
+        put(1, "", "a.txt", 3),
+        put(1, "a", "x", 4),
+        put(1, "a/x", "y", 5),
+        put(2, "", "a", 6),
+        StoreOp::PutSyncedBasis(1, basis),
+    ];
+    store.apply(StoreBatch { ops }).unwrap();
+    let names = |job, dir: &str| -> Vec<(String, u64)> {
+        let entries = store.synced_entries(job, dir.as_bytes()).unwrap();
+        entries.into_iter().map(|(n, s)| (String::from_utf8(n).unwrap(), s.ino)).collect()
+    };
+    assert_eq!(names(1, ""), vec![("".into(), 1), ("a".into(), 2), ("a.txt".into(), 3)]);
+    assert_eq!(names(1, "a"), vec![("x".into(), 4)]);
+    assert_eq!(names(1, "a/x"), vec![("y".into(), 5)]);
+    assert_eq!(store.synced_basis(1).unwrap(), Some(basis));
+    assert_eq!(store.synced_basis(2).unwrap(), None);
+    // Forgetting a directory forgets what is below it, not its siblings.
+    let forget = StoreOp::ForgetSynced { job: 1, dir: Vec::new(), name: b"a".to_vec() };
+    store.apply(StoreBatch { ops: vec![forget] }).unwrap();
+    assert_eq!(names(1, ""), vec![("".into(), 1), ("a.txt".into(), 3)]);
+    assert_eq!((names(1, "a"), names(1, "a/x")), (vec![], vec![]));
+    store.apply(StoreBatch { ops: vec![StoreOp::ForgetJobSynced(1)] }).unwrap();
+    assert_eq!((names(1, ""), store.synced_basis(1).unwrap()), (vec![], None));
+    assert_eq!(names(2, ""), vec![("a".into(), 6)], "another job's entries stay");
 }
 
 fn renames(store: &dyn WorkerStore) {

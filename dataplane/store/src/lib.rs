@@ -16,17 +16,22 @@
 //!   had elsewhere (a rename or a copy). The index is never trusted alone: a hit names
 //!   a path whose record is read and checked again;
 //! - **moves** (target role): absolute path → the path its file was renamed to, so a
-//!   chunk index entry naming the old path still finds the chunks (checked on use).
+//!   chunk index entry naming the old path still finds the chunks (checked on use);
+//! - **synced** (source role): per job, the stat of every entry its target acknowledged,
+//!   and the basis that makes them valid (`synced.rs`), so that a pass sends only what
+//!   changed since. Losing it costs one pass that sends every entry.
 
 mod codec;
 mod mem;
 mod rocks;
+mod synced;
 
 #[cfg(test)]
 mod conformance;
 
 pub use mem::MemStore;
 pub use rocks::RocksStore;
+pub use synced::{EntryStat, SyncedBasis};
 
 pub type ChunkName = [u8; 32];
 
@@ -71,6 +76,14 @@ pub enum StoreOp {
     PutSource(Vec<u8>, SourceRecord),
     /// The file at the first path was renamed to the second.
     PutMoved(Vec<u8>, Vec<u8>),
+    /// Job `job`'s target acknowledged entry `name` of directory `dir` (paths below
+    /// the job's root; the root is `("", "")`) as it was when `stat` was taken.
+    PutSynced { job: u64, dir: Vec<u8>, name: Vec<u8>, stat: EntryStat },
+    /// Forgets entry (`dir`, `name`) of `job` and everything below it.
+    ForgetSynced { job: u64, dir: Vec<u8>, name: Vec<u8> },
+    /// Forgets every entry of `job` and its basis.
+    ForgetJobSynced(u64),
+    PutSyncedBasis(u64, SyncedBasis),
 }
 
 /// A content digest and the absolute path a source record gave it.
@@ -102,4 +115,8 @@ pub trait WorkerStore: Send + Sync + 'static {
     fn source_paths_of_size(&self, size: u64) -> Result<Vec<DigestAtPath>, StoreError>;
     /// Where the files at `paths` were renamed to (`PutMoved`), if they were.
     fn moved_to(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
+    /// The synced entries of directory `dir` of `job`: (name, stat), in name order. For
+    /// the root (`dir` empty) this includes the root itself, with an empty name.
+    fn synced_entries(&self, job: u64, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError>;
+    fn synced_basis(&self, job: u64) -> Result<Option<SyncedBasis>, StoreError>;
 }

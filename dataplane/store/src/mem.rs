@@ -5,6 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::codec::{inode_key, size_digest_key, size_prefix, split_size_digest_key};
+use crate::synced::{
+    decode_basis, dir_prefix, encode_basis, encode_stat, entries_in_range, entry_key, job_key, job_range, path_of,
+    subtree_ranges,
+};
 use crate::*;
 
 #[derive(Default)]
@@ -14,6 +18,8 @@ pub struct MemStore {
     sources: Mutex<HashMap<Vec<u8>, SourceRecord>>,
     source_index: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     moved: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
+    /// The synced table, keyed as in RocksDB (`synced.rs`).
+    synced: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     /// When set, every call fails as a broken disk would.
     pub fail: AtomicBool,
 }
@@ -30,6 +36,13 @@ impl MemStore {
 fn lookup<K: std::hash::Hash + Eq, V: Clone>(m: &Mutex<HashMap<K, V>>, keys: &[K]) -> Vec<Option<V>> {
     let m = m.lock().unwrap_or_else(|p| p.into_inner());
     keys.iter().map(|k| m.get(k).cloned()).collect()
+}
+
+fn remove_range(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, (from, to): (Vec<u8>, Vec<u8>)) {
+    let doomed: Vec<Vec<u8>> = map.range(from..to).map(|(k, _)| k.clone()).collect();
+    for k in doomed {
+        map.remove(&k);
+    }
 }
 
 impl WorkerStore for MemStore {
@@ -55,6 +68,7 @@ impl WorkerStore for MemStore {
         let mut s = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         let mut index = self.source_index.lock().unwrap_or_else(|p| p.into_inner());
         let mut moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
         for op in batch.ops {
             match op {
                 StoreOp::PutChunk(k, v) => drop(c.insert(k, v)),
@@ -67,6 +81,18 @@ impl WorkerStore for MemStore {
                     s.insert(k, v);
                 }
                 StoreOp::PutMoved(from, to) => drop(moved.insert(from, to)),
+                StoreOp::PutSynced { job, dir, name, stat } => {
+                    drop(synced.insert(entry_key(job, &dir, &name), encode_stat(&stat)))
+                }
+                StoreOp::ForgetSynced { job, dir, name } => {
+                    let key = entry_key(job, &dir, &name);
+                    synced.remove(&key);
+                    for range in subtree_ranges(job, &path_of(&dir, &name)) {
+                        remove_range(&mut synced, range);
+                    }
+                }
+                StoreOp::ForgetJobSynced(job) => remove_range(&mut synced, job_range(job)),
+                StoreOp::PutSyncedBasis(job, basis) => drop(synced.insert(job_key(job), encode_basis(&basis))),
             }
         }
         Ok(())
@@ -92,5 +118,18 @@ impl WorkerStore for MemStore {
     fn moved_to(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         self.check()?;
         Ok(lookup(&self.moved, paths))
+    }
+
+    fn synced_entries(&self, job: u64, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError> {
+        self.check()?;
+        let prefix = dir_prefix(job, dir);
+        let synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(entries_in_range(&prefix, synced.range(prefix.clone()..).map(|(k, v)| (&k[..], &v[..]))))
+    }
+
+    fn synced_basis(&self, job: u64) -> Result<Option<SyncedBasis>, StoreError> {
+        self.check()?;
+        let synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(synced.get(&job_key(job)).and_then(|v| decode_basis(v).ok()))
     }
 }

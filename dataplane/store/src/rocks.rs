@@ -12,6 +12,7 @@ const CF_TARGETS: &str = "target_files";
 const CF_SOURCES: &str = "source_files";
 const CF_SOURCE_INDEX: &str = "source_index";
 const CF_MOVED: &str = "moved_files";
+const CF_SYNCED: &str = "synced";
 
 pub struct RocksStore {
     db: DB,
@@ -29,7 +30,7 @@ impl RocksStore {
         // The store is a cache of small records: keep its footprint modest.
         opts.set_max_background_jobs(2);
         opts.set_write_buffer_size(16 << 20);
-        let cfs = [CF_CHUNKS, CF_TARGETS, CF_SOURCES, CF_SOURCE_INDEX, CF_MOVED]
+        let cfs = [CF_CHUNKS, CF_TARGETS, CF_SOURCES, CF_SOURCE_INDEX, CF_MOVED, CF_SYNCED]
             .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)
             .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.into_string() })?;
@@ -74,7 +75,7 @@ impl WorkerStore for RocksStore {
     fn apply(&self, batch: StoreBatch) -> Result<(), StoreError> {
         let cf = |n| self.db.cf_handle(n).ok_or(StoreError::Corrupt { what: "missing column family" });
         let (chunks, targets, sources) = (cf(CF_CHUNKS)?, cf(CF_TARGETS)?, cf(CF_SOURCES)?);
-        let (index, moved) = (cf(CF_SOURCE_INDEX)?, cf(CF_MOVED)?);
+        let (index, moved, synced) = (cf(CF_SOURCE_INDEX)?, cf(CF_MOVED)?, cf(CF_SYNCED)?);
         let mut wb = WriteBatch::default();
         for op in batch.ops {
             match op {
@@ -88,6 +89,22 @@ impl WorkerStore for RocksStore {
                     wb.put_cf(sources, k, encode_source(&v));
                 }
                 StoreOp::PutMoved(from, to) => wb.put_cf(moved, from, to),
+                StoreOp::PutSynced { job, dir, name, stat } => {
+                    wb.put_cf(synced, synced::entry_key(job, &dir, &name), synced::encode_stat(&stat))
+                }
+                StoreOp::ForgetSynced { job, dir, name } => {
+                    wb.delete_cf(synced, synced::entry_key(job, &dir, &name));
+                    for (from, to) in synced::subtree_ranges(job, &synced::path_of(&dir, &name)) {
+                        wb.delete_range_cf(synced, from, to);
+                    }
+                }
+                StoreOp::ForgetJobSynced(job) => {
+                    let (from, to) = synced::job_range(job);
+                    wb.delete_range_cf(synced, from, to);
+                }
+                StoreOp::PutSyncedBasis(job, basis) => {
+                    wb.put_cf(synced, synced::job_key(job), synced::encode_basis(&basis))
+                }
             }
         }
         // WAL on, no fsync per batch: the store is a cache (see the crate docs).
@@ -116,5 +133,27 @@ impl WorkerStore for RocksStore {
     fn moved_to(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let keys: Vec<&[u8]> = paths.iter().map(|p| &p[..]).collect();
         self.get_many(CF_MOVED, &keys, |v| Ok(v.to_vec()))
+    }
+
+    fn synced_entries(&self, job: u64, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError> {
+        let cf = self.db.cf_handle(CF_SYNCED).ok_or(StoreError::Corrupt { what: "missing column family" })?;
+        let prefix = synced::dir_prefix(job, dir);
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek(&prefix);
+        let mut pairs = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            pairs.push((k.to_vec(), v.to_vec()));
+            it.next();
+        }
+        it.status().map_err(io)?;
+        Ok(synced::entries_in_range(&prefix, pairs.iter().map(|(k, v)| (&k[..], &v[..]))))
+    }
+
+    fn synced_basis(&self, job: u64) -> Result<Option<SyncedBasis>, StoreError> {
+        let key = synced::job_key(job);
+        Ok(self.get_many(CF_SYNCED, &[&key[..]], synced::decode_basis)?.pop().flatten())
     }
 }

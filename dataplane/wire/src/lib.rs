@@ -23,7 +23,8 @@ pub use path::{RelPath, PATH_BYTES_MAX, PATH_COMPONENT_BYTES_MAX};
 /// version-1 peer gets a clear version error instead of both sides waiting.
 /// 3: entries may say they were renamed (`Entry::renamed_from`), and `EntriesReply`
 /// lists the renames applied. 4: frames may be zstd-compressed (`compress_frame`).
-pub const PROTOCOL_VERSION: u8 = 4;
+/// 5: `HelloAck` names the target tree (`tree_id`).
+pub const PROTOCOL_VERSION: u8 = 5;
 /// Largest payload of any frame: one max-size chunk (16 MiB) plus its trailer, or
 /// an entry batch.
 pub const FRAME_PAYLOAD_BYTES_MAX: u32 = (16 << 20) + 4096;

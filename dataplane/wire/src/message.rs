@@ -54,6 +54,11 @@ pub struct Ready {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelloAck {
     pub session_id: u64,
+    /// Names the target tree the session writes: its root directory's device, inode
+    /// and birth time, hashed. A source that finds the same id as when its target last
+    /// acknowledged entries may trust those acknowledgements; a new id (the root was
+    /// removed and made again, another filesystem) means it must send everything.
+    pub tree_id: [u8; 32],
 }
 
 /// Metadata of an entry.
@@ -464,7 +469,10 @@ impl Message {
                 put_bytes(out, h.target_root.as_bytes());
                 put_u32(out, h.flags);
             }
-            Message::HelloAck(a) => put_u64(out, a.session_id),
+            Message::HelloAck(a) => {
+                put_u64(out, a.session_id);
+                out.extend_from_slice(&a.tree_id);
+            }
             Message::Entries(e) => {
                 put_u32(out, e.batch);
                 put_u32(out, e.entries.len() as u32);
@@ -573,7 +581,10 @@ impl Message {
                 target_root: r.string("hello.target_root", PATH_BYTES_MAX)?,
                 flags: r.u32("hello.flags")?,
             }),
-            kind::HELLO_ACK => Message::HelloAck(HelloAck { session_id: r.u64("hello_ack.session_id")? }),
+            kind::HELLO_ACK => Message::HelloAck(HelloAck {
+                session_id: r.u64("hello_ack.session_id")?,
+                tree_id: r.hash("hello_ack.tree_id")?,
+            }),
             kind::ENTRIES => {
                 let batch = r.u32("entries.batch")?;
                 let n = r.count("entries", ENTRIES_PER_BATCH_MAX, 31)?;

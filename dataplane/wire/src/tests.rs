@@ -23,7 +23,7 @@ fn samples() -> Vec<Message> {
             flags: Hello::FLAG_DELETE,
         }),
         Message::Ready(Ready { target_kernel_tls: true }),
-        Message::HelloAck(HelloAck { session_id: 9 }),
+        Message::HelloAck(HelloAck { session_id: 9, tree_id: [7; 32] }),
         Message::Entries(Entries {
             batch: 3,
             entries: vec![
@@ -292,7 +292,7 @@ fn a_compressed_entry_batch_is_smaller_and_decodes_to_the_same_message() {
     assert_eq!(Message::decode(h.kind, payload).unwrap(), msg);
     // Small frames and chunk data go as they are.
     let mut small = Vec::new();
-    Message::HelloAck(HelloAck { session_id: 1 }).encode(&mut small);
+    Message::HelloAck(HelloAck { session_id: 1, tree_id: [0; 32] }).encode(&mut small);
     assert!(compress_frame(&small, 3).is_none());
     let mut chunk = Vec::new();
     Message::ChunkData(ChunkData { file_id: 1, seg_no: 0, index: 0, encoding: 0, raw_len: 4096, data: vec![0; 4096] })

@@ -20,3 +20,4 @@ pub mod replies;
 pub mod scan;
 pub mod session;
 pub mod stream;
+pub mod synced;

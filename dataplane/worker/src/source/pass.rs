@@ -13,7 +13,8 @@ use xtsync_chunker::ChunkParams;
 use crate::cores::CoreCommand;
 use crate::metrics::WorkerMetrics;
 use crate::source::backlog::PassBacklog;
-use crate::source::scan::walk;
+use crate::source::scan::{walk, ScanError};
+use crate::source::synced::{basis_token, may_trust, SyncedWalk};
 use crate::source::session::{PassFeed, SessionEvent, SessionParams, SessionStats};
 
 /// Walk items queued per session before the walk waits.
@@ -75,6 +76,7 @@ pub fn session_params(ctx: &PassContext, a: &Assignment) -> SessionParams {
         target_cores_taken: Arc::default(),
         core_index: 0,
         limiter: None,
+        tree_ids: None,
     }
 }
 
@@ -107,6 +109,7 @@ async fn run(
     let limiter = crate::shaping::RateLimiter::for_job(options).map(Arc::new);
     // One configuration for the whole pass: a reload in the middle applies to the next.
     let client_tls = ctx.tls.current().client.clone();
+    let (tree_ids, tree_id) = flume::unbounded();
     for (i, items) in item_rxs.into_iter().enumerate() {
         let (end_tx, end_rx) = flume::bounded(1);
         end_txs.push(end_tx);
@@ -117,6 +120,7 @@ async fn run(
             tls: client_tls.clone(),
             target_cores_taken: target_cores_taken.clone(),
             limiter: limiter.clone(),
+            tree_ids: Some(tree_ids.clone()),
             ..session_params(ctx, a)
         };
         // One pass: the feed's sender is dropped at once, so the session closes after it.
@@ -125,14 +129,20 @@ async fn run(
         let cmd = CoreCommand::StartSource { params, passes, events: events_tx.clone() };
         ctx.cores[i % ctx.cores.len()].send(cmd).map_err(|_| PassError::Walk("executors stopped".into()))?;
     }
-    drop(events_tx);
+    drop((events_tx, tree_ids));
 
     let root = PathBuf::from(&a.job.spec.source_path);
     let (store, delete, chunk_params) = (ctx.store.clone(), options.delete, ctx.chunk_params);
     let mut backlog = PassBacklog::default();
     let tally = backlog.walked.clone();
-    let walker =
-        tokio::task::spawn_blocking(move || walk(&root, delete, &store, Some(chunk_params), &item_txs, Some(&tally)));
+    let basis = SyncedBasisInputs::of(a);
+    let walker = tokio::task::spawn_blocking(move || {
+        // The first session's HelloAck names the target tree (none: every session
+        // failed before it, and so does the pass).
+        let mut synced = tree_id.recv().ok().map(|id| basis.walk(store.as_ref(), &id)).transpose()?;
+        let stats = walk(&root, delete, &store, Some(chunk_params), &item_txs, Some(&tally), synced.as_mut())?;
+        Ok::<_, ScanError>((stats, synced))
+    });
 
     let mut totals = SessionStats::default();
     let (mut content_done, mut finished) = (0, 0);
@@ -187,6 +197,14 @@ async fn run(
         }
     }
     let walked = walker.await.map_err(|e| PassError::Walk(e.to_string()))?.map_err(|e| PassError::Walk(e.to_string()));
+    let (walked, synced) = match walked {
+        Ok((stats, synced)) => (Ok(stats), synced),
+        Err(e) => (Err(e), None),
+    };
+    let succeeded = failure.is_none() && walked.is_ok() && failed_files.0 == 0;
+    if let Some(synced) = synced {
+        record_synced(ctx, synced, succeeded).await;
+    }
     if let Some(f) = failure {
         return Err(f);
     }
@@ -203,7 +221,7 @@ async fn run(
         symlinks: walked.symlinks,
         hardlinks: walked.hardlinks,
         files_transferred: totals.files_transferred,
-        files_unchanged: totals.files_unchanged,
+        files_unchanged: totals.files_unchanged + walked.files_synced,
         files_renamed: totals.files_renamed,
         bytes_scanned: walked.bytes,
         bytes_read: totals.bytes_read,
@@ -217,4 +235,70 @@ async fn run(
         differed: if a.reconcile { totals.differed } else { Vec::new() },
         removed: if a.reconcile { totals.removed } else { Vec::new() },
     })
+}
+
+/// What decides whether a pass of a job may trust its target's acknowledgements.
+struct SyncedBasisInputs {
+    job: u64,
+    target_name: String,
+    target_root: String,
+    source_root: String,
+    delete: bool,
+    reconcile_interval_s: u32,
+    reconcile: bool,
+    started: std::time::SystemTime,
+}
+
+impl SyncedBasisInputs {
+    fn of(a: &Assignment) -> SyncedBasisInputs {
+        let spec = &a.job.spec;
+        SyncedBasisInputs {
+            job: a.job.id,
+            target_name: spec.target_worker.clone(),
+            target_root: spec.target_path.clone(),
+            source_root: spec.source_path.clone(),
+            delete: spec.options.delete,
+            reconcile_interval_s: spec.options.reconcile_interval_s,
+            reconcile: a.reconcile,
+            started: std::time::SystemTime::now(),
+        }
+    }
+
+    /// The walk's view of the synced table, for a target serving tree `tree_id`.
+    fn walk(&self, store: &dyn xtsync_store::WorkerStore, tree_id: &[u8; 32]) -> Result<SyncedWalk, ScanError> {
+        let token = basis_token(&self.target_name, &self.target_root, &self.source_root, self.delete, tree_id);
+        let since_epoch = self.started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let stored = store.synced_basis(self.job)?;
+        let trusted = may_trust(stored.as_ref(), &token, since_epoch.as_secs(), self.reconcile_interval_s, self.reconcile);
+        // A pass that trusts keeps the time of the last one that checked everything.
+        let verified_unix_s = match stored {
+            Some(b) if trusted => b.verified_unix_s,
+            _ => since_epoch.as_secs(),
+        };
+        tracing::info!(job = self.job, trusted, "pass: sending only what changed since the target acknowledged it");
+        let basis = xtsync_store::SyncedBasis { token, verified_unix_s };
+        Ok(SyncedWalk::new(self.job, trusted, basis, since_epoch.as_nanos() as i64))
+    }
+}
+
+/// Writes what the pass learnt about its target (see `source::synced`); a failure is
+/// logged and costs the next pass more entries, never correctness.
+async fn record_synced(ctx: &PassContext, synced: SyncedWalk, succeeded: bool) {
+    let store = ctx.store.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let mut ops = synced.into_ops(succeeded);
+        // Bounded batches: a first pass over millions of entries writes them all.
+        while !ops.is_empty() {
+            let rest = ops.split_off(ops.len().min(50_000));
+            store.apply(xtsync_store::StoreBatch { ops })?;
+            ops = rest;
+        }
+        Ok::<_, xtsync_store::StoreError>(())
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not record what the target acknowledged"),
+        Err(e) => tracing::warn!(error = %e, "could not record what the target acknowledged"),
+    }
 }

@@ -10,11 +10,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use xtsync_store::{SourceRecord, WorkerStore};
+use xtsync_store::{EntryStat, SourceRecord, WorkerStore};
 use xtsync_wire::{Meta, RelPath};
 
 use crate::source::backlog::{Backlog, SharedBacklog};
 use crate::source::renames::{Detector, EventRenames};
+use crate::source::synced::{entry_stat, SyncedWalk};
 use crate::target::fsops::TEMP_PREFIX;
 use xtsync_chunker::ChunkParams;
 
@@ -84,6 +85,8 @@ pub struct WalkStats {
     pub bytes: u64,
     /// Entries that could not be read (logged) and were skipped.
     pub errors: u64,
+    /// Regular files not sent: the target acknowledged them as they are (`synced`).
+    pub files_synced: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +142,7 @@ pub fn walk(
     chunk_params: Option<ChunkParams>,
     shards: &[flume::Sender<WalkItem>],
     tally: Option<&SharedBacklog>,
+    synced: Option<&mut SyncedWalk>,
 ) -> Result<WalkStats, ScanError> {
     let root_meta = std::fs::symlink_metadata(root)
         .map_err(|e| ScanError::Root { path: root.display().to_string(), reason: e.to_string() })?;
@@ -147,6 +151,7 @@ pub fn walk(
     }
     let mut walker = Walker::new(delete, store, shards);
     walker.tally_into(tally);
+    walker.synced = synced;
     walker.detect_renames(root, EventRenames::default(), chunk_params);
     walker.dir(RelPath::root(), root.to_path_buf(), root_meta, true)?;
     Ok(walker.stats)
@@ -171,6 +176,9 @@ pub struct Walker<'a> {
     renames: Option<Detector<'a>>,
     /// Counts the regular files sent, as they are sent (for the run's pending figures).
     tally: Option<&'a SharedBacklog>,
+    /// What the target acknowledged: skips what it holds (a trusted pass), records
+    /// what is sent.
+    synced: Option<&'a mut SyncedWalk>,
 }
 
 impl<'a> Walker<'a> {
@@ -185,6 +193,7 @@ impl<'a> Walker<'a> {
             xattr_buf: Vec::new(),
             renames: None,
             tally: None,
+            synced: None,
         }
     }
 
@@ -231,10 +240,13 @@ impl<'a> Walker<'a> {
 
     /// Sends directory `rel`'s own entry (with its listing when deletions are on, so the
     /// target removes what is gone) and, with `recurse`, everything below it, depth
-    /// first in name order.
+    /// first in name order. A trusted pass (`synced`) skips the entries the target
+    /// acknowledged as they are, and a directory's own entry unless it changed or holds
+    /// an entry that is sent (whose arrival changes the directory's times at the target).
     pub fn dir(&mut self, rel: RelPath, abs: PathBuf, meta: std::fs::Metadata, recurse: bool) -> Result<(), ScanError> {
-        let mut stack: Vec<(RelPath, PathBuf, std::fs::Metadata)> = vec![(rel, abs, meta)];
-        while let Some((rel, abs, dir_meta)) = stack.pop() {
+        type Pending = (RelPath, PathBuf, std::fs::Metadata, Option<EntryStat>);
+        let mut stack: Vec<Pending> = vec![(rel, abs, meta, None)];
+        while let Some((rel, abs, dir_meta, mut self_known)) = stack.pop() {
             let mut names: Vec<Vec<u8>> = match std::fs::read_dir(&abs) {
                 Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().as_bytes().to_vec()).collect(),
                 Err(e) => {
@@ -246,35 +258,93 @@ impl<'a> Walker<'a> {
             names.retain(|n| !n.starts_with(TEMP_PREFIX.as_bytes()));
             names.sort_unstable();
             self.stats.dirs += 1;
-            let dir_item = WalkItem {
-                path: rel.clone(),
-                meta: meta_of(&dir_meta, read_xattrs(&abs, &mut self.xattr_buf)),
-                abs: abs.clone(),
-                kind: WalkKind::Dir { children: self.delete.then(|| names.clone()) },
-                retries: 0,
-                renamed_from: self.dir_renamed_from(&rel),
+            let mut known = match &self.synced {
+                Some(synced) => synced.known(self.store.as_ref(), &rel)?,
+                None => HashMap::new(),
             };
-            self.send(shard_of(rel.as_bytes(), self.shards.len()), dir_item)?;
+            if rel.is_root() {
+                self_known = known.remove(&b""[..]);
+            }
+            let mut children = Vec::with_capacity(names.len());
+            if recurse {
+                for name in &names {
+                    let child_abs = abs.join(std::ffi::OsStr::from_bytes(name));
+                    let Ok(child_rel) = rel.join(name) else {
+                        tracing::warn!(path = %child_abs.display(), "name cannot be replicated (too long); skipping");
+                        self.stats.errors += 1;
+                        continue;
+                    };
+                    if let Some(m) = self.stat(&child_abs) {
+                        children.push((child_rel, child_abs, m));
+                    }
+                }
+            }
+            if let Some(synced) = self.synced.as_deref_mut() {
+                for name in known.keys().filter(|n| names.binary_search(n).is_err()) {
+                    synced.gone(&rel, name);
+                }
+            }
+            let children = self.skip_synced(children, &known);
+            let own = entry_stat(&dir_meta);
+            let unchanged = self.synced.as_deref().is_some_and(|s| s.unchanged(self_known.as_ref(), &own));
+            let holds_sent = children.iter().any(|(_, _, m)| !m.is_dir());
+            if !unchanged || holds_sent {
+                let dir_item = WalkItem {
+                    path: rel.clone(),
+                    meta: meta_of(&dir_meta, read_xattrs(&abs, &mut self.xattr_buf)),
+                    abs: abs.clone(),
+                    kind: WalkKind::Dir { children: self.delete.then(|| names.clone()) },
+                    retries: 0,
+                    renamed_from: self.dir_renamed_from(&rel),
+                };
+                if let Some(synced) = self.synced.as_deref_mut() {
+                    synced.sent(&rel, own);
+                }
+                self.send(shard_of(rel.as_bytes(), self.shards.len()), dir_item)?;
+            }
             if !recurse {
                 continue;
             }
-            let mut children = Vec::with_capacity(names.len());
-            for name in names {
-                let child_abs = abs.join(std::ffi::OsStr::from_bytes(&name));
-                let Ok(child_rel) = rel.join(&name) else {
-                    tracing::warn!(path = %child_abs.display(), "name cannot be replicated (too long); skipping");
-                    self.stats.errors += 1;
-                    continue;
-                };
-                if let Some(m) = self.stat(&child_abs) {
-                    children.push((child_rel, child_abs, m));
-                }
-            }
             let subdirs = self.entries(children)?;
             // Depth first, in name order.
-            stack.extend(subdirs.into_iter().rev());
+            stack.extend(subdirs.into_iter().rev().map(|(child_rel, child_abs, m)| {
+                let child_known = child_rel.split_last().and_then(|(_, name)| known.get(name).copied());
+                (child_rel, child_abs, m, child_known)
+            }));
         }
         Ok(())
+    }
+
+    /// Leaves out of `children` the symlinks and single-link files a trusted pass need
+    /// not send (`known` holds what the target acknowledged), counting them as walked.
+    fn skip_synced(
+        &mut self,
+        children: Vec<(RelPath, PathBuf, std::fs::Metadata)>,
+        known: &HashMap<Vec<u8>, EntryStat>,
+    ) -> Vec<(RelPath, PathBuf, std::fs::Metadata)> {
+        let Some(synced) = self.synced.as_deref_mut().filter(|s| s.trusted) else { return children };
+        let mut kept = Vec::with_capacity(children.len());
+        for (child_rel, child_abs, m) in children {
+            let ft = m.file_type();
+            // A name of a multi-link inode always goes: the target links it to the
+            // first name sent.
+            let skippable = ft.is_symlink() || (ft.is_file() && m.nlink() == 1);
+            let name_known = child_rel.split_last().and_then(|(_, name)| known.get(name));
+            if skippable && synced.unchanged(name_known, &entry_stat(&m)) {
+                if ft.is_file() {
+                    self.stats.files += 1;
+                    self.stats.bytes += m.len();
+                    self.stats.files_synced += 1;
+                    synced.skipped_files += 1;
+                    synced.skipped_bytes += m.len();
+                } else {
+                    self.stats.symlinks += 1;
+                }
+                continue;
+            }
+            kept.push((child_rel, child_abs, m));
+        }
+        kept
     }
 
     /// Sends directory `rel`'s own entry without a listing: its metadata is applied, and
@@ -325,6 +395,9 @@ impl<'a> Walker<'a> {
                     Err(_) => continue,
                 };
                 self.stats.symlinks += 1;
+                if let Some(synced) = self.synced.as_deref_mut() {
+                    synced.sent(&child_rel, entry_stat(&m));
+                }
                 let item = WalkItem {
                     path: child_rel.clone(),
                     meta: meta_of(&m, Vec::new()),
@@ -381,6 +454,11 @@ impl<'a> Walker<'a> {
                 cached_digest = Some(f.digest);
                 f.from
             });
+            if m.nlink() == 1 {
+                if let Some(synced) = self.synced.as_deref_mut() {
+                    synced.sent(&child_rel, entry_stat(&m));
+                }
+            }
             let kind = WalkKind::File { stat, cached_digest };
             self.send(shard, WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0, renamed_from })?;
         }
@@ -404,7 +482,7 @@ mod tests {
         std::fs::write(r.join(format!("{TEMP_PREFIX}junk")), b"x").unwrap();
         let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| flume::unbounded()).unzip();
-        let stats = walk(r, true, &store, None, &txs, None).unwrap();
+        let stats = walk(r, true, &store, None, &txs, None, None).unwrap();
         drop(txs);
         assert_eq!((stats.files, stats.dirs, stats.symlinks, stats.hardlinks), (1, 3, 1, 1));
         let items: Vec<Vec<WalkItem>> = rxs.iter().map(|rx| rx.drain().collect()).collect();
@@ -417,11 +495,74 @@ mod tests {
         assert!(file_pos < link_pos);
     }
 
+    /// Walks `root` as a pass of job 1 with the synced table of `store`; records what
+    /// was sent as a succeeded pass would. Returns the paths sent.
+    fn synced_pass(root: &Path, store: &Arc<dyn WorkerStore>, trusted: bool) -> (Vec<String>, WalkStats) {
+        use crate::source::synced::SyncedWalk;
+        let basis = xtsync_store::SyncedBasis { token: [1; 32], verified_unix_s: 0 };
+        // The pass "starts" a minute from now: nothing the test wrote counts as recent.
+        let started_ns = (std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        let mut synced = SyncedWalk::new(1, trusted, basis, started_ns);
+        let (tx, rx) = flume::unbounded();
+        let stats = walk(root, true, store, None, &[tx], None, Some(&mut synced)).unwrap();
+        store.apply(xtsync_store::StoreBatch { ops: synced.into_ops(true) }).unwrap();
+        (rx.drain().map(|i| i.path.to_string_lossy()).collect(), stats)
+    }
+
+    #[test]
+    fn a_trusted_walk_sends_only_what_changed_and_the_directories_holding_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("a/b")).unwrap();
+        std::fs::create_dir_all(r.join("c")).unwrap();
+        for f in ["a/1", "a/b/2", "c/3", "4"] {
+            std::fs::write(r.join(f), f.as_bytes()).unwrap();
+        }
+        std::os::unix::fs::symlink("4", r.join("c/s")).unwrap();
+        let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
+        let (sent, stats) = synced_pass(r, &store, false);
+        assert_eq!(sent.len(), 9, "an untrusted pass sends everything: {sent:?}");
+        assert_eq!((stats.files, stats.files_synced), (4, 0));
+
+        let (sent, stats) = synced_pass(r, &store, true);
+        assert!(sent.is_empty(), "nothing changed: {sent:?}");
+        assert_eq!((stats.files, stats.dirs, stats.symlinks, stats.files_synced, stats.bytes), (4, 4, 1, 4, 12));
+
+        // An edit in place: the file and its directory (whose times the target must
+        // restore), nothing else.
+        std::fs::write(r.join("a/b/2"), b"changed").unwrap();
+        // A removal: the directory goes with its listing, and the entry is forgotten.
+        std::fs::remove_file(r.join("c/3")).unwrap();
+        let (mut sent, _) = synced_pass(r, &store, true);
+        sent.sort();
+        assert_eq!(sent, vec!["a/b", "a/b/2", "c"]);
+        let names: Vec<Vec<u8>> = store.synced_entries(1, b"c").unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec![b"s".to_vec()]);
+
+        // A mode change moves the ctime only.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(r.join("4"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (mut sent, _) = synced_pass(r, &store, true);
+        sent.sort();
+        assert_eq!(sent, vec!["", "4"]);
+        assert!(synced_pass(r, &store, true).0.is_empty());
+
+        // Hard links always go (the target links the names to the first one sent).
+        std::fs::hard_link(r.join("a/1"), r.join("c/h")).unwrap();
+        assert!(!synced_pass(r, &store, true).0.is_empty());
+        let (mut sent, _) = synced_pass(r, &store, true);
+        sent.sort();
+        assert_eq!(sent, vec!["a", "a/1", "c", "c/h"]);
+    }
+
     #[test]
     fn missing_root_is_a_clear_error() {
         let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
         let (tx, _rx) = flume::unbounded();
-        let err = walk(Path::new("/nonexistent/xtsync"), false, &store, None, &[tx], None).unwrap_err();
+        let err = walk(Path::new("/nonexistent/xtsync"), false, &store, None, &[tx], None, None).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/xtsync"), "{err}");
     }
 }

@@ -53,6 +53,9 @@ pub struct SessionParams {
     pub core_index: u64,
     /// The job's bandwidth limit, shared by all its sessions.
     pub limiter: Option<Arc<crate::shaping::RateLimiter>>,
+    /// Where to say which tree the target serves (`HelloAck::tree_id`): a pass's walk
+    /// waits for it to know whether it may trust what the target acknowledged.
+    pub tree_ids: Option<flume::Sender<[u8; 32]>>,
 }
 
 /// How long the target may take to speak first after the handshake (`Ready`).
@@ -313,7 +316,10 @@ async fn open_session(
     loop {
         attempt += 1;
         let (sender, mut reader, same_host) = connect(params, wire_bytes.clone()).await?;
-        let target_core = hello(params, &sender, &mut reader).await?;
+        let (target_core, tree_id) = hello(params, &sender, &mut reader).await?;
+        if let Some(tree_ids) = &params.tree_ids {
+            let _ = tree_ids.try_send(tree_id);
+        }
         let mut taken = params.target_cores_taken.lock().unwrap_or_else(|p| p.into_inner());
         let own_index = same_host.then_some(params.core_index);
         if target_core_suits(target_core, own_index, &taken) || attempt >= SPREAD_ATTEMPTS_MAX {
@@ -331,12 +337,13 @@ fn target_core_suits(target_core: u64, own_index: Option<u64>, taken: &std::coll
     own_index != Some(target_core) && !taken.contains(&target_core)
 }
 
-/// Sends Hello, waits for HelloAck; returns the target executor serving the session.
+/// Sends Hello, waits for HelloAck; returns the target executor serving the session and
+/// the target tree's id.
 async fn hello<R: futures_lite::AsyncRead + Unpin>(
     params: &SessionParams,
     sender: &FrameSender,
     reader: &mut R,
-) -> Result<u64, SessionError> {
+) -> Result<(u64, [u8; 32]), SessionError> {
     let flags = if params.delete { Hello::FLAG_DELETE } else { 0 };
     sender
         .send(&Message::Hello(Hello {
@@ -350,7 +357,7 @@ async fn hello<R: futures_lite::AsyncRead + Unpin>(
         .await
         .map_err(|e| SessionError::Connect { addr: params.target_addr.clone(), reason: e.to_string() })?;
     match read_message(reader).await? {
-        Some(Message::HelloAck(ack)) => Ok(ack.session_id & 0xffff),
+        Some(Message::HelloAck(ack)) => Ok((ack.session_id & 0xffff, ack.tree_id)),
         Some(Message::Error(e)) => Err(SessionError::Refused(e.message)),
         Some(other) => Err(SessionError::Protocol(format!("expected HelloAck, got {other:?}"))),
         None => Err(SessionError::Refused("connection closed after Hello".into())),

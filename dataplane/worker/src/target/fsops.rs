@@ -66,6 +66,25 @@ impl TargetRoot {
         self.fd.as_fd()
     }
 
+    /// Names this tree (see `HelloAck::tree_id`): the root directory's device, inode
+    /// and birth time (0 where the filesystem does not record one), hashed.
+    pub fn tree_id(&self) -> Result<[u8; 32], FsError> {
+        let bytes = self.path.as_os_str().as_encoded_bytes();
+        let mask = rustix::fs::StatxFlags::INO | rustix::fs::StatxFlags::BTIME;
+        let st = rustix::fs::statx(self.fd.as_fd(), "", AtFlags::EMPTY_PATH, mask).map_err(sys(bytes, "statx root"))?;
+        let born = if st.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0 {
+            (st.stx_btime.tv_sec, st.stx_btime.tv_nsec)
+        } else {
+            (0, 0)
+        };
+        let mut h = blake3::Hasher::new();
+        h.update(b"xtsync tree id v1");
+        for x in [st.stx_dev_major as u64, st.stx_dev_minor as u64, st.stx_ino, born.0 as u64, born.1 as u64] {
+            h.update(&x.to_le_bytes());
+        }
+        Ok(*h.finalize().as_bytes())
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -268,6 +268,7 @@ impl TargetSession {
         let claim = SessionClaim { peer, job_id: h.job_id, target_root: h.target_root.clone() };
         self.ctx.admission.admit(claim).await.map_err(TargetError::Refused)?;
         let root = Arc::new(TargetRoot::open(path).map_err(|e| TargetError::Refused(e.to_string()))?);
+        let tree_id = root.tree_id().map_err(|e| TargetError::Refused(e.to_string()))?;
         crate::target::sweep::sweep_once(&root);
         self.root = Some(root);
         self.delete = h.flags & xtsync_wire::Hello::FLAG_DELETE != 0;
@@ -279,7 +280,7 @@ impl TargetSession {
         // The low 16 bits name the executor serving the session (the source uses them
         // to spread its sessions over the target's cores).
         let session_id = h.run_id << 16 | (self.ctx.core as u64 & 0xffff);
-        self.send(&Message::HelloAck(HelloAck { session_id })).await
+        self.send(&Message::HelloAck(HelloAck { session_id, tree_id })).await
     }
 
     async fn handle(&mut self, msg: Message) -> Result<(), TargetError> {
