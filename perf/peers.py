@@ -1,4 +1,5 @@
-"""The tools: xtsync (quickstart --once), rsync daemon (+ client), tar | nc.
+"""The tools: xtsync (daemons up, `xtsyncctl job run` timed; or quickstart --once), rsync
+daemon (+ client), tar | nc.
 
 Each runner takes (src, target, tmp, timeout) and returns a measure.Result with wall
 time, CPU seconds of all the tool's processes (RUSAGE_CHILDREN delta around the whole
@@ -9,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shlex
 import signal
+import subprocess
 import time
 
 from measure import (Result, child_pids, cpu_children, free_port, kill_group, reap_strays, run, start,
@@ -66,6 +69,108 @@ def run_xtsync(src: str, target: str, state: str, cores: int, extra_args: str, t
         res.extra["xtsync"] = js
         res.wire_bytes = js.get("bytes_on_wire")
     return res
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of a live process (all its threads), seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _proc_children(pid: int) -> dict[int, str]:
+    """Direct children of pid: {pid: comm}."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                text = f.read()
+            comm = text[text.index("(") + 1:text.rindex(")")]
+            if int(text.rsplit(")", 1)[1].split()[1]) == pid:
+                out[int(d)] = comm
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _peak_rss(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def run_xtsync_served(src: str, target: str, state: str, cores: int, extra_args: str, timeout: float,
+                      label: str = "xtsync") -> Result:
+    """The operator's way: the coordinator and both workers are already running
+    (`xtsyncctl quickstart --serve`, started and stopped outside the timed part, as the
+    rsync daemon is), and the timed command is `xtsyncctl job run ID`, which starts the
+    pass and returns when the coordinator has recorded it succeeded. CPU seconds are the
+    daemons' (from /proc, during the pass) plus the client's."""
+    serve = [xtsyncctl(), "quickstart", "--source", src, "--target", target, "--state", state, "--serve",
+             "--json", "--cores", str(cores)] + shlex.split(extra_args)
+    res = Result(label, "")
+    if not xtsync_available():
+        res.status = "skipped"
+        res.notes.append(f"{xtsyncctl()} not found (set XTSYNC_BIN)")
+        return res
+    os.makedirs(os.path.dirname(target.rstrip("/")) or "/", exist_ok=True)
+    server = subprocess.Popen(serve, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        ready, _, _ = select.select([server.stdout], [], [], 120)
+        line = server.stdout.readline() if ready else ""
+        try:
+            info = json.loads(line)
+        except ValueError:
+            res.status = "error"
+            res.notes.append(f"quickstart --serve did not start: {line.strip()[:200]} {server.stderr.read()[-400:] if server.poll() is not None else ''}")
+            return res
+        daemons = _proc_children(server.pid)
+        cmd = (f"{shlex.quote(xtsyncctl())} --coordinator {info['coordinator']} --cert {shlex.quote(info['cert'])}"
+               f" --key {shlex.quote(info['key'])} --ca {shlex.quote(info['ca'])} --json job run {info['job_id']}")
+        res.command = cmd
+        res.extra["daemons"] = " ".join(serve)
+        before = {p: _proc_cpu_s(p) for p in daemons}
+        cpu0 = cpu_children()
+        rc, out, err, to, wall = run(cmd, timeout)
+        res.wall_s = wall
+        res.cpu_s = cpu_children() - cpu0 + sum(_proc_cpu_s(p) - c for p, c in before.items())
+        _finish(res, rc, err, to)
+        try:
+            run_json = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            run_json = None
+        summary = (run_json or {}).get("summary")
+        if not summary:
+            if res.status == "ok":
+                res.status = "error"
+            res.notes.append(f"no pass summary: {out.strip()[-300:]}")
+        else:
+            summary = dict(summary)
+            summary["run_id"] = run_json.get("id")
+            summary["worker_peak_rss_bytes"] = {
+                comm: _peak_rss(p) for p, comm in daemons.items() if "worker" in comm}
+            res.extra["xtsync"] = summary
+            res.wire_bytes = summary.get("bytes_on_wire")
+        return res
+    finally:
+        try:
+            server.stdin.close()
+            server.wait(30)
+        except (subprocess.TimeoutExpired, OSError):
+            kill_group(server)
+            server.wait(10)
+        res.extra["strays"] = reap_strays()
 
 
 RSYNCD_CONF = """\

@@ -78,7 +78,7 @@ def run_workload(name: str, a) -> dict:
            "versions": {"rsync": measure.tool_version("rsync --version"),
                         "tar": measure.tool_version("tar --version"),
                         "xtsyncctl": peers.xtsyncctl() if peers.xtsync_available() else "missing"},
-           "source_path": live, "timeout_s": a.timeout}
+           "source_path": live, "timeout_s": a.timeout, "xtsync_mode": a.xtsync_mode}
     try:
         if data.tmpfs:
             print(f"copying source to {live} (tmpfs) ...", flush=True)
@@ -204,7 +204,9 @@ def measure_once(kind, arg, rep, data, a, run_root, live, xt_targets, rsync_base
         measure.warm(target)
     os.sync()
     print(f"  measuring {kind} {arg if arg is not None else ''} (run {rep + 1}/{a.repeat}) ...", flush=True)
-    if kind == "xtsync":
+    if kind == "xtsync" and a.xtsync_mode == "served":
+        r = peers.run_xtsync_served(live, target, state, arg, a.xtsync_args, a.timeout, label)
+    elif kind == "xtsync":
         r = peers.run_xtsync(live, target, state, arg, a.xtsync_args, a.timeout, label)
     elif kind == "rsync":
         r = peers.run_rsync(live, target, os.path.join(run_root, f"rsyncd{arg}"), arg, a.timeout, hx_label)
@@ -323,6 +325,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="~20x smaller data (smoke run)")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="passed to xtsync quickstart")
     ap.add_argument("--xtsync-args", default="", help="extra args for xtsyncctl quickstart")
+    ap.add_argument("--xtsync-mode", choices=["served", "quickstart"], default="served",
+                    help="served: daemons up beforehand, `xtsyncctl job run` timed (default); "
+                         "quickstart: `quickstart --once` timed, daemon start-up and verification walk included")
     ap.add_argument("--tools", default=",".join(ALL_TOOLS), help=f"subset of {','.join(ALL_TOOLS)}")
     ap.add_argument("--timeout", type=float, default=1200, help="per tool run, seconds")
     ap.add_argument("--markdown", action="store_true", help="also print rows for perf/RESULTS.md")

@@ -81,6 +81,7 @@ pub async fn wait_for_run(client: &crate::client::Client, run_id: u64, quiet: bo
         b.enable_steady_tick(Duration::from_millis(120));
         b
     });
+    let started = std::time::Instant::now();
     loop {
         let run = client.run(run_id).await?;
         if let Some(b) = &bar {
@@ -97,6 +98,9 @@ pub async fn wait_for_run(client: &crate::client::Client, run_id: u64, quiet: bo
             }
             return Ok(run);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Short passes (an unchanged tree takes a fraction of a second) are seen to end
+        // at once; long ones are asked about less often.
+        let poll_ms = if started.elapsed() < Duration::from_secs(2) { 10 } else { 50 };
+        tokio::time::sleep(Duration::from_millis(poll_ms)).await;
     }
 }

@@ -33,6 +33,47 @@ fn initial_copy_makes_target_identical_then_unchanged_pass_sends_nothing() {
 }
 
 #[test]
+fn a_pass_sends_only_what_changed_since_the_target_acknowledged_it_until_the_target_tree_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    build_tree(&source);
+    // Entries changed within a second of a pass are not recorded (coarse timestamps).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let first = pass(&source, &target, &state, &[]);
+    let files = first["files"].as_u64().unwrap();
+    assert_eq!(first["files_unchanged"], 0, "{first}");
+
+    // Nothing changed: the target is asked only about the three names of the hard-linked
+    // file (they always go: the target links them to the first one sent), and their
+    // directories.
+    let idle = pass(&source, &target, &state, &[]);
+    assert_same_tree(&source, &target);
+    assert_eq!(idle["files"].as_u64(), Some(files), "{idle}");
+    assert_eq!(idle["files_unchanged"].as_u64(), Some(files - 2), "{idle}");
+    assert_eq!((idle["dirs"].clone(), idle["files_transferred"].as_u64()), (first["dirs"].clone(), Some(0)), "{idle}");
+    let (idle_bytes, first_bytes) = (idle["bytes_on_wire"].as_u64().unwrap(), first["bytes_on_wire"].as_u64().unwrap());
+    assert!(idle_bytes < 8192, "{idle}");
+
+    // An edit in place: that file, with its directory's times kept.
+    std::fs::write(source.join("src/file-100.txt"), b"edited in place").unwrap();
+    let after_edit = pass(&source, &target, &state, &[]);
+    assert_same_tree(&source, &target);
+    assert_eq!(after_edit["files_transferred"], 1, "{after_edit}");
+    assert_eq!(after_edit["files_unchanged"].as_u64(), Some(files - 3), "{after_edit}");
+
+    // The target tree is replaced (restored elsewhere, a new filesystem): its id is new,
+    // so the pass sends every entry again.
+    std::fs::rename(&target, dir.path().join("old-target")).unwrap();
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("stray"), b"not from the source").unwrap();
+    let replaced = pass(&source, &target, &state, &[]);
+    assert_same_tree(&source, &target);
+    assert_eq!(replaced["files_unchanged"], 0, "{replaced}");
+    assert_eq!(replaced["entries_deleted"], 1, "{replaced}");
+    assert!(replaced["bytes_on_wire"].as_u64().unwrap() > first_bytes / 2, "{replaced} vs {first}");
+}
+
+#[test]
 fn incremental_pass_sends_only_changes_and_applies_renames_and_deletions() {
     let dir = tempfile::tempdir().unwrap();
     let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -89,6 +90,18 @@ pub struct WalkStats {
     pub files_synced: u64,
 }
 
+impl WalkStats {
+    pub fn add(&mut self, o: &WalkStats) {
+        self.files += o.files;
+        self.dirs += o.dirs;
+        self.symlinks += o.symlinks;
+        self.hardlinks += o.hardlinks;
+        self.bytes += o.bytes;
+        self.errors += o.errors;
+        self.files_synced += o.files_synced;
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
     #[error("source root {path}: {reason}")]
@@ -149,12 +162,101 @@ pub fn walk(
     if !root_meta.is_dir() {
         return Err(ScanError::Root { path: root.display().to_string(), reason: "not a directory".into() });
     }
-    let mut walker = Walker::new(delete, store, shards);
-    walker.tally_into(tally);
-    walker.synced = synced;
-    walker.detect_renames(root, EventRenames::default(), chunk_params);
-    walker.dir(RelPath::root(), root.to_path_buf(), root_meta, true)?;
-    Ok(walker.stats)
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, WALK_THREADS_MAX);
+    let queue = DirQueue::new((RelPath::root(), root.to_path_buf(), root_meta, None));
+    let links = Arc::default();
+    let mut forks: Vec<Option<SyncedWalk>> = (0..threads).map(|_| synced.as_deref().map(SyncedWalk::fork)).collect();
+    let outcomes: Vec<Result<WalkStats, ScanError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = forks
+            .iter_mut()
+            .enumerate()
+            .map(|(i, fork)| {
+                let (queue, links) = (&queue, &links);
+                let walker = std::thread::Builder::new().name(format!("xtsync-walk{i}")).spawn_scoped(scope, move || {
+                    let mut walker = Walker::new(delete, store, shards);
+                    walker.links = Arc::clone(links);
+                    walker.tally_into(tally);
+                    walker.synced = fork.as_mut();
+                    walker.detect_renames(root, EventRenames::default(), chunk_params);
+                    walker.drain(queue).map(|()| walker.stats)
+                });
+                walker.map_err(|e| {
+                    queue.cancel();
+                    ScanError::Root { path: root.display().to_string(), reason: format!("walk thread: {e}") }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w?.join().unwrap_or_else(|_| {
+                    Err(ScanError::Root { path: root.display().to_string(), reason: "a walk thread panicked".into() })
+                })
+            })
+            .collect()
+    });
+    if let Some(synced) = synced {
+        for fork in forks.into_iter().flatten() {
+            synced.absorb(fork);
+        }
+    }
+    let mut stats = WalkStats::default();
+    for outcome in outcomes {
+        stats.add(&outcome?);
+    }
+    Ok(stats)
+}
+
+/// Threads of one walk: `lstat` is most of an unchanged tree's cost, and it scales.
+const WALK_THREADS_MAX: usize = 4;
+
+/// A directory to walk: its path below the root, absolute path, metadata, and what the
+/// target acknowledged of it (see `source::synced`).
+type PendingDir = (RelPath, PathBuf, std::fs::Metadata, Option<EntryStat>);
+
+/// The directories of a walk shared by its threads: a stack (depth first), the number
+/// being walked (whose subdirectories may still come), and whether the walk stopped.
+struct DirQueue {
+    state: std::sync::Mutex<(Vec<PendingDir>, usize, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl DirQueue {
+    fn new(root: PendingDir) -> DirQueue {
+        DirQueue { state: std::sync::Mutex::new((vec![root], 0, false)), changed: std::sync::Condvar::new() }
+    }
+
+    /// The next directory, or `None` when the walk is over (or stopped).
+    fn pop(&self) -> Option<PendingDir> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let (stack, walking, stopped) = &mut *state;
+            if *stopped {
+                return None;
+            }
+            if let Some(dir) = stack.pop() {
+                *walking += 1;
+                return Some(dir);
+            }
+            if *walking == 0 {
+                return None;
+            }
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// A directory popped is walked; these are its subdirectories, in name order.
+    fn done(&self, subdirs: Vec<PendingDir>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0.extend(subdirs.into_iter().rev());
+        state.1 -= 1;
+        self.changed.notify_all();
+    }
+
+    fn cancel(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).2 = true;
+        self.changed.notify_all();
+    }
 }
 
 /// Per multi-link inode (device, inode): a count of names (the link count, or the
@@ -168,7 +270,10 @@ pub struct Walker<'a> {
     store: &'a Arc<dyn WorkerStore>,
     shards: &'a [flume::Sender<WalkItem>],
     pub stats: WalkStats,
-    links: HashMap<(u64, u64), RelPath>,
+    /// The first name sent per multi-link inode, shared by the threads of a walk. Held
+    /// while that name's item is sent, so a later name (a hard link to it) never
+    /// reaches the session before it.
+    links: Arc<std::sync::Mutex<HashMap<(u64, u64), RelPath>>>,
     /// With [`Walker::track_link_names`]: every name sent per multi-link inode, and its
     /// link count (a walk of part of a tree may not meet them all).
     link_names: Option<LinkNames>,
@@ -188,7 +293,7 @@ impl<'a> Walker<'a> {
             store,
             shards,
             stats: WalkStats::default(),
-            links: HashMap::new(),
+            links: Arc::default(),
             link_names: None,
             xattr_buf: Vec::new(),
             renames: None,
@@ -244,15 +349,41 @@ impl<'a> Walker<'a> {
     /// acknowledged as they are, and a directory's own entry unless it changed or holds
     /// an entry that is sent (whose arrival changes the directory's times at the target).
     pub fn dir(&mut self, rel: RelPath, abs: PathBuf, meta: std::fs::Metadata, recurse: bool) -> Result<(), ScanError> {
-        type Pending = (RelPath, PathBuf, std::fs::Metadata, Option<EntryStat>);
-        let mut stack: Vec<Pending> = vec![(rel, abs, meta, None)];
-        while let Some((rel, abs, dir_meta, mut self_known)) = stack.pop() {
+        let mut stack: Vec<PendingDir> = vec![(rel, abs, meta, None)];
+        while let Some(dir) = stack.pop() {
+            let subdirs = self.one_dir(dir, recurse)?;
+            // Depth first, in name order.
+            stack.extend(subdirs.into_iter().rev());
+        }
+        Ok(())
+    }
+
+    /// Takes directories from `queue` until it is empty and no other thread can add to
+    /// it, and walks each (see [`Walker::dir`]); its subdirectories go back to the queue.
+    fn drain(&mut self, queue: &DirQueue) -> Result<(), ScanError> {
+        while let Some(dir) = queue.pop() {
+            match self.one_dir(dir, true) {
+                Ok(subdirs) => queue.done(subdirs),
+                Err(e) => {
+                    queue.cancel();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One directory of [`Walker::dir`]: returns its subdirectories, unwalked, in name
+    /// order (with what the target acknowledged of each).
+    fn one_dir(&mut self, dir: PendingDir, recurse: bool) -> Result<Vec<PendingDir>, ScanError> {
+        let (rel, abs, dir_meta, mut self_known) = dir;
+        {
             let mut names: Vec<Vec<u8>> = match std::fs::read_dir(&abs) {
                 Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().as_bytes().to_vec()).collect(),
                 Err(e) => {
                     tracing::warn!(path = %abs.display(), error = %e, "cannot list directory; skipping it");
                     self.stats.errors += 1;
-                    continue;
+                    return Ok(Vec::new());
                 }
             };
             names.retain(|n| !n.starts_with(TEMP_PREFIX.as_bytes()));
@@ -265,9 +396,25 @@ impl<'a> Walker<'a> {
             if rel.is_root() {
                 self_known = known.remove(&b""[..]);
             }
+            // A trusted pass stats each entry relative to its directory first (no path
+            // walk) and goes no further with what the target holds as it is.
+            let trusted_dir = match self.synced.as_deref() {
+                Some(synced) if synced.trusted && recurse => rustix::fs::open(
+                    &abs,
+                    rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .ok(),
+                _ => None,
+            };
             let mut children = Vec::with_capacity(names.len());
             if recurse {
                 for name in &names {
+                    if let Some(fd) = &trusted_dir {
+                        if self.synced_unchanged(fd, name, known.get(name)) {
+                            continue;
+                        }
+                    }
                     let child_abs = abs.join(std::ffi::OsStr::from_bytes(name));
                     let Ok(child_rel) = rel.join(name) else {
                         tracing::warn!(path = %child_abs.display(), "name cannot be replicated (too long); skipping");
@@ -284,7 +431,6 @@ impl<'a> Walker<'a> {
                     synced.gone(&rel, name);
                 }
             }
-            let children = self.skip_synced(children, &known);
             let own = entry_stat(&dir_meta);
             let unchanged = self.synced.as_deref().is_some_and(|s| s.unchanged(self_known.as_ref(), &own));
             let holds_sent = children.iter().any(|(_, _, m)| !m.is_dir());
@@ -303,48 +449,50 @@ impl<'a> Walker<'a> {
                 self.send(shard_of(rel.as_bytes(), self.shards.len()), dir_item)?;
             }
             if !recurse {
-                continue;
+                return Ok(Vec::new());
             }
             let subdirs = self.entries(children)?;
-            // Depth first, in name order.
-            stack.extend(subdirs.into_iter().rev().map(|(child_rel, child_abs, m)| {
-                let child_known = child_rel.split_last().and_then(|(_, name)| known.get(name).copied());
-                (child_rel, child_abs, m, child_known)
-            }));
+            Ok(subdirs
+                .into_iter()
+                .map(|(child_rel, child_abs, m)| {
+                    let child_known = child_rel.split_last().and_then(|(_, name)| known.get(name).copied());
+                    (child_rel, child_abs, m, child_known)
+                })
+                .collect())
         }
-        Ok(())
     }
 
-    /// Leaves out of `children` the symlinks and single-link files a trusted pass need
-    /// not send (`known` holds what the target acknowledged), counting them as walked.
-    fn skip_synced(
-        &mut self,
-        children: Vec<(RelPath, PathBuf, std::fs::Metadata)>,
-        known: &HashMap<Vec<u8>, EntryStat>,
-    ) -> Vec<(RelPath, PathBuf, std::fs::Metadata)> {
-        let Some(synced) = self.synced.as_deref_mut().filter(|s| s.trusted) else { return children };
-        let mut kept = Vec::with_capacity(children.len());
-        for (child_rel, child_abs, m) in children {
-            let ft = m.file_type();
-            // A name of a multi-link inode always goes: the target links it to the
-            // first name sent.
-            let skippable = ft.is_symlink() || (ft.is_file() && m.nlink() == 1);
-            let name_known = child_rel.split_last().and_then(|(_, name)| known.get(name));
-            if skippable && synced.unchanged(name_known, &entry_stat(&m)) {
-                if ft.is_file() {
-                    self.stats.files += 1;
-                    self.stats.bytes += m.len();
-                    self.stats.files_synced += 1;
-                    synced.skipped_files += 1;
-                    synced.skipped_bytes += m.len();
-                } else {
-                    self.stats.symlinks += 1;
-                }
-                continue;
-            }
-            kept.push((child_rel, child_abs, m));
+    /// True if entry `name` of the directory open at `dir` is a symlink or single-link
+    /// file that a trusted pass need not send: its stat is the one the target
+    /// acknowledged (`known`). Counted as walked.
+    fn synced_unchanged(&mut self, dir: &OwnedFd, name: &[u8], known: Option<&EntryStat>) -> bool {
+        let Some(synced) = self.synced.as_deref_mut() else { return false };
+        let Ok(st) = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) else { return false };
+        let file_type = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        let is_file = file_type == rustix::fs::FileType::RegularFile;
+        // A name of a multi-link inode always goes: the target links it to the first
+        // name sent.
+        let skippable = file_type == rustix::fs::FileType::Symlink || (is_file && st.st_nlink == 1);
+        let stat = EntryStat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
+        };
+        if !skippable || !synced.unchanged(known, &stat) {
+            return false;
         }
-        kept
+        if is_file {
+            self.stats.files += 1;
+            self.stats.bytes += stat.size;
+            self.stats.files_synced += 1;
+            synced.skipped_files += 1;
+            synced.skipped_bytes += stat.size;
+        } else {
+            self.stats.symlinks += 1;
+        }
+        true
     }
 
     /// Sends directory `rel`'s own entry without a listing: its metadata is applied, and
@@ -417,6 +565,8 @@ impl<'a> Walker<'a> {
         for ((child_rel, child_abs, m), record) in files.into_iter().zip(records) {
             let stat = FileStat::of(&m);
             let meta = meta_of(&m, read_xattrs(&child_abs, &mut self.xattr_buf));
+            let links = self.links.clone();
+            let mut first_names = None;
             let shard = if m.nlink() > 1 {
                 let key = (stat.dev, stat.ino);
                 if let Some(names) = &mut self.link_names {
@@ -425,14 +575,15 @@ impl<'a> Walker<'a> {
                     sent.push(child_rel.clone());
                 }
                 let shard = shard_of(&[stat.dev.to_le_bytes(), stat.ino.to_le_bytes()].concat(), shards);
-                if let Some(first) = self.links.get(&key) {
+                let first_names = first_names.insert(links.lock().unwrap_or_else(|p| p.into_inner()));
+                if let Some(first) = first_names.get(&key) {
                     self.stats.hardlinks += 1;
                     let kind = WalkKind::HardLink { to: first.clone() };
                     let item = WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0, renamed_from: None };
                     self.send(shard, item)?;
                     continue;
                 }
-                self.links.insert(key, child_rel.clone());
+                first_names.insert(key, child_rel.clone());
                 shard
             } else {
                 shard_of(child_rel.as_bytes(), shards)
@@ -461,6 +612,7 @@ impl<'a> Walker<'a> {
             }
             let kind = WalkKind::File { stat, cached_digest };
             self.send(shard, WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0, renamed_from })?;
+            drop(first_names);
         }
         Ok(subdirs)
     }

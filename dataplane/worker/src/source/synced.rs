@@ -109,6 +109,19 @@ impl SyncedWalk {
         }
     }
 
+    /// A view for another thread of the same walk (see [`SyncedWalk::absorb`]).
+    pub fn fork(&self) -> SyncedWalk {
+        SyncedWalk::new(self.job, self.trusted, self.basis, self.recent_from_ns + RECENT_NS)
+    }
+
+    /// Takes in what a fork skipped and will record.
+    pub fn absorb(&mut self, fork: SyncedWalk) {
+        self.puts.extend(fork.puts);
+        self.forgets.extend(fork.forgets);
+        self.skipped_files += fork.skipped_files;
+        self.skipped_bytes += fork.skipped_bytes;
+    }
+
     /// The acknowledged entries of directory `dir`, by name (the root's own under "").
     pub fn known(&self, store: &dyn WorkerStore, dir: &RelPath) -> Result<HashMap<Vec<u8>, EntryStat>, ScanError> {
         Ok(store.synced_entries(self.job, dir.as_bytes())?.into_iter().collect())

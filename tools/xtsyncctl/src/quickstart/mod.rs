@@ -41,6 +41,12 @@ pub struct QuickstartArgs {
     /// Print the pass summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Start the daemons and create the (one-shot) job, print one JSON line saying how
+    /// to reach them (coordinator, job id, admin certificate), and run no pass: keep
+    /// the daemons up until stdin closes or Ctrl-C. For benchmarks that time
+    /// `xtsyncctl job run` against running daemons, as operators run it.
+    #[arg(long, conflicts_with = "once")]
+    pub serve: bool,
     /// Executors per worker (default: one per CPU).
     #[arg(long)]
     pub cores: Option<usize>,
@@ -196,7 +202,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         options: JobOptions {
             delete: true,
             compression,
-            continuous: !args.once,
+            continuous: !args.once && !args.serve,
             batch_window_ms: args.batch_window_ms,
             rate_limit_bytes_per_s: args.rate_limit,
             ..JobOptions::default()
@@ -204,6 +210,9 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         agents: vec![],
     };
     let job = ensure_job(&client, spec).await?;
+    if args.serve {
+        return serve(&job, &certs["admin"], &ca_files, &coordinator_addr, &mut coordinator, &mut workers).await;
+    }
     if !args.json {
         println!(
             "replicating {} (worker-a) -> {} (worker-b); logs in {}",
@@ -264,6 +273,36 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             bail!("target differs from source:\n{}", diffs.join("\n"));
         }
         Ok(())
+    }
+}
+
+/// `--serve`: say how to reach the daemons, then keep them up until stdin closes,
+/// Ctrl-C, or one of them dies.
+async fn serve(
+    job: &Job,
+    admin: &NodeCertFiles,
+    ca: &xtsync_transport::CaFiles,
+    coordinator_addr: &str,
+    coordinator: &mut Daemon,
+    workers: &mut [Daemon],
+) -> anyhow::Result<()> {
+    let ready = serde_json::json!({
+        "coordinator": coordinator_addr,
+        "job_id": job.id,
+        "cert": admin.cert_path,
+        "key": admin.key_path,
+        "ca": ca.cert_path,
+        "crl": ca.crl_path,
+    });
+    println!("{ready}");
+    let stdin_closed = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    });
+    tokio::select! {
+        _ = stdin_closed => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        dead = watch(coordinator, workers) => Err(dead),
     }
 }
 
