@@ -84,6 +84,20 @@ impl ChunkCodec {
         }
         Ok(())
     }
+
+    /// Decodes a zstd payload of unknown length, failing if it would produce more than
+    /// `bytes_max` bytes.
+    pub fn decompress_at_most(&mut self, payload: &[u8], bytes_max: usize, out: &mut Vec<u8>) -> Result<(), CompressError> {
+        out.clear();
+        out.reserve_exact(bytes_max);
+        self.dctx
+            .decompress(out, payload)
+            .map_err(|code| CompressError::Corrupt(std::io::Error::other(zstd::zstd_safe::get_error_name(code))))?;
+        if out.len() > bytes_max {
+            return Err(CompressError::LengthMismatch { expected: bytes_max, actual: out.len() });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

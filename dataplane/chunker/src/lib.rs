@@ -1,8 +1,10 @@
 //! Pure content logic of the data plane: content-defined chunking (FastCDC 2020),
-//! chunk names (BLAKE3), file digests, and per-chunk compression. No I/O: callers feed
+//! chunk names (BLAKE3), file digests, per-chunk compression, and deltas below the
+//! chunk (`delta`). No I/O: callers feed
 //! bytes in and get boundaries, names and encoded payloads out.
 
 mod compress;
+pub mod delta;
 mod name;
 mod stream;
 

@@ -154,7 +154,26 @@ pub struct Want {
     pub seg_no: u32,
     /// Bit i (LSB first) set = send chunk i of the segment.
     pub bitmap: Vec<u8>,
+    /// The previous version of the file that the target holds, block by block: the
+    /// source may send wanted chunks as deltas against it (`ChunkData` with
+    /// [`DELTA_ENCODING`]). An optional tail on the wire.
+    pub basis: Option<Basis>,
 }
+
+/// A target's copy of a file as a delta basis: per whole block of `block_bytes`, a
+/// rolling checksum and a strong hash (`xtsync_chunker::delta::Signature`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Basis {
+    pub block_bytes: u32,
+    pub blocks: Vec<(u32, u32)>,
+}
+
+/// Blocks a basis may describe at most.
+pub const BASIS_BLOCKS_MAX: usize = 64 << 10;
+
+/// `ChunkData::encoding` of a chunk sent as a zstd-compressed delta against the
+/// segment's basis (`Want::basis`).
+pub const DELTA_ENCODING: u8 = 0x80;
 
 impl Want {
     pub fn wants(&self, i: usize) -> bool {
@@ -165,7 +184,7 @@ impl Want {
         for (i, _) in flags.iter().enumerate().filter(|(_, &f)| f) {
             bitmap[i / 8] |= 1 << (i % 8);
         }
-        Want { file_id, seg_no, bitmap }
+        Want { file_id, seg_no, bitmap, basis: None }
     }
 }
 
@@ -516,6 +535,14 @@ impl Message {
                 put_u64(out, w.file_id);
                 put_u32(out, w.seg_no);
                 put_bytes(out, &w.bitmap);
+                if let Some(b) = &w.basis {
+                    put_u32(out, b.block_bytes);
+                    put_u32(out, b.blocks.len() as u32);
+                    for (weak, strong) in &b.blocks {
+                        put_u32(out, *weak);
+                        put_u32(out, *strong);
+                    }
+                }
             }
             Message::ChunkData(c) => {
                 out.extend_from_slice(&c.data);
@@ -633,11 +660,26 @@ impl Message {
                 }
                 Message::Segment(Segment { file_id, seg_no, chunks })
             }
-            kind::WANT => Message::Want(Want {
-                file_id: r.u64("want.file_id")?,
-                seg_no: r.u32("want.seg_no")?,
-                bitmap: r.bytes("want.bitmap", CHUNKS_PER_SEGMENT_MAX / 8)?.to_vec(),
-            }),
+            kind::WANT => {
+                let file_id = r.u64("want.file_id")?;
+                let seg_no = r.u32("want.seg_no")?;
+                let bitmap = r.bytes("want.bitmap", CHUNKS_PER_SEGMENT_MAX / 8)?.to_vec();
+                let basis = if r.remaining() == 0 {
+                    None
+                } else {
+                    let block_bytes = r.u32("want.basis.block_bytes")?;
+                    if block_bytes == 0 {
+                        return Err(WireError::Invalid("want.basis.block_bytes"));
+                    }
+                    let n = r.count("want.basis.blocks", BASIS_BLOCKS_MAX, 8)?;
+                    let mut blocks = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        blocks.push((r.u32("want.basis.weak")?, r.u32("want.basis.strong")?));
+                    }
+                    Some(Basis { block_bytes, blocks })
+                };
+                Message::Want(Want { file_id, seg_no, bitmap, basis })
+            }
             kind::FILE_END => Message::FileEnd(FileEnd {
                 file_id: r.u64("file_end.file_id")?,
                 digest: r.hash("file_end.digest")?,

@@ -74,6 +74,10 @@ fn samples() -> Vec<Message> {
             chunks: vec![ChunkRef { name: [1; 32], len: 5, zero: false }],
         }),
         Message::Want(Want::from_flags(4, 0, &[true, false, true])),
+        Message::Want(Want {
+            basis: Some(Basis { block_bytes: 512, blocks: vec![(1, 2), (u32::MAX, 0)] }),
+            ..Want::from_flags(5, 1, &[true])
+        }),
         Message::ChunkData(ChunkData {
             file_id: 4,
             seg_no: 0,

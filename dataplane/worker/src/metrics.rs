@@ -31,6 +31,8 @@ pub struct WorkerMetrics {
     pub files_renamed_total: AtomicU64,
     pub dirs_renamed_total: AtomicU64,
     pub chunks_sent_total: AtomicU64,
+    /// Of those, sent as deltas against the target's previous version of their file.
+    pub chunks_sent_as_delta_total: AtomicU64,
     /// Chunks sent for a file version the target had already acknowledged (its source
     /// record says so): zero unless the target lost or changed an acknowledged file.
     pub chunks_resent_acknowledged_total: AtomicU64,
@@ -59,7 +61,7 @@ impl WorkerMetrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        let rows: [(&str, &str, &str, &AtomicU64); 22] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 23] = [
             ("xtsync_worker_source_sessions_active", "gauge", "Source sessions running", &self.sessions_source_active),
             ("xtsync_worker_target_sessions_active", "gauge", "Target sessions running", &self.sessions_target_active),
             ("xtsync_worker_passes_total", "counter", "Passes run as source", &self.passes_total),
@@ -83,6 +85,12 @@ impl WorkerMetrics {
                 &self.dirs_renamed_total,
             ),
             ("xtsync_worker_chunks_sent_total", "counter", "Chunks sent as source", &self.chunks_sent_total),
+            (
+                "xtsync_worker_chunks_sent_as_delta_total",
+                "counter",
+                "Chunks sent as deltas against the target's previous version of their file",
+                &self.chunks_sent_as_delta_total,
+            ),
             (
                 "xtsync_worker_chunks_resent_acknowledged_total",
                 "counter",

@@ -9,7 +9,8 @@ use futures_lite::AsyncRead;
 use xtsync_api::{Compression, FileVersion};
 use xtsync_chunker::{ChunkCodec, Encoding};
 use xtsync_store::StoreOp;
-use xtsync_wire::{chunk_data_frame_around, encode_chunk_data, FileDone, Message, Want};
+use xtsync_chunker::delta::{self, Signature};
+use xtsync_wire::{chunk_data_frame_around, encode_chunk_data, FileDone, Message, Want, DELTA_ENCODING};
 
 use crate::frames::read_message;
 use crate::sendfile::{FileRange, Part};
@@ -100,7 +101,7 @@ fn file_version(item: &crate::source::scan::WalkItem, size: u64, digest: [u8; 32
     }
 }
 
-async fn on_want(session: &Rc<Session>, w: Want, codec: &mut ChunkCodec) -> Result<(), SessionError> {
+async fn on_want(session: &Rc<Session>, mut w: Want, codec: &mut ChunkCodec) -> Result<(), SessionError> {
     let seg = session
         .shared
         .borrow_mut()
@@ -113,7 +114,20 @@ async fn on_want(session: &Rc<Session>, w: Want, codec: &mut ChunkCodec) -> Resu
     // there is: a change the stat missed makes the target's hash check fail the file,
     // which is then read and sent again.
     let from_file = seg.file.as_ref().filter(|f| !seg.bytes_kept || f.unchanged());
-    let acknowledged_before = session.shared.borrow().files.get(&w.file_id).is_some_and(|f| f.acknowledged_before());
+    let (acknowledged_before, retried) = {
+        let shared = session.shared.borrow();
+        let file = shared.files.get(&w.file_id);
+        (file.is_some_and(|f| f.acknowledged_before()), file.is_some_and(|f| f.item.retries > 0))
+    };
+    // The target's previous version, to send deltas against: not with compression off
+    // (CPU first), and not for a file sent again after a failure (a checksum collision
+    // would fail it the same way again).
+    let basis = w
+        .basis
+        .take()
+        .filter(|_| p.compression != Compression::Never && !retried && seg.bytes_kept)
+        .map(|b| Signature { block_bytes: b.block_bytes, blocks: b.blocks });
+    let mut delta_encoded = Vec::new();
     let mut parts: Vec<Part> = Vec::new();
     let mut encoded = Vec::new();
     let (mut sent, mut total) = (0u64, 0u64);
@@ -131,6 +145,24 @@ async fn on_want(session: &Rc<Session>, w: Want, codec: &mut ChunkCodec) -> Resu
             (Compression::Always, Some(raw)) => codec.compress(raw, p.compression_level, false, &mut encoded),
         };
         let (file_id, seg_no, at) = (w.file_id, w.seg_no, index as u32);
+        if let (Some(sig), Some(raw)) = (&basis, raw) {
+            let plain_bytes = if encoding == Encoding::Raw { raw.len() } else { encoded.len() };
+            let (delta_ops, _) = delta::encode(sig, raw);
+            codec.compress(&delta_ops, p.compression_level, false, &mut delta_encoded);
+            if delta_encoded.len() < plain_bytes {
+                let mut frame = Vec::new();
+                encode_chunk_data(&mut frame, file_id, seg_no, at, DELTA_ENCODING, span.bytes, &delta_encoded);
+                if seg.file.is_some() {
+                    push_bytes(&mut parts, frame);
+                } else {
+                    session.sender.send_encoded(frame).await.map_err(|e| SessionError::Connection(e.to_string()))?;
+                }
+                p.metrics.chunks_sent_as_delta_total.fetch_add(1, Ordering::Relaxed);
+                sent += 1;
+                total += span.bytes as u64;
+                continue;
+            }
+        }
         match (encoding, from_file, raw) {
             (Encoding::Raw, Some(file), _) => {
                 let (head, tail) =

@@ -125,6 +125,8 @@ pub struct PendingSegment {
     /// Next chunk to place, and its offset in the file.
     pub next: usize,
     pub offset: u64,
+    /// The file's previous version, offered to the source as a delta basis.
+    pub basis: Option<Rc<crate::target::basis::DeltaBasis>>,
 }
 
 /// Open read handles on local files that chunks are copied from (bounded).

@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod assemble;
+pub mod basis;
 pub mod checkpoint;
 pub mod durability;
 pub mod entries;

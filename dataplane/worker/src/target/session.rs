@@ -456,7 +456,16 @@ impl TargetSession {
             }
         }
         let flags: Vec<bool> = sources.iter().map(|s| matches!(s, ChunkSource::Wire)).collect();
-        self.send(&Message::Want(Want::from_flags(s.file_id, s.seg_no, &flags))).await?;
+        // A small file's previous version lets the source send deltas of what it wants.
+        let basis = match self.files.get(&s.file_id) {
+            Some(f) if s.seg_no == 0 && flags.contains(&true) && f.error.is_none() => {
+                f.target.as_ref().and_then(|t| crate::target::basis::open(t.dir.as_fd(), &t.name))
+            }
+            _ => None,
+        };
+        let (basis, signature) = basis.map(|(b, sig)| (Rc::new(b), sig)).unzip();
+        let want = Want { basis: signature, ..Want::from_flags(s.file_id, s.seg_no, &flags) };
+        self.send(&Message::Want(want)).await?;
         self.queue.push_back(Pending::Segment(PendingSegment {
             file_id: s.file_id,
             seg_no: s.seg_no,
@@ -464,6 +473,7 @@ impl TargetSession {
             sources,
             next: 0,
             offset: start,
+            basis,
         }));
         Ok(())
     }
@@ -481,11 +491,16 @@ impl TargetSession {
         }
         let chunk = seg.chunks[seg.next];
         let offset = seg.offset;
+        let basis = seg.basis.clone();
         seg.next += 1;
         seg.offset += chunk.len as u64;
         let m = &self.ctx.metrics;
         let data = match Encoding::from_u8(c.encoding) {
             _ if c.raw_len != chunk.len => Err("chunk length differs from its manifest".to_string()),
+            _ if c.encoding == xtsync_wire::DELTA_ENCODING => match &basis {
+                Some(b) => crate::target::basis::rebuild(b, &mut self.codec, &c.data, chunk.len),
+                None => Err("a delta for a segment that was offered no basis".to_string()),
+            },
             Some(Encoding::Raw) => Ok(c.data),
             Some(enc) => {
                 let mut out = Vec::with_capacity(chunk.len as usize);
