@@ -59,6 +59,8 @@ pub fn sweep_once(root: &Arc<TargetRoot>) {
     }
     let root = root.clone();
     let spawned = std::thread::Builder::new().name("xtsync-sweep".into()).spawn(move || {
+        // Housekeeping: it runs only on CPU time the sessions leave idle.
+        idle_priority();
         let removed = sweep(&root, std::process::id());
         if removed > 0 {
             tracing::info!(removed, "removed temporaries left by an earlier target process");
@@ -66,6 +68,15 @@ pub fn sweep_once(root: &Arc<TargetRoot>) {
     });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the sweep of leftover temporaries");
+    }
+}
+
+/// Puts the calling thread in the SCHED_IDLE class (logged if refused).
+fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscall on the calling thread (pid 0) with a valid parameter.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "sweep stays at normal priority");
     }
 }
 
