@@ -119,4 +119,13 @@ pub trait WorkerStore: Send + Sync + 'static {
     /// the root (`dir` empty) this includes the root itself, with an empty name.
     fn synced_entries(&self, job: u64, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError>;
     fn synced_basis(&self, job: u64) -> Result<Option<SyncedBasis>, StoreError>;
+    /// Reads `job`'s synced entries directory after directory with one iterator (a
+    /// walk asks for thousands of directories), as of the cursor's creation.
+    fn synced_cursor(&self, job: u64) -> Box<dyn SyncedCursor + '_>;
+}
+
+/// See [`WorkerStore::synced_cursor`].
+pub trait SyncedCursor {
+    /// As [`WorkerStore::synced_entries`].
+    fn entries(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError>;
 }

@@ -132,4 +132,19 @@ impl WorkerStore for MemStore {
         let synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
         Ok(synced.get(&job_key(job)).and_then(|v| decode_basis(v).ok()))
     }
+
+    fn synced_cursor(&self, job: u64) -> Box<dyn SyncedCursor + '_> {
+        Box::new(MemCursor { store: self, job })
+    }
+}
+
+struct MemCursor<'a> {
+    store: &'a MemStore,
+    job: u64,
+}
+
+impl SyncedCursor for MemCursor<'_> {
+    fn entries(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError> {
+        self.store.synced_entries(self.job, dir)
+    }
 }

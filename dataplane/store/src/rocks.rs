@@ -136,24 +136,42 @@ impl WorkerStore for RocksStore {
     }
 
     fn synced_entries(&self, job: u64, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError> {
-        let cf = self.db.cf_handle(CF_SYNCED).ok_or(StoreError::Corrupt { what: "missing column family" })?;
-        let prefix = synced::dir_prefix(job, dir);
-        let mut it = self.db.raw_iterator_cf(cf);
-        it.seek(&prefix);
-        let mut pairs = Vec::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            pairs.push((k.to_vec(), v.to_vec()));
-            it.next();
-        }
-        it.status().map_err(io)?;
-        Ok(synced::entries_in_range(&prefix, pairs.iter().map(|(k, v)| (&k[..], &v[..]))))
+        self.synced_cursor(job).entries(dir)
     }
 
     fn synced_basis(&self, job: u64) -> Result<Option<SyncedBasis>, StoreError> {
         let key = synced::job_key(job);
         Ok(self.get_many(CF_SYNCED, &[&key[..]], synced::decode_basis)?.pop().flatten())
+    }
+
+    fn synced_cursor(&self, job: u64) -> Box<dyn SyncedCursor + '_> {
+        let it = self.db.cf_handle(CF_SYNCED).map(|cf| self.db.raw_iterator_cf(cf));
+        Box::new(RocksCursor { it, job })
+    }
+}
+
+struct RocksCursor<'a> {
+    it: Option<rocksdb::DBRawIteratorWithThreadMode<'a, DB>>,
+    job: u64,
+}
+
+impl SyncedCursor for RocksCursor<'_> {
+    fn entries(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError> {
+        let it = self.it.as_mut().ok_or(StoreError::Corrupt { what: "missing column family" })?;
+        let prefix = synced::dir_prefix(self.job, dir);
+        it.seek(&prefix);
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            // A record that does not decode is left out: the entry is sent again.
+            if let Ok(stat) = synced::decode_stat(v) {
+                out.push((k[prefix.len()..].to_vec(), stat));
+            }
+            it.next();
+        }
+        it.status().map_err(io)?;
+        Ok(out)
     }
 }

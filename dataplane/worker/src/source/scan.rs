@@ -284,6 +284,8 @@ pub struct Walker<'a> {
     /// What the target acknowledged: skips what it holds (a trusted pass), records
     /// what is sent.
     synced: Option<&'a mut SyncedWalk>,
+    /// Reads the synced table directory by directory (one iterator for the walk).
+    synced_cursor: Option<Box<dyn xtsync_store::SyncedCursor + 'a>>,
 }
 
 impl<'a> Walker<'a> {
@@ -299,6 +301,7 @@ impl<'a> Walker<'a> {
             renames: None,
             tally: None,
             synced: None,
+            synced_cursor: None,
         }
     }
 
@@ -378,8 +381,30 @@ impl<'a> Walker<'a> {
     fn one_dir(&mut self, dir: PendingDir, recurse: bool) -> Result<Vec<PendingDir>, ScanError> {
         let (rel, abs, dir_meta, mut self_known) = dir;
         {
-            let mut names: Vec<Vec<u8>> = match std::fs::read_dir(&abs) {
-                Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().as_bytes().to_vec()).collect(),
+            // One descriptor per directory: its listing, and (trusted passes) the stat of
+            // each entry relative to it, without walking the path again.
+            let listed = rustix::fs::open(
+                &abs,
+                rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .and_then(|fd| {
+                let dup = rustix::io::fcntl_dupfd_cloexec(&fd, 0)?;
+                let mut names = Vec::new();
+                let mut dir = rustix::fs::Dir::new(dup)?;
+                while let Some(entry) = dir.read() {
+                    let name = entry?.file_name().to_bytes().to_vec();
+                    if name != b"." && name != b".." {
+                        names.push(name);
+                    }
+                }
+                Ok((names, fd))
+            });
+            let (mut names, dir_fd) = match listed {
+                Ok(listed) => listed,
                 Err(e) => {
                     tracing::warn!(path = %abs.display(), error = %e, "cannot list directory; skipping it");
                     self.stats.errors += 1;
@@ -389,24 +414,22 @@ impl<'a> Walker<'a> {
             names.retain(|n| !n.starts_with(TEMP_PREFIX.as_bytes()));
             names.sort_unstable();
             self.stats.dirs += 1;
-            let mut known = match &self.synced {
-                Some(synced) => synced.known(self.store.as_ref(), &rel)?,
-                None => HashMap::new(),
+            let mut known = match (&self.synced, &mut self.synced_cursor) {
+                (Some(synced), Some(cursor)) => synced.known(cursor.as_mut(), &rel)?,
+                (Some(synced), None) => {
+                    let mut cursor = self.store.synced_cursor(synced.job());
+                    let known = synced.known(cursor.as_mut(), &rel)?;
+                    self.synced_cursor = Some(cursor);
+                    known
+                }
+                _ => HashMap::new(),
             };
             if rel.is_root() {
                 self_known = known.remove(&b""[..]);
             }
             // A trusted pass stats each entry relative to its directory first (no path
             // walk) and goes no further with what the target holds as it is.
-            let trusted_dir = match self.synced.as_deref() {
-                Some(synced) if synced.trusted && recurse => rustix::fs::open(
-                    &abs,
-                    rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-                    rustix::fs::Mode::empty(),
-                )
-                .ok(),
-                _ => None,
-            };
+            let trusted_dir = self.synced.as_deref().filter(|s| s.trusted && recurse).map(|_| &dir_fd);
             let mut children = Vec::with_capacity(names.len());
             if recurse {
                 for name in &names {

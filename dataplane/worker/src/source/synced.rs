@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use xtsync_store::{EntryStat, StoreOp, SyncedBasis, WorkerStore};
+use xtsync_store::{EntryStat, StoreOp, SyncedBasis, SyncedCursor};
 use xtsync_wire::RelPath;
 
 use crate::source::scan::ScanError;
@@ -123,8 +123,16 @@ impl SyncedWalk {
     }
 
     /// The acknowledged entries of directory `dir`, by name (the root's own under "").
-    pub fn known(&self, store: &dyn WorkerStore, dir: &RelPath) -> Result<HashMap<Vec<u8>, EntryStat>, ScanError> {
-        Ok(store.synced_entries(self.job, dir.as_bytes())?.into_iter().collect())
+    pub fn known(
+        &self,
+        cursor: &mut dyn SyncedCursor,
+        dir: &RelPath,
+    ) -> Result<HashMap<Vec<u8>, EntryStat>, ScanError> {
+        Ok(cursor.entries(dir.as_bytes())?.into_iter().collect())
+    }
+
+    pub fn job(&self) -> u64 {
+        self.job
     }
 
     /// True if the entry may be skipped: trusted, and acknowledged with this stat.
