@@ -136,11 +136,13 @@ async fn run(
     let mut backlog = PassBacklog::default();
     let tally = backlog.walked.clone();
     let basis = SyncedBasisInputs::of(a);
+    let started_walk = started;
     let walker = tokio::task::spawn_blocking(move || {
         // The first session's HelloAck names the target tree (none: every session
         // failed before it, and so does the pass).
         let mut synced = tree_id.recv().ok().map(|id| basis.walk(store.as_ref(), &id)).transpose()?;
         let stats = walk(&root, delete, &store, Some(chunk_params), &item_txs, Some(&tally), synced.as_mut())?;
+        tracing::debug!(elapsed_s = started_walk.elapsed().as_secs_f64(), files = stats.files, "pass: walk done");
         Ok::<_, ScanError>((stats, synced))
     });
 
@@ -173,6 +175,7 @@ async fn run(
             SessionEvent::ContentDone { .. } => {
                 content_done += 1;
                 if content_done == sessions {
+                    tracing::debug!(elapsed_s = started.elapsed().as_secs_f64(), "pass: content done, ending the pass");
                     for tx in &end_txs {
                         let _ = tx.send(());
                     }
