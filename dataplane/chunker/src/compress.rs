@@ -87,7 +87,12 @@ impl ChunkCodec {
 
     /// Decodes a zstd payload of unknown length, failing if it would produce more than
     /// `bytes_max` bytes.
-    pub fn decompress_at_most(&mut self, payload: &[u8], bytes_max: usize, out: &mut Vec<u8>) -> Result<(), CompressError> {
+    pub fn decompress_at_most(
+        &mut self,
+        payload: &[u8],
+        bytes_max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CompressError> {
         out.clear();
         out.reserve_exact(bytes_max);
         self.dctx

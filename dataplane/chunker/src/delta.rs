@@ -211,7 +211,8 @@ pub fn apply(
         match op {
             OP_LITERAL => {
                 let len = read_varint(delta, &mut at)? as usize;
-                let bytes = delta.get(at..at.checked_add(len).ok_or(DeltaError::Truncated)?).ok_or(DeltaError::Truncated)?;
+                let bytes =
+                    delta.get(at..at.checked_add(len).ok_or(DeltaError::Truncated)?).ok_or(DeltaError::Truncated)?;
                 if out.len() + len > raw_len {
                     return Err(too_long(out.len() + len));
                 }

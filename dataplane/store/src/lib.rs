@@ -78,9 +78,18 @@ pub enum StoreOp {
     PutMoved(Vec<u8>, Vec<u8>),
     /// Job `job`'s target acknowledged entry `name` of directory `dir` (paths below
     /// the job's root; the root is `("", "")`) as it was when `stat` was taken.
-    PutSynced { job: u64, dir: Vec<u8>, name: Vec<u8>, stat: EntryStat },
+    PutSynced {
+        job: u64,
+        dir: Vec<u8>,
+        name: Vec<u8>,
+        stat: EntryStat,
+    },
     /// Forgets entry (`dir`, `name`) of `job` and everything below it.
-    ForgetSynced { job: u64, dir: Vec<u8>, name: Vec<u8> },
+    ForgetSynced {
+        job: u64,
+        dir: Vec<u8>,
+        name: Vec<u8>,
+    },
     /// Forgets every entry of `job` and its basis.
     ForgetJobSynced(u64),
     PutSyncedBasis(u64, SyncedBasis),

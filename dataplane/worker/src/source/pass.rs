@@ -14,8 +14,8 @@ use crate::cores::CoreCommand;
 use crate::metrics::WorkerMetrics;
 use crate::source::backlog::PassBacklog;
 use crate::source::scan::{walk, ScanError};
-use crate::source::synced::{basis_token, may_trust, SyncedWalk};
 use crate::source::session::{PassFeed, SessionEvent, SessionParams, SessionStats};
+use crate::source::synced::{basis_token, may_trust, SyncedWalk};
 
 /// Walk items queued per session before the walk waits.
 const ITEMS_QUEUED_MAX: usize = 8192;
@@ -272,7 +272,8 @@ impl SyncedBasisInputs {
         let token = basis_token(&self.target_name, &self.target_root, &self.source_root, self.delete, tree_id);
         let since_epoch = self.started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let stored = store.synced_basis(self.job)?;
-        let trusted = may_trust(stored.as_ref(), &token, since_epoch.as_secs(), self.reconcile_interval_s, self.reconcile);
+        let trusted =
+            may_trust(stored.as_ref(), &token, since_epoch.as_secs(), self.reconcile_interval_s, self.reconcile);
         // A pass that trusts keeps the time of the last one that checked everything.
         let verified_unix_s = match stored {
             Some(b) if trusted => b.verified_unix_s,

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 
 use futures_lite::AsyncRead;
 use xtsync_api::{Compression, FileVersion};
+use xtsync_chunker::delta::{self, Signature};
 use xtsync_chunker::{ChunkCodec, Encoding};
 use xtsync_store::StoreOp;
-use xtsync_chunker::delta::{self, Signature};
 use xtsync_wire::{chunk_data_frame_around, encode_chunk_data, FileDone, Message, Want, DELTA_ENCODING};
 
 use crate::frames::read_message;

@@ -5,9 +5,9 @@
 //! session so that a hard link always follows its file).
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -172,14 +172,15 @@ pub fn walk(
             .enumerate()
             .map(|(i, fork)| {
                 let (queue, links) = (&queue, &links);
-                let walker = std::thread::Builder::new().name(format!("xtsync-walk{i}")).spawn_scoped(scope, move || {
-                    let mut walker = Walker::new(delete, store, shards);
-                    walker.links = Arc::clone(links);
-                    walker.tally_into(tally);
-                    walker.synced = fork.as_mut();
-                    walker.detect_renames(root, EventRenames::default(), chunk_params);
-                    walker.drain(queue).map(|()| walker.stats)
-                });
+                let walker =
+                    std::thread::Builder::new().name(format!("xtsync-walk{i}")).spawn_scoped(scope, move || {
+                        let mut walker = Walker::new(delete, store, shards);
+                        walker.links = Arc::clone(links);
+                        walker.tally_into(tally);
+                        walker.synced = fork.as_mut();
+                        walker.detect_renames(root, EventRenames::default(), chunk_params);
+                        walker.drain(queue).map(|()| walker.stats)
+                    });
                 walker.map_err(|e| {
                     queue.cancel();
                     ScanError::Root { path: root.display().to_string(), reason: format!("walk thread: {e}") }

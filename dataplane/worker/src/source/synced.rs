@@ -44,7 +44,13 @@ pub fn entry_stat(m: &std::fs::Metadata) -> EntryStat {
 }
 
 /// What makes a job's acknowledgements valid: the target tree and the job's shape.
-pub fn basis_token(target_name: &str, target_root: &str, source_root: &str, delete: bool, tree_id: &[u8; 32]) -> [u8; 32] {
+pub fn basis_token(
+    target_name: &str,
+    target_root: &str,
+    source_root: &str,
+    delete: bool,
+    tree_id: &[u8; 32],
+) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(b"xtsync synced basis v1");
     for part in [target_name.as_bytes(), target_root.as_bytes(), source_root.as_bytes()] {
@@ -66,8 +72,8 @@ pub fn may_trust(
     reconcile: bool,
 ) -> bool {
     let Some(stored) = stored else { return false };
-    let fresh =
-        reconcile_interval_s == 0 || now_unix_s.saturating_sub(stored.verified_unix_s) < u64::from(reconcile_interval_s);
+    let fresh = reconcile_interval_s == 0
+        || now_unix_s.saturating_sub(stored.verified_unix_s) < u64::from(reconcile_interval_s);
     !reconcile && stored.token == *token && fresh
 }
 
