@@ -98,6 +98,16 @@ def _proc_children(pid: int) -> dict[int, str]:
     return out
 
 
+def _daemon_name(pid: int, comm: str) -> str:
+    """A worker's --name (both workers share their comm), else comm."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+        return args[args.index(b"--name") + 1].decode()
+    except (OSError, ValueError, IndexError):
+        return f"{comm}-{pid}"
+
+
 def _peak_rss(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -109,38 +119,46 @@ def _peak_rss(pid: int) -> int | None:
     return None
 
 
-def run_xtsync_served(src: str, target: str, state: str, cores: int, extra_args: str, timeout: float,
-                      label: str = "xtsync") -> Result:
-    """The operator's way: the coordinator and both workers are already running
-    (`xtsyncctl quickstart --serve`, started and stopped outside the timed part, as the
-    rsync daemon is), and the timed command is `xtsyncctl job run ID`, which starts the
-    pass and returns when the coordinator has recorded it succeeded. CPU seconds are the
-    daemons' (from /proc, during the pass) plus the client's."""
-    serve = [xtsyncctl(), "quickstart", "--source", src, "--target", target, "--state", state, "--serve",
-             "--json", "--cores", str(cores)] + shlex.split(extra_args)
-    res = Result(label, "")
-    if not xtsync_available():
-        res.status = "skipped"
-        res.notes.append(f"{xtsyncctl()} not found (set XTSYNC_BIN)")
-        return res
-    os.makedirs(os.path.dirname(target.rstrip("/")) or "/", exist_ok=True)
-    server = subprocess.Popen(serve, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
-    try:
-        ready, _, _ = select.select([server.stdout], [], [], 120)
-        line = server.stdout.readline() if ready else ""
+class XtsyncServer:
+    """The coordinator and both workers of `xtsyncctl quickstart --serve`, kept running
+    across passes (an initial pass and the measured one, as an operator's daemons)."""
+
+    def __init__(self, src: str, target: str, state: str, cores: int, extra_args: str):
+        self.serve = [xtsyncctl(), "quickstart", "--source", src, "--target", target, "--state", state,
+                      "--serve", "--json", "--cores", str(cores)] + shlex.split(extra_args)
+        self.server: subprocess.Popen | None = None
+        self.info: dict = {}
+        self.daemons: dict[int, str] = {}
+        self.error = ""
+
+    def start(self) -> bool:
+        os.makedirs(self.serve[self.serve.index("--target") + 1], exist_ok=True)
+        self.server = subprocess.Popen(self.serve, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, start_new_session=True)
+        ready, _, _ = select.select([self.server.stdout], [], [], 120)
+        line = self.server.stdout.readline() if ready else ""
         try:
-            info = json.loads(line)
+            self.info = json.loads(line)
         except ValueError:
+            err = self.server.stderr.read()[-400:] if self.server.poll() is not None else ""
+            self.error = f"quickstart --serve did not start: {line.strip()[:200]} {err}"
+            return False
+        self.daemons = _proc_children(self.server.pid)
+        return True
+
+    def run_pass(self, label: str, timeout: float) -> Result:
+        """Times `xtsyncctl job run`; CPU of the daemons during it plus the client's."""
+        res = Result(label, "")
+        if not self.info:
             res.status = "error"
-            res.notes.append(f"quickstart --serve did not start: {line.strip()[:200]} {server.stderr.read()[-400:] if server.poll() is not None else ''}")
+            res.notes.append(self.error or "not started")
             return res
-        daemons = _proc_children(server.pid)
-        cmd = (f"{shlex.quote(xtsyncctl())} --coordinator {info['coordinator']} --cert {shlex.quote(info['cert'])}"
-               f" --key {shlex.quote(info['key'])} --ca {shlex.quote(info['ca'])} --json job run {info['job_id']}")
+        i = self.info
+        cmd = (f"{shlex.quote(xtsyncctl())} --coordinator {i['coordinator']} --cert {shlex.quote(i['cert'])}"
+               f" --key {shlex.quote(i['key'])} --ca {shlex.quote(i['ca'])} --json job run {i['job_id']}")
         res.command = cmd
-        res.extra["daemons"] = " ".join(serve)
-        before = {p: _proc_cpu_s(p) for p in daemons}
+        res.extra["daemons"] = " ".join(self.serve)
+        before = {p: _proc_cpu_s(p) for p in self.daemons}
         cpu0 = cpu_children()
         rc, out, err, to, wall = run(cmd, timeout)
         res.wall_s = wall
@@ -155,22 +173,48 @@ def run_xtsync_served(src: str, target: str, state: str, cores: int, extra_args:
             if res.status == "ok":
                 res.status = "error"
             res.notes.append(f"no pass summary: {out.strip()[-300:]}")
-        else:
-            summary = dict(summary)
-            summary["run_id"] = run_json.get("id")
-            summary["worker_peak_rss_bytes"] = {
-                comm: _peak_rss(p) for p, comm in daemons.items() if "worker" in comm}
-            res.extra["xtsync"] = summary
-            res.wire_bytes = summary.get("bytes_on_wire")
+            return res
+        summary = dict(summary)
+        summary["run_id"] = run_json.get("id")
+        summary["worker_peak_rss_bytes"] = {
+            _daemon_name(p, comm): _peak_rss(p) for p, comm in self.daemons.items() if "worker" in comm}
+        res.extra["xtsync"] = summary
+        res.wire_bytes = summary.get("bytes_on_wire")
         return res
+
+    def stop(self) -> list[int]:
+        if self.server is not None:
+            try:
+                self.server.stdin.close()
+                self.server.wait(30)
+            except (subprocess.TimeoutExpired, OSError):
+                kill_group(self.server)
+                self.server.wait(10)
+            self.server = None
+        return reap_strays()
+
+
+def run_xtsync_served(src: str, target: str, state: str, cores: int, extra_args: str, timeout: float,
+                      label: str = "xtsync", server: XtsyncServer | None = None) -> Result:
+    """The operator's way: the coordinator and both workers are already running
+    (`xtsyncctl quickstart --serve`, started outside the timed part, as the rsync daemon
+    is), and the timed command is `xtsyncctl job run ID`, which starts the pass and
+    returns when the coordinator has recorded it succeeded. With `server`, its daemons
+    (kept from the initial pass) serve the pass; otherwise fresh ones, stopped after."""
+    if not xtsync_available():
+        res = Result(label, "", status="skipped")
+        res.notes.append(f"{xtsyncctl()} not found (set XTSYNC_BIN)")
+        return res
+    if server is not None:
+        return server.run_pass(label, timeout)
+    own = XtsyncServer(src, target, state, cores, extra_args)
+    try:
+        own.start()
+        return own.run_pass(label, timeout)
     finally:
-        try:
-            server.stdin.close()
-            server.wait(30)
-        except (subprocess.TimeoutExpired, OSError):
-            kill_group(server)
-            server.wait(10)
-        res.extra["strays"] = reap_strays()
+        strays = own.stop()
+        if strays:
+            print(f"  strays after xtsync: {strays}", flush=True)
 
 
 RSYNCD_CONF = """\

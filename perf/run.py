@@ -56,6 +56,10 @@ def rmtree(p: str) -> None:
 
 # ---------------------------------------------------------------- one workload
 
+# Served xtsync daemons kept from an incremental workload's initial pass, by core count.
+servers: dict = {}
+
+
 def run_workload(name: str, a) -> dict:
     quick = a.quick
     print(f"== workload {name}{' (quick)' if quick else ''}", flush=True)
@@ -96,6 +100,7 @@ def run_workload(name: str, a) -> dict:
         tar_wire = peers.tar_stream_bytes(msrc, a.timeout) if "tar" in tools else None
         rsync_base = os.path.join(run_root, "rsync-base")
         xt_targets: dict[int, tuple[str, str]] = {}
+        servers.clear()
         for c in cores_list:
             xt_targets[c] = (os.path.join(run_root, f"xtsync-c{c}-target"), os.path.join(run_root, f"xtsync-c{c}-state"))
 
@@ -111,8 +116,14 @@ def run_workload(name: str, a) -> dict:
             if "xtsync" in tools and peers.xtsync_available():
                 for c, (tg, st) in xt_targets.items():
                     print(f"initial pass: xtsync --cores {c} ...", flush=True)
-                    initial.append(peers.run_xtsync(live, tg, st, c, a.xtsync_args, a.timeout,
-                                                    f"xtsync c{c} (initial)"))
+                    if a.xtsync_mode == "served":
+                        # The daemons stay up for the measured pass, as an operator's do.
+                        servers[c] = peers.XtsyncServer(live, tg, st, c, a.xtsync_args)
+                        servers[c].start()
+                        initial.append(servers[c].run_pass(f"xtsync c{c} (initial)", a.timeout))
+                    else:
+                        initial.append(peers.run_xtsync(live, tg, st, c, a.xtsync_args, a.timeout,
+                                                        f"xtsync c{c} (initial)"))
             if swapped:
                 swap_out()
                 swap_in(data.v2, live)
@@ -174,6 +185,9 @@ def run_workload(name: str, a) -> dict:
         traceback.print_exc()
         rec["error"] = f"{type(e).__name__}: {e}"
     finally:
+        for server in servers.values():
+            server.stop()
+        servers.clear()
         swap_out()
         if not a.keep:
             print(f"removing {run_root} ...", flush=True)
@@ -214,7 +228,10 @@ def measure_once(kind, arg, rep, data, a, run_root, live, xt_targets, rsync_base
     os.sync()
     print(f"  measuring {kind} {arg if arg is not None else ''} (run {rep + 1}/{a.repeat}) ...", flush=True)
     if kind == "xtsync" and a.xtsync_mode == "served":
-        r = peers.run_xtsync_served(live, target, state, arg, a.xtsync_args, a.timeout, label)
+        r = peers.run_xtsync_served(live, target, state, arg, a.xtsync_args, a.timeout, label,
+                                    server=servers.get(arg) if rep == 0 else None)
+        if arg in servers:  # the peers run on a machine without xtsync daemons
+            servers.pop(arg).stop()
     elif kind == "xtsync":
         r = peers.run_xtsync(live, target, state, arg, a.xtsync_args, a.timeout, label)
     elif kind == "rsync":

@@ -49,7 +49,9 @@ pub struct JobOptions {
     /// ([`BATCH_WINDOW_MS_DEFAULT`]).
     pub batch_window_ms: u32,
     /// Continuous jobs: a full reconciliation pass this often (catches anything change
-    /// capture missed); 0 = never.
+    /// capture missed). One-shot jobs: a pass checks every entry at the target when the
+    /// last pass that did is older than this; passes between send only what changed
+    /// since the target acknowledged it. 0 = never on its own.
     pub reconcile_interval_s: u32,
     /// Bytes per second the job's sessions may send together (0: unlimited), outside
     /// the windows of `rate_schedule`.

@@ -95,7 +95,9 @@ enum JobCommand {
         /// Continuous jobs: how long changes are gathered into one batch.
         #[arg(long, default_value_t = xtsync_api::job::BATCH_WINDOW_MS_DEFAULT)]
         batch_window_ms: u32,
-        /// Continuous jobs: seconds between full reconciliation passes (0: never).
+        /// Seconds between passes that check every entry at the target (continuous jobs:
+        /// a full reconciliation pass this often; one-shot jobs: a pass checks everything
+        /// when the last one that did is older). 0: never on its own.
         #[arg(long, default_value_t = 3600)]
         reconcile_interval_s: u32,
         /// Bandwidth for the job's sessions together, e.g. 20MB/s (default unlimited).
