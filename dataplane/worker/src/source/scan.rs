@@ -584,6 +584,10 @@ impl<'a> Walker<'a> {
             }
             // Sockets, FIFOs and devices are not replicated.
         }
+        if files.is_empty() {
+            // Most directories of a trusted pass: nothing left to look up.
+            return Ok(subdirs);
+        }
         let keys: Vec<Vec<u8>> = files.iter().map(|(_, a, _)| a.as_os_str().as_bytes().to_vec()).collect();
         let records = self.store.source_records(&keys)?;
         for ((child_rel, child_abs, m), record) in files.into_iter().zip(records) {
