@@ -32,14 +32,14 @@ fn suite(store: &dyn WorkerStore) {
 }
 
 fn synced(store: &dyn WorkerStore) {
-    let st = |ino| EntryStat { dev: 1, ino, size: 2, mtime_ns: 3, ctime_ns: 4 };
+    let st = |ino| SyncedEntry { stat: EntryStat { dev: 1, ino, size: 2, mtime_ns: 3, ctime_ns: 4 }, generation: 7 };
     let put = |job, dir: &str, name: &str, ino| StoreOp::PutSynced {
         job,
         dir: dir.as_bytes().to_vec(),
         name: name.as_bytes().to_vec(),
-        stat: st(ino),
+        entry: st(ino),
     };
-    let basis = SyncedBasis { token: [5; 32], verified_unix_s: 6 };
+    let basis = SyncedBasis { token: [5; 32], verified_unix_s: 6, generation: 7 };
     let ops = vec![
         put(1, "", "", 1),
         put(1, "", "a", 2),
@@ -52,7 +52,7 @@ fn synced(store: &dyn WorkerStore) {
     store.apply(StoreBatch { ops }).unwrap();
     let names = |job, dir: &str| -> Vec<(String, u64)> {
         let entries = store.synced_entries(job, dir.as_bytes()).unwrap();
-        entries.into_iter().map(|(n, s)| (String::from_utf8(n).unwrap(), s.ino)).collect()
+        entries.into_iter().map(|(n, e)| (String::from_utf8(n).unwrap(), e.stat.ino)).collect()
     };
     assert_eq!(names(1, ""), vec![("".into(), 1), ("a".into(), 2), ("a.txt".into(), 3)]);
     assert_eq!(names(1, "a"), vec![("x".into(), 4)]);

@@ -31,7 +31,7 @@ mod conformance;
 
 pub use mem::MemStore;
 pub use rocks::RocksStore;
-pub use synced::{EntryStat, SyncedBasis};
+pub use synced::{EntryStat, SyncedBasis, SyncedEntry};
 
 pub type ChunkName = [u8; 32];
 
@@ -76,13 +76,13 @@ pub enum StoreOp {
     PutSource(Vec<u8>, SourceRecord),
     /// The file at the first path was renamed to the second.
     PutMoved(Vec<u8>, Vec<u8>),
-    /// Job `job`'s target acknowledged entry `name` of directory `dir` (paths below
-    /// the job's root; the root is `("", "")`) as it was when `stat` was taken.
+    /// Entry `name` of directory `dir` of job `job` (paths below the job's root; the
+    /// root is `("", "")`) was sent with this stat by a pass of this generation.
     PutSynced {
         job: u64,
         dir: Vec<u8>,
         name: Vec<u8>,
-        stat: EntryStat,
+        entry: SyncedEntry,
     },
     /// Forgets entry (`dir`, `name`) of `job` and everything below it.
     ForgetSynced {
@@ -126,7 +126,7 @@ pub trait WorkerStore: Send + Sync + 'static {
     fn moved_to(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
     /// The synced entries of directory `dir` of `job`: (name, stat), in name order. For
     /// the root (`dir` empty) this includes the root itself, with an empty name.
-    fn synced_entries(&self, job: u64, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError>;
+    fn synced_entries(&self, job: u64, dir: &[u8]) -> Result<Vec<(Vec<u8>, SyncedEntry)>, StoreError>;
     fn synced_basis(&self, job: u64) -> Result<Option<SyncedBasis>, StoreError>;
     /// Reads `job`'s synced entries directory after directory with one iterator (a
     /// walk asks for thousands of directories), as of the cursor's creation.
@@ -136,5 +136,5 @@ pub trait WorkerStore: Send + Sync + 'static {
 /// See [`WorkerStore::synced_cursor`].
 pub trait SyncedCursor {
     /// As [`WorkerStore::synced_entries`].
-    fn entries(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError>;
+    fn entries(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, SyncedEntry)>, StoreError>;
 }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use crate::codec::{inode_key, size_digest_key, size_prefix, split_size_digest_key};
 use crate::synced::{
-    decode_basis, dir_prefix, encode_basis, encode_stat, entries_in_range, entry_key, job_key, job_range, path_of,
+    decode_basis, dir_prefix, encode_basis, encode_entry, entries_in_range, entry_key, job_key, job_range, path_of,
     subtree_ranges,
 };
 use crate::*;
@@ -81,8 +81,8 @@ impl WorkerStore for MemStore {
                     s.insert(k, v);
                 }
                 StoreOp::PutMoved(from, to) => drop(moved.insert(from, to)),
-                StoreOp::PutSynced { job, dir, name, stat } => {
-                    drop(synced.insert(entry_key(job, &dir, &name), encode_stat(&stat)))
+                StoreOp::PutSynced { job, dir, name, entry } => {
+                    drop(synced.insert(entry_key(job, &dir, &name), encode_entry(&entry)))
                 }
                 StoreOp::ForgetSynced { job, dir, name } => {
                     let key = entry_key(job, &dir, &name);
@@ -120,7 +120,7 @@ impl WorkerStore for MemStore {
         Ok(lookup(&self.moved, paths))
     }
 
-    fn synced_entries(&self, job: u64, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError> {
+    fn synced_entries(&self, job: u64, dir: &[u8]) -> Result<Vec<(Vec<u8>, SyncedEntry)>, StoreError> {
         self.check()?;
         let prefix = dir_prefix(job, dir);
         let synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
@@ -144,7 +144,7 @@ struct MemCursor<'a> {
 }
 
 impl SyncedCursor for MemCursor<'_> {
-    fn entries(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError> {
+    fn entries(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, SyncedEntry)>, StoreError> {
         self.store.synced_entries(self.job, dir)
     }
 }

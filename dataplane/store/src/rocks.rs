@@ -89,8 +89,8 @@ impl WorkerStore for RocksStore {
                     wb.put_cf(sources, k, encode_source(&v));
                 }
                 StoreOp::PutMoved(from, to) => wb.put_cf(moved, from, to),
-                StoreOp::PutSynced { job, dir, name, stat } => {
-                    wb.put_cf(synced, synced::entry_key(job, &dir, &name), synced::encode_stat(&stat))
+                StoreOp::PutSynced { job, dir, name, entry } => {
+                    wb.put_cf(synced, synced::entry_key(job, &dir, &name), synced::encode_entry(&entry))
                 }
                 StoreOp::ForgetSynced { job, dir, name } => {
                     wb.delete_cf(synced, synced::entry_key(job, &dir, &name));
@@ -135,7 +135,7 @@ impl WorkerStore for RocksStore {
         self.get_many(CF_MOVED, &keys, |v| Ok(v.to_vec()))
     }
 
-    fn synced_entries(&self, job: u64, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError> {
+    fn synced_entries(&self, job: u64, dir: &[u8]) -> Result<Vec<(Vec<u8>, SyncedEntry)>, StoreError> {
         self.synced_cursor(job).entries(dir)
     }
 
@@ -156,7 +156,7 @@ struct RocksCursor<'a> {
 }
 
 impl SyncedCursor for RocksCursor<'_> {
-    fn entries(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, EntryStat)>, StoreError> {
+    fn entries(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, SyncedEntry)>, StoreError> {
         let it = self.it.as_mut().ok_or(StoreError::Corrupt { what: "missing column family" })?;
         let prefix = synced::dir_prefix(self.job, dir);
         it.seek(&prefix);
@@ -166,8 +166,8 @@ impl SyncedCursor for RocksCursor<'_> {
                 break;
             }
             // A record that does not decode is left out: the entry is sent again.
-            if let Ok(stat) = synced::decode_stat(v) {
-                out.push((k[prefix.len()..].to_vec(), stat));
+            if let Ok(entry) = synced::decode_entry(v) {
+                out.push((k[prefix.len()..].to_vec(), entry));
             }
             it.next();
         }

@@ -8,7 +8,8 @@
 
 use crate::*;
 
-const VERSION: u8 = 1;
+/// 2: entries and the basis carry a generation.
+const VERSION: u8 = 2;
 
 /// The stat of a source entry as the walk saw it when it was sent and acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -20,12 +21,23 @@ pub struct EntryStat {
     pub ctime_ns: i64,
 }
 
+/// An entry of the synced table: the stat, and the generation of the pass that wrote
+/// it. Passes write as they go; only entries of a generation at most the basis's (that
+/// of the last pass that succeeded) may be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncedEntry {
+    pub stat: EntryStat,
+    pub generation: u64,
+}
+
 /// What a job's acknowledgements are valid for: a token naming the target tree (and the
-/// job's shape), and when a pass last checked every entry at the target.
+/// job's shape), when a pass last checked every entry at the target, and the generation
+/// of the last pass that succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncedBasis {
     pub token: [u8; 32],
     pub verified_unix_s: u64,
+    pub generation: u64,
 }
 
 pub fn job_key(job: u64) -> Vec<u8> {
@@ -77,10 +89,11 @@ pub fn job_range(job: u64) -> (Vec<u8>, Vec<u8>) {
     (job_key(job), end)
 }
 
-pub fn encode_stat(s: &EntryStat) -> Vec<u8> {
-    let mut v = Vec::with_capacity(41);
+pub fn encode_entry(e: &SyncedEntry) -> Vec<u8> {
+    let mut v = Vec::with_capacity(49);
     v.push(VERSION);
-    for x in [s.dev, s.ino, s.size, s.mtime_ns as u64, s.ctime_ns as u64] {
+    let s = &e.stat;
+    for x in [s.dev, s.ino, s.size, s.mtime_ns as u64, s.ctime_ns as u64, e.generation] {
         v.extend_from_slice(&x.to_le_bytes());
     }
     v
@@ -90,43 +103,49 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("length checked"))
 }
 
-pub fn decode_stat(b: &[u8]) -> Result<EntryStat, StoreError> {
-    if b.len() != 41 || b[0] != VERSION {
+pub fn decode_entry(b: &[u8]) -> Result<SyncedEntry, StoreError> {
+    if b.len() != 49 || b[0] != VERSION {
         return Err(StoreError::Corrupt { what: "synced entry" });
     }
-    Ok(EntryStat {
+    let stat = EntryStat {
         dev: u64_at(b, 1),
         ino: u64_at(b, 9),
         size: u64_at(b, 17),
         mtime_ns: u64_at(b, 25) as i64,
         ctime_ns: u64_at(b, 33) as i64,
-    })
+    };
+    Ok(SyncedEntry { stat, generation: u64_at(b, 41) })
 }
 
 pub fn encode_basis(b: &SyncedBasis) -> Vec<u8> {
-    let mut v = Vec::with_capacity(41);
+    let mut v = Vec::with_capacity(49);
     v.push(VERSION);
     v.extend_from_slice(&b.token);
     v.extend_from_slice(&b.verified_unix_s.to_le_bytes());
+    v.extend_from_slice(&b.generation.to_le_bytes());
     v
 }
 
 pub fn decode_basis(b: &[u8]) -> Result<SyncedBasis, StoreError> {
-    if b.len() != 41 || b[0] != VERSION {
+    if b.len() != 49 || b[0] != VERSION {
         return Err(StoreError::Corrupt { what: "synced basis" });
     }
-    Ok(SyncedBasis { token: b[1..33].try_into().expect("length checked"), verified_unix_s: u64_at(b, 33) })
+    Ok(SyncedBasis {
+        token: b[1..33].try_into().expect("length checked"),
+        verified_unix_s: u64_at(b, 33),
+        generation: u64_at(b, 41),
+    })
 }
 
-/// The entries of one directory from its key range: (name, stat). A record that does
+/// The entries of one directory from its key range: (name, entry). A record that does
 /// not decode is left out (the table is a cache: the entry is then sent again).
 pub fn entries_in_range<'a>(
     prefix: &[u8],
     range: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-) -> Vec<(Vec<u8>, EntryStat)> {
+) -> Vec<(Vec<u8>, SyncedEntry)> {
     range
         .take_while(|(k, _)| k.starts_with(prefix))
-        .filter_map(|(k, v)| Some((k[prefix.len()..].to_vec(), decode_stat(v).ok()?)))
+        .filter_map(|(k, v)| Some((k[prefix.len()..].to_vec(), decode_entry(v).ok()?)))
         .collect()
 }
 
@@ -162,11 +181,11 @@ mod tests {
 
     #[test]
     fn values_round_trip_and_garbage_is_corrupt() {
-        let s = EntryStat { dev: 1, ino: 2, size: 3, mtime_ns: -4, ctime_ns: 5 };
-        assert_eq!(decode_stat(&encode_stat(&s)).unwrap(), s);
-        let b = SyncedBasis { token: [3; 32], verified_unix_s: 9 };
+        let e = SyncedEntry { stat: EntryStat { dev: 1, ino: 2, size: 3, mtime_ns: -4, ctime_ns: 5 }, generation: 6 };
+        assert_eq!(decode_entry(&encode_entry(&e)).unwrap(), e);
+        let b = SyncedBasis { token: [3; 32], verified_unix_s: 9, generation: 6 };
         assert_eq!(decode_basis(&encode_basis(&b)).unwrap(), b);
-        assert!(decode_stat(&[1, 2, 3]).is_err());
-        assert!(decode_basis(&encode_stat(&s)[..40]).is_err());
+        assert!(decode_entry(&[1, 2, 3]).is_err());
+        assert!(decode_basis(&encode_entry(&e)[..40]).is_err());
     }
 }

@@ -280,8 +280,9 @@ impl SyncedBasisInputs {
             _ => since_epoch.as_secs(),
         };
         tracing::info!(job = self.job, trusted, "pass: sending only what changed since the target acknowledged it");
-        let basis = xtsync_store::SyncedBasis { token, verified_unix_s };
-        Ok(SyncedWalk::new(self.job, trusted, basis, since_epoch.as_nanos() as i64))
+        let generation = stored.map_or(0, |b| b.generation) + 1;
+        let basis = xtsync_store::SyncedBasis { token, verified_unix_s, generation };
+        Ok(SyncedWalk::new(self.job, trusted, stored.as_ref(), basis, since_epoch.as_nanos() as i64))
     }
 }
 
@@ -289,20 +290,7 @@ impl SyncedBasisInputs {
 /// logged and costs the next pass more entries, never correctness.
 async fn record_synced(ctx: &PassContext, synced: SyncedWalk, succeeded: bool) {
     let store = ctx.store.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let mut ops = synced.into_ops(succeeded);
-        // Bounded batches: a first pass over millions of entries writes them all.
-        while !ops.is_empty() {
-            let rest = ops.split_off(ops.len().min(50_000));
-            store.apply(xtsync_store::StoreBatch { ops })?;
-            ops = rest;
-        }
-        Ok::<_, xtsync_store::StoreError>(())
-    })
-    .await;
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not record what the target acknowledged"),
-        Err(e) => tracing::warn!(error = %e, "could not record what the target acknowledged"),
+    if let Err(e) = tokio::task::spawn_blocking(move || synced.finish(store.as_ref(), succeeded)).await {
+        tracing::warn!(error = %e, "could not record what the target acknowledged");
     }
 }

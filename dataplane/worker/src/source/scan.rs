@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use xtsync_store::{EntryStat, SourceRecord, WorkerStore};
+use xtsync_store::{EntryStat, SourceRecord, SyncedEntry, WorkerStore};
 use xtsync_wire::{Meta, RelPath};
 
 use crate::source::backlog::{Backlog, SharedBacklog};
@@ -213,7 +213,7 @@ const WALK_THREADS_MAX: usize = 4;
 
 /// A directory to walk: its path below the root, absolute path, metadata, and what the
 /// target acknowledged of it (see `source::synced`).
-type PendingDir = (RelPath, PathBuf, std::fs::Metadata, Option<EntryStat>);
+type PendingDir = (RelPath, PathBuf, std::fs::Metadata, Option<SyncedEntry>);
 
 /// The directories of a walk shared by its threads: a stack (depth first), the number
 /// being walked (whose subdirectories may still come), and whether the walk stopped.
@@ -476,6 +476,9 @@ impl<'a> Walker<'a> {
                 return Ok(Vec::new());
             }
             let subdirs = self.entries(children)?;
+            if let Some(synced) = self.synced.as_deref_mut() {
+                synced.write_some(self.store.as_ref());
+            }
             Ok(subdirs
                 .into_iter()
                 .map(|(child_rel, child_abs, m)| {
@@ -489,7 +492,7 @@ impl<'a> Walker<'a> {
     /// True if entry `name` of the directory open at `dir` is a symlink or single-link
     /// file that a trusted pass need not send: its stat is the one the target
     /// acknowledged (`known`). Counted as walked.
-    fn synced_unchanged(&mut self, dir: &OwnedFd, name: &[u8], known: Option<&EntryStat>) -> bool {
+    fn synced_unchanged(&mut self, dir: &OwnedFd, name: &[u8], known: Option<&SyncedEntry>) -> bool {
         let Some(synced) = self.synced.as_deref_mut() else { return false };
         let Ok(st) = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) else { return false };
         let file_type = rustix::fs::FileType::from_raw_mode(st.st_mode);
@@ -679,16 +682,18 @@ mod tests {
     /// was sent as a succeeded pass would. Returns the paths sent.
     fn synced_pass(root: &Path, store: &Arc<dyn WorkerStore>, trusted: bool) -> (Vec<String>, WalkStats) {
         use crate::source::synced::SyncedWalk;
-        let basis = xtsync_store::SyncedBasis { token: [1; 32], verified_unix_s: 0 };
+        let stored = store.synced_basis(1).unwrap();
+        let generation = stored.map_or(0, |b| b.generation) + 1;
+        let basis = xtsync_store::SyncedBasis { token: [1; 32], verified_unix_s: 0, generation };
         // The pass "starts" a minute from now: nothing the test wrote counts as recent.
         let started_ns = (std::time::SystemTime::now() + std::time::Duration::from_secs(60))
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos() as i64;
-        let mut synced = SyncedWalk::new(1, trusted, basis, started_ns);
+        let mut synced = SyncedWalk::new(1, trusted, stored.as_ref(), basis, started_ns);
         let (tx, rx) = flume::unbounded();
         let stats = walk(root, true, store, None, &[tx], None, Some(&mut synced)).unwrap();
-        store.apply(xtsync_store::StoreBatch { ops: synced.into_ops(true) }).unwrap();
+        synced.finish(store.as_ref(), true);
         (rx.drain().map(|i| i.path.to_string_lossy()).collect(), stats)
     }
 

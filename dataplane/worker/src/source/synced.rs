@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use xtsync_store::{EntryStat, StoreOp, SyncedBasis, SyncedCursor};
+use xtsync_store::{EntryStat, StoreBatch, StoreOp, SyncedBasis, SyncedCursor, SyncedEntry, WorkerStore};
 use xtsync_wire::RelPath;
 
 use crate::source::scan::ScanError;
@@ -85,31 +85,55 @@ fn dir_and_name(rel: &RelPath) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
-/// One walk's use of the synced table: what it may skip, and what it will record.
+/// Store writes a walk thread keeps before writing them (memory stays flat in the
+/// number of entries a pass sends).
+const OPS_BUFFERED_MAX: usize = 8192;
+
+/// One walk's use of the synced table: what it may skip, and what it records.
+///
+/// Entries are written as the walk goes, tagged with this pass's generation (one more
+/// than the basis's); the basis, with that generation, is written only when the pass
+/// succeeded. A pass trusts only entries of a generation at most its basis's: what a
+/// failed pass wrote is never trusted, and the next pass that succeeds has rewritten or
+/// removed all of it (it sends every entry it does not trust, forgets what is gone, and
+/// removes what changed too recently to record).
 pub struct SyncedWalk {
     job: u64,
     /// Skip entries whose stat equals the acknowledged one.
     pub trusted: bool,
+    /// Entries of a later generation than this are not trusted.
+    trusted_generation: u64,
     recent_from_ns: i64,
+    /// Recorded when the pass succeeded; its generation tags what this pass writes.
     basis: SyncedBasis,
-    puts: Vec<StoreOp>,
-    forgets: Vec<StoreOp>,
+    ops: Vec<StoreOp>,
+    ops_buffered_max: usize,
+    write_failed: bool,
     /// Regular files skipped as unchanged, and their bytes.
     pub skipped_files: u64,
     pub skipped_bytes: u64,
 }
 
 impl SyncedWalk {
-    /// For a pass of `job` that started at `started_unix_ns`: `basis` is recorded when
-    /// it succeeds (with the previous verification time if `trusted`).
-    pub fn new(job: u64, trusted: bool, basis: SyncedBasis, started_unix_ns: i64) -> SyncedWalk {
+    /// For a pass of `job` that started at `started_unix_ns`, with the stored basis
+    /// `stored` (trusted or not); `basis` is the one to record if it succeeds (its
+    /// generation is this pass's).
+    pub fn new(
+        job: u64,
+        trusted: bool,
+        stored: Option<&SyncedBasis>,
+        basis: SyncedBasis,
+        started_unix_ns: i64,
+    ) -> Self {
         SyncedWalk {
             job,
             trusted,
+            trusted_generation: stored.map_or(0, |b| b.generation),
             recent_from_ns: started_unix_ns - RECENT_NS,
             basis,
-            puts: Vec::new(),
-            forgets: Vec::new(),
+            ops: Vec::new(),
+            ops_buffered_max: OPS_BUFFERED_MAX,
+            write_failed: false,
             skipped_files: 0,
             skipped_bytes: 0,
         }
@@ -117,23 +141,23 @@ impl SyncedWalk {
 
     /// A view for another thread of the same walk (see [`SyncedWalk::absorb`]).
     pub fn fork(&self) -> SyncedWalk {
-        SyncedWalk::new(self.job, self.trusted, self.basis, self.recent_from_ns + RECENT_NS)
+        SyncedWalk { ops: Vec::new(), skipped_files: 0, skipped_bytes: 0, write_failed: false, ..*self }
     }
 
-    /// Takes in what a fork skipped and will record.
+    /// Takes in what a fork skipped and has not written yet.
     pub fn absorb(&mut self, fork: SyncedWalk) {
-        self.puts.extend(fork.puts);
-        self.forgets.extend(fork.forgets);
+        self.ops.extend(fork.ops);
+        self.write_failed |= fork.write_failed;
         self.skipped_files += fork.skipped_files;
         self.skipped_bytes += fork.skipped_bytes;
     }
 
-    /// The acknowledged entries of directory `dir`, by name (the root's own under "").
+    /// The recorded entries of directory `dir`, by name (the root's own under "").
     pub fn known(
         &self,
         cursor: &mut dyn SyncedCursor,
         dir: &RelPath,
-    ) -> Result<HashMap<Vec<u8>, EntryStat>, ScanError> {
+    ) -> Result<HashMap<Vec<u8>, SyncedEntry>, ScanError> {
         Ok(cursor.entries(dir.as_bytes())?.into_iter().collect())
     }
 
@@ -141,35 +165,59 @@ impl SyncedWalk {
         self.job
     }
 
-    /// True if the entry may be skipped: trusted, and acknowledged with this stat.
-    pub fn unchanged(&self, known: Option<&EntryStat>, stat: &EntryStat) -> bool {
-        self.trusted && known == Some(stat)
+    /// True if the entry may be skipped: trusted, and recorded with this stat by a pass
+    /// that succeeded.
+    pub fn unchanged(&self, known: Option<&SyncedEntry>, stat: &EntryStat) -> bool {
+        self.trusted && known.is_some_and(|k| k.stat == *stat && k.generation <= self.trusted_generation)
     }
 
-    /// The entry at `rel` is being sent with this stat: recorded if the pass succeeds.
+    /// The entry at `rel` is being sent with this stat. One that changed too recently
+    /// is removed instead (timestamps are coarser than writes).
     pub fn sent(&mut self, rel: &RelPath, stat: EntryStat) {
+        let (dir, name) = dir_and_name(rel);
         if stat.ctime_ns >= self.recent_from_ns || stat.mtime_ns >= self.recent_from_ns {
+            if !rel.is_root() {
+                self.ops.push(StoreOp::ForgetSynced { job: self.job, dir, name });
+            }
             return;
         }
-        let (dir, name) = dir_and_name(rel);
-        self.puts.push(StoreOp::PutSynced { job: self.job, dir, name, stat });
+        let entry = SyncedEntry { stat, generation: self.basis.generation };
+        self.ops.push(StoreOp::PutSynced { job: self.job, dir, name, entry });
     }
 
     /// Entry `name` of `dir` is no longer at the source: forget it and what was below.
     pub fn gone(&mut self, dir: &RelPath, name: &[u8]) {
-        self.forgets.push(StoreOp::ForgetSynced { job: self.job, dir: dir.as_bytes().to_vec(), name: name.to_vec() });
+        self.ops.push(StoreOp::ForgetSynced { job: self.job, dir: dir.as_bytes().to_vec(), name: name.to_vec() });
     }
 
-    /// The store writes of the finished pass: what is gone is forgotten either way;
-    /// what was sent is recorded only if the pass `succeeded` (every entry applied and
-    /// durable at the target).
-    pub fn into_ops(self, succeeded: bool) -> Vec<StoreOp> {
-        let mut ops = self.forgets;
-        if succeeded {
-            ops.extend(self.puts);
-            ops.push(StoreOp::PutSyncedBasis(self.job, self.basis));
+    /// Writes the buffered entries once there are enough of them.
+    pub fn write_some(&mut self, store: &dyn WorkerStore) {
+        if self.ops.len() >= self.ops_buffered_max {
+            self.write(store);
         }
-        ops
+    }
+
+    fn write(&mut self, store: &dyn WorkerStore) {
+        let ops = std::mem::take(&mut self.ops);
+        if ops.is_empty() || self.write_failed {
+            return;
+        }
+        if let Err(e) = store.apply(StoreBatch { ops }) {
+            // Only costs entries sent again: nothing unwritten is ever trusted.
+            tracing::warn!(error = %e, "could not record what the target acknowledged");
+            self.write_failed = true;
+        }
+    }
+
+    /// Ends the walk's use of the table: writes what is buffered and, if the pass
+    /// `succeeded` (every entry applied and durable at the target) and every write
+    /// went through, the basis that makes this pass's entries trusted.
+    pub fn finish(mut self, store: &dyn WorkerStore, succeeded: bool) {
+        self.write(store);
+        if succeeded && !self.write_failed {
+            self.ops.push(StoreOp::PutSyncedBasis(self.job, self.basis));
+            self.write(store);
+        }
     }
 }
 
@@ -180,7 +228,7 @@ mod tests {
     #[test]
     fn trust_needs_the_same_basis_a_recent_verification_and_no_reconcile() {
         let token = basis_token("b", "/t", "/s", true, &[1; 32]);
-        let stored = SyncedBasis { token, verified_unix_s: 1_000 };
+        let stored = SyncedBasis { token, verified_unix_s: 1_000, generation: 3 };
         assert!(may_trust(Some(&stored), &token, 1_500, 3_600, false));
         assert!(!may_trust(Some(&stored), &token, 1_500, 3_600, true), "a reconcile checks everything");
         assert!(!may_trust(Some(&stored), &token, 4_600, 3_600, false), "verified too long ago");
@@ -197,33 +245,67 @@ mod tests {
         }
     }
 
+    fn entry(stat: EntryStat, generation: u64) -> SyncedEntry {
+        SyncedEntry { stat, generation }
+    }
+
     #[test]
-    fn recent_entries_are_not_recorded_and_nothing_is_recorded_for_a_failed_pass() {
-        let basis = SyncedBasis { token: [0; 32], verified_unix_s: 5 };
+    fn recent_entries_are_removed_and_a_failed_pass_writes_no_basis() {
+        use xtsync_store::MemStore;
+        let store = MemStore::default();
+        let stored = SyncedBasis { token: [0; 32], verified_unix_s: 5, generation: 1 };
+        let next = SyncedBasis { generation: 2, ..stored };
         let started_ns = 100 * 1_000_000_000;
         let old = EntryStat { dev: 1, ino: 2, size: 3, mtime_ns: 10, ctime_ns: 20 };
         let recent = EntryStat { ctime_ns: started_ns - RECENT_NS / 2, ..old };
-        let mut w = SyncedWalk::new(9, true, basis, started_ns);
+        let put = |name: &str, stat| StoreOp::PutSynced {
+            job: 9,
+            dir: b"a".to_vec(),
+            name: name.as_bytes().to_vec(),
+            entry: entry(stat, 1),
+        };
+        store.apply(StoreBatch { ops: vec![put("c", old), put("d", old)] }).unwrap();
+        let mut w = SyncedWalk::new(9, true, Some(&stored), next, started_ns);
         w.sent(&RelPath::new("a/b").unwrap(), old);
         w.sent(&RelPath::new("a/c").unwrap(), recent);
         w.gone(&RelPath::new("a").unwrap(), b"d");
-        let forget = StoreOp::ForgetSynced { job: 9, dir: b"a".to_vec(), name: b"d".to_vec() };
-        let put = StoreOp::PutSynced { job: 9, dir: b"a".to_vec(), name: b"b".to_vec(), stat: old };
-        assert_eq!(w.into_ops(true), vec![forget.clone(), put, StoreOp::PutSyncedBasis(9, basis)]);
-        let mut w = SyncedWalk::new(9, true, basis, started_ns);
-        w.sent(&RelPath::new("a/b").unwrap(), old);
-        w.gone(&RelPath::new("a").unwrap(), b"d");
-        assert_eq!(w.into_ops(false), vec![forget]);
+        w.finish(&store, false);
+        let names: Vec<(Vec<u8>, SyncedEntry)> = store.synced_entries(9, b"a").unwrap();
+        // b is written (of generation 2: not trusted while the basis says 1), c changed
+        // too recently (removed), d is gone; no basis.
+        assert_eq!(names, vec![(b"b".to_vec(), entry(old, 2))]);
+        assert_eq!(store.synced_basis(9).unwrap(), None);
+        let w = SyncedWalk::new(9, true, Some(&stored), next, started_ns);
+        assert!(!w.unchanged(Some(&entry(old, 2)), &old), "written by a pass that did not succeed");
+        assert!(w.unchanged(Some(&entry(old, 1)), &old));
+        w.finish(&store, true);
+        assert_eq!(store.synced_basis(9).unwrap(), Some(next));
+    }
+
+    #[test]
+    fn writes_go_out_as_the_walk_goes() {
+        use xtsync_store::MemStore;
+        let store = MemStore::default();
+        let basis = SyncedBasis { token: [0; 32], verified_unix_s: 5, generation: 1 };
+        let mut w = SyncedWalk::new(1, false, None, basis, i64::MAX);
+        w.ops_buffered_max = 2;
+        let old = EntryStat { dev: 1, ino: 2, size: 3, mtime_ns: 10, ctime_ns: 20 };
+        for name in ["x", "y", "z"] {
+            w.sent(&RelPath::new(name).unwrap(), old);
+            w.write_some(&store);
+        }
+        assert_eq!(store.synced_entries(1, b"").unwrap().len(), 2, "two written, one buffered");
+        assert!(w.ops.len() == 1);
     }
 
     #[test]
     fn only_a_trusted_walk_skips_and_only_an_equal_stat() {
-        let basis = SyncedBasis { token: [0; 32], verified_unix_s: 5 };
+        let basis = SyncedBasis { token: [0; 32], verified_unix_s: 5, generation: 1 };
         let s = EntryStat { dev: 1, ino: 2, size: 3, mtime_ns: 10, ctime_ns: 20 };
-        let trusted = SyncedWalk::new(1, true, basis, 0);
-        assert!(trusted.unchanged(Some(&s), &s));
-        assert!(!trusted.unchanged(Some(&EntryStat { ctime_ns: 21, ..s }), &s));
+        let trusted = SyncedWalk::new(1, true, Some(&basis), basis, 0);
+        assert!(trusted.unchanged(Some(&entry(s, 1)), &s));
+        assert!(!trusted.unchanged(Some(&entry(EntryStat { ctime_ns: 21, ..s }, 1)), &s));
         assert!(!trusted.unchanged(None, &s));
-        assert!(!SyncedWalk::new(1, false, basis, 0).unchanged(Some(&s), &s));
+        assert!(!SyncedWalk::new(1, false, Some(&basis), basis, 0).unchanged(Some(&entry(s, 1)), &s));
     }
 }
