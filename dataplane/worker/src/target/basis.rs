@@ -6,8 +6,10 @@
 //! Only small files (≤ [`BASIS_FILE_BYTES_MAX`]) serve as a basis, read whole into
 //! memory: that is where a chunk is most of a file and an edit costs a whole chunk.
 
+use std::cell::Cell;
 use std::io::Read;
 use std::os::fd::BorrowedFd;
+use std::rc::Rc;
 
 use rustix::fs::{Mode, OFlags};
 use xtsync_chunker::delta::{self, Signature};
@@ -16,17 +18,32 @@ use xtsync_wire::Basis;
 
 /// Largest file read as a basis.
 pub const BASIS_FILE_BYTES_MAX: u64 = 1 << 20;
+/// Basis bytes one session holds at most (segments waiting for their chunks); past it,
+/// files go without a basis.
+pub const SESSION_BASIS_BYTES_MAX: u64 = 64 << 20;
 
-/// A basis held for one segment's wanted chunks.
+/// A basis held for one segment's wanted chunks; counted in its session's `held`
+/// while it lives.
 pub struct DeltaBasis {
     bytes: Vec<u8>,
     block_bytes: u32,
     blocks: u64,
+    held: Rc<Cell<u64>>,
+}
+
+impl Drop for DeltaBasis {
+    fn drop(&mut self) {
+        self.held.set(self.held.get().saturating_sub(self.bytes.len() as u64));
+    }
 }
 
 /// The regular file `name` in `dir` (never through a symlink) as a basis, with its
-/// signature for the source; `None` if there is none worth using.
-pub fn open(dir: BorrowedFd<'_>, name: &[u8]) -> Option<(DeltaBasis, Basis)> {
+/// signature for the source; `None` if there is none worth using, or if the session
+/// already holds [`SESSION_BASIS_BYTES_MAX`] (`held`).
+pub fn open(dir: BorrowedFd<'_>, name: &[u8], held: &Rc<Cell<u64>>) -> Option<(DeltaBasis, Basis)> {
+    if held.get() + BASIS_FILE_BYTES_MAX > SESSION_BASIS_BYTES_MAX {
+        return None;
+    }
     let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).ok()?;
     let st = rustix::fs::fstat(&fd).ok()?;
     let size = st.st_size as u64;
@@ -38,7 +55,8 @@ pub fn open(dir: BorrowedFd<'_>, name: &[u8]) -> Option<(DeltaBasis, Basis)> {
     std::fs::File::from(fd).take(BASIS_FILE_BYTES_MAX).read_to_end(&mut bytes).ok()?;
     let sig = Signature::of(&bytes, delta::block_bytes_for(bytes.len() as u64));
     let blocks = sig.blocks.len() as u64;
-    let basis = DeltaBasis { bytes, block_bytes: sig.block_bytes, blocks };
+    held.set(held.get() + bytes.len() as u64);
+    let basis = DeltaBasis { bytes, block_bytes: sig.block_bytes, blocks, held: held.clone() };
     Some((basis, Basis { block_bytes: sig.block_bytes, blocks: sig.blocks }))
 }
 
@@ -70,10 +88,12 @@ mod tests {
         std::os::unix::fs::symlink("f", dir.path().join("link")).unwrap();
         std::fs::write(dir.path().join("tiny"), b"too small").unwrap();
         let d = std::fs::File::open(dir.path()).unwrap();
-        assert!(open(d.as_fd(), b"link").is_none(), "never through a symlink");
-        assert!(open(d.as_fd(), b"tiny").is_none());
-        assert!(open(d.as_fd(), b"missing").is_none());
-        let (basis, wire) = open(d.as_fd(), b"f").unwrap();
+        let held = Rc::new(Cell::new(0));
+        assert!(open(d.as_fd(), b"link", &held).is_none(), "never through a symlink");
+        assert!(open(d.as_fd(), b"tiny", &held).is_none());
+        assert!(open(d.as_fd(), b"missing", &held).is_none());
+        let (basis, wire) = open(d.as_fd(), b"f", &held).unwrap();
+        assert_eq!(held.get(), old.len() as u64);
 
         let mut new = old.clone();
         new.splice(10_000..10_000, b"inserted\n".iter().copied());
@@ -86,5 +106,9 @@ mod tests {
         assert_eq!(rebuild(&basis, &mut codec, &payload, new.len() as u32).unwrap(), new);
         assert!(rebuild(&basis, &mut codec, &payload, new.len() as u32 + 1).is_err());
         assert!(rebuild(&basis, &mut codec, b"not zstd", 100).is_err());
+        drop(basis);
+        assert_eq!(held.get(), 0, "released with the segment");
+        held.set(SESSION_BASIS_BYTES_MAX);
+        assert!(open(d.as_fd(), b"f", &held).is_none(), "the session holds enough");
     }
 }

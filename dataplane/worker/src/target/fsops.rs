@@ -66,8 +66,10 @@ impl TargetRoot {
         self.fd.as_fd()
     }
 
-    /// Names this tree (see `HelloAck::tree_id`): the root directory's device, inode
-    /// and birth time (0 where the filesystem does not record one), hashed.
+    /// Names this tree (see `HelloAck::tree_id`): the root directory's device, inode,
+    /// inode generation (`FS_IOC_GETVERSION`: it changes when an inode number is used
+    /// again) and birth time (each 0 where the filesystem does not keep it), hashed. A
+    /// root removed and made again is a new tree even where the inode number is reused.
     pub fn tree_id(&self) -> Result<[u8; 32], FsError> {
         let bytes = self.path.as_os_str().as_encoded_bytes();
         let mask = rustix::fs::StatxFlags::INO | rustix::fs::StatxFlags::BTIME;
@@ -77,9 +79,12 @@ impl TargetRoot {
         } else {
             (0, 0)
         };
+        let generation = inode_generation(self.fd.as_fd()).unwrap_or(0);
         let mut h = blake3::Hasher::new();
-        h.update(b"xtsync tree id v1");
-        for x in [st.stx_dev_major as u64, st.stx_dev_minor as u64, st.stx_ino, born.0 as u64, born.1 as u64] {
+        h.update(b"xtsync tree id v2");
+        for x in
+            [st.stx_dev_major as u64, st.stx_dev_minor as u64, st.stx_ino, generation, born.0 as u64, born.1 as u64]
+        {
             h.update(&x.to_le_bytes());
         }
         Ok(*h.finalize().as_bytes())
@@ -164,6 +169,16 @@ impl TargetRoot {
         let (parent, name) = rel.split_last().ok_or_else(|| FsError::Escape { path: String::new() })?;
         Ok((self.dir(&parent, true)?, name))
     }
+}
+
+/// The inode generation of `fd` (`FS_IOC_GETVERSION`), where the filesystem has one.
+fn inode_generation(fd: BorrowedFd<'_>) -> Option<u64> {
+    const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+    let mut generation: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETVERSION writes one `long` through the pointer, which is valid
+    // for the call; `fd` is an open descriptor.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETVERSION, &mut generation as *mut libc::c_long) };
+    (rc == 0).then_some(generation as u64)
 }
 
 /// Creates an empty temporary file in `dir` (0600; permissions are set before rename).
@@ -327,6 +342,21 @@ pub fn put_hardlink(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_made_again_is_a_new_tree_and_an_unchanged_one_is_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root");
+        let first = TargetRoot::open(&path).unwrap().tree_id().unwrap();
+        std::fs::write(path.join("f"), b"x").unwrap();
+        assert_eq!(TargetRoot::open(&path).unwrap().tree_id().unwrap(), first, "its content is not its identity");
+        // Removed and made again (the inode number is often the same one).
+        for _ in 0..3 {
+            std::fs::remove_dir_all(&path).unwrap();
+            std::fs::create_dir(&path).unwrap();
+            assert_ne!(TargetRoot::open(&path).unwrap().tree_id().unwrap(), first);
+        }
+    }
 
     #[test]
     fn symlink_inside_root_cannot_be_used_to_escape() {

@@ -152,6 +152,8 @@ struct TargetSession {
     peer: Option<xtsync_transport::PeerIdentity>,
     root: Option<Arc<TargetRoot>>,
     delete: bool,
+    /// Bytes of delta bases this session holds (see `target::basis`).
+    basis_held: Rc<std::cell::Cell<u64>>,
     tag: String,
     files: std::collections::HashMap<u64, OpenFile>,
     queue: VecDeque<Pending>,
@@ -174,6 +176,7 @@ impl TargetSession {
             peer,
             root: None,
             delete: false,
+            basis_held: Rc::default(),
             tag: String::new(),
             files: Default::default(),
             queue: VecDeque::new(),
@@ -459,7 +462,7 @@ impl TargetSession {
         // A small file's previous version lets the source send deltas of what it wants.
         let basis = match self.files.get(&s.file_id) {
             Some(f) if s.seg_no == 0 && flags.contains(&true) && f.error.is_none() => {
-                f.target.as_ref().and_then(|t| crate::target::basis::open(t.dir.as_fd(), &t.name))
+                f.target.as_ref().and_then(|t| crate::target::basis::open(t.dir.as_fd(), &t.name, &self.basis_held))
             }
             _ => None,
         };
