@@ -204,7 +204,13 @@ async fn run(
         Ok((stats, synced)) => (Ok(stats), synced),
         Err(e) => (Err(e), None),
     };
-    let succeeded = failure.is_none() && walked.is_ok() && failed_files.0 == 0;
+    // The catalog first: what the pass records as acknowledged is never sent again, so
+    // it must be in the catalog before.
+    let committed = match (&failure, &walked) {
+        (None, Ok(_)) if !batch.is_empty() => sink.commit(batch).await.map_err(PassError::Catalog),
+        _ => Ok(()),
+    };
+    let succeeded = failure.is_none() && walked.is_ok() && committed.is_ok() && failed_files.0 == 0;
     if let Some(synced) = synced {
         record_synced(ctx, synced, succeeded).await;
     }
@@ -212,9 +218,7 @@ async fn run(
         return Err(f);
     }
     let walked = walked?;
-    if !batch.is_empty() {
-        sink.commit(batch).await.map_err(PassError::Catalog)?;
-    }
+    committed?;
     if failed_files.0 > 0 {
         return Err(PassError::Files(failed_files.0, failed_files.1));
     }
@@ -279,7 +283,12 @@ impl SyncedBasisInputs {
             Some(b) if trusted => b.verified_unix_s,
             _ => since_epoch.as_secs(),
         };
-        tracing::info!(job = self.job, trusted, "pass: sending only what changed since the target acknowledged it");
+        let what = if trusted {
+            "only what changed since the target acknowledged it"
+        } else {
+            "every entry, checked at the target"
+        };
+        tracing::info!(job = self.job, trusted, "pass: {what}");
         let generation = stored.map_or(0, |b| b.generation) + 1;
         let basis = xtsync_store::SyncedBasis { token, verified_unix_s, generation };
         Ok(SyncedWalk::new(self.job, trusted, stored.as_ref(), basis, since_epoch.as_nanos() as i64))
