@@ -64,8 +64,6 @@ fn synced(store: &dyn WorkerStore) {
     store.apply(StoreBatch { ops: vec![forget] }).unwrap();
     assert_eq!(names(1, ""), vec![("".into(), 1), ("a.txt".into(), 3)]);
     assert_eq!((names(1, "a"), names(1, "a/x")), (vec![], vec![]));
-    store.apply(StoreBatch { ops: vec![StoreOp::ForgetJobSynced(1)] }).unwrap();
-    assert_eq!((names(1, ""), store.synced_basis(1).unwrap()), (vec![], None));
     assert_eq!(names(2, ""), vec![("a".into(), 6)], "another job's entries stay");
 }
 

@@ -90,8 +90,6 @@ pub enum StoreOp {
         dir: Vec<u8>,
         name: Vec<u8>,
     },
-    /// Forgets every entry of `job` and its basis.
-    ForgetJobSynced(u64),
     PutSyncedBasis(u64, SyncedBasis),
 }
 

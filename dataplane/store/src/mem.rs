@@ -6,8 +6,7 @@ use std::sync::Mutex;
 
 use crate::codec::{inode_key, size_digest_key, size_prefix, split_size_digest_key};
 use crate::synced::{
-    decode_basis, dir_prefix, encode_basis, encode_entry, entries_in_range, entry_key, job_key, job_range, path_of,
-    subtree_ranges,
+    decode_basis, dir_prefix, encode_basis, encode_entry, entries_in_range, entry_key, job_key, path_of, subtree_ranges,
 };
 use crate::*;
 
@@ -91,7 +90,6 @@ impl WorkerStore for MemStore {
                         remove_range(&mut synced, range);
                     }
                 }
-                StoreOp::ForgetJobSynced(job) => remove_range(&mut synced, job_range(job)),
                 StoreOp::PutSyncedBasis(job, basis) => drop(synced.insert(job_key(job), encode_basis(&basis))),
             }
         }

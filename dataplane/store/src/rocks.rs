@@ -98,10 +98,6 @@ impl WorkerStore for RocksStore {
                         wb.delete_range_cf(synced, from, to);
                     }
                 }
-                StoreOp::ForgetJobSynced(job) => {
-                    let (from, to) = synced::job_range(job);
-                    wb.delete_range_cf(synced, from, to);
-                }
                 StoreOp::PutSyncedBasis(job, basis) => {
                     wb.put_cf(synced, synced::job_key(job), synced::encode_basis(&basis))
                 }

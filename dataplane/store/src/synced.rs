@@ -80,15 +80,6 @@ pub fn subtree_ranges(job: u64, path: &[u8]) -> [(Vec<u8>, Vec<u8>); 2] {
     [(with(0), with(1)), (with(b'/'), with(b'/' + 1))]
 }
 
-/// All keys of `job`: `[job, job + 1)`.
-pub fn job_range(job: u64) -> (Vec<u8>, Vec<u8>) {
-    let end = match job.checked_add(1) {
-        Some(next) => next.to_be_bytes().to_vec(),
-        None => vec![0xff; 9],
-    };
-    (job_key(job), end)
-}
-
 pub fn encode_entry(e: &SyncedEntry) -> Vec<u8> {
     let mut v = Vec::with_capacity(49);
     v.push(VERSION);
@@ -176,7 +167,6 @@ mod tests {
         let prefix = dir_prefix(job, b"");
         let root: Vec<_> = keys.iter().filter(|k| k.starts_with(&prefix)).collect();
         assert_eq!(root.len(), 3, "the root itself, a and a-b: {root:?}");
-        assert_eq!(in_range(&job_range(job)).len(), 7);
     }
 
     #[test]

@@ -76,6 +76,47 @@ fn a_pass_sends_only_what_changed_since_the_target_acknowledged_it_until_the_tar
 }
 
 #[test]
+fn serve_keeps_the_daemons_up_for_job_run_until_stdin_closes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    build_tree(&source);
+    let mut serve = xtsyncctl()
+        .args(["quickstart", "--serve", "--json", "--source"])
+        .arg(&source)
+        .arg("--target")
+        .arg(&target)
+        .arg("--state")
+        .arg(&state)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert!(!target.join("src").exists(), "--serve runs no pass by itself");
+    let run = |name: &str| info[name].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let out = xtsyncctl()
+            .args(["--coordinator", &run("coordinator"), "--cert", &run("cert"), "--key", &run("key")])
+            .args(["--ca", &run("ca"), "--json", "job", "run", &info["job_id"].to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "job run: {}\nlogs: {}", String::from_utf8_lossy(&out.stderr), logs(&state));
+        let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(run["summary"]["files"], 306, "{run}");
+        assert_same_tree(&source, &target);
+    }
+    drop(serve.stdin.take());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while serve.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "quickstart --serve did not stop when stdin closed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn a_small_edit_in_a_small_file_goes_as_a_delta_against_the_targets_copy() {
     let dir = tempfile::tempdir().unwrap();
     let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));

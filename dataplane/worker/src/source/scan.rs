@@ -16,7 +16,7 @@ use xtsync_wire::{Meta, RelPath};
 
 use crate::source::backlog::{Backlog, SharedBacklog};
 use crate::source::renames::{Detector, EventRenames};
-use crate::source::synced::{entry_stat, SyncedWalk};
+use crate::source::synced::SyncedWalk;
 use crate::target::fsops::TEMP_PREFIX;
 use xtsync_chunker::ChunkParams;
 
@@ -39,6 +39,22 @@ impl FileStat {
             mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
             ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
         }
+    }
+
+    /// From a raw `stat` (a walk's `statat` relative to the directory).
+    pub fn of_raw(st: &rustix::fs::Stat) -> FileStat {
+        FileStat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
+        }
+    }
+
+    /// The same stat as the synced table keeps it (see `source::synced`).
+    pub fn synced(&self) -> EntryStat {
+        EntryStat { dev: self.dev, ino: self.ino, size: self.size, mtime_ns: self.mtime_ns, ctime_ns: self.ctime_ns }
     }
 
     pub fn matches(&self, r: &SourceRecord) -> bool {
@@ -455,7 +471,7 @@ impl<'a> Walker<'a> {
                     synced.gone(&rel, name);
                 }
             }
-            let own = entry_stat(&dir_meta);
+            let own = FileStat::of(&dir_meta).synced();
             let unchanged = self.synced.as_deref().is_some_and(|s| s.unchanged(self_known.as_ref(), &own));
             let holds_sent = children.iter().any(|(_, _, m)| !m.is_dir());
             if !unchanged || holds_sent {
@@ -500,13 +516,7 @@ impl<'a> Walker<'a> {
         // A name of a multi-link inode always goes: the target links it to the first
         // name sent.
         let skippable = file_type == rustix::fs::FileType::Symlink || (is_file && st.st_nlink == 1);
-        let stat = EntryStat {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            size: st.st_size as u64,
-            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
-            ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
-        };
+        let stat = FileStat::of_raw(&st).synced();
         if !skippable || !synced.unchanged(known, &stat) {
             return false;
         }
@@ -514,8 +524,6 @@ impl<'a> Walker<'a> {
             self.stats.files += 1;
             self.stats.bytes += stat.size;
             self.stats.files_synced += 1;
-            synced.skipped_files += 1;
-            synced.skipped_bytes += stat.size;
         } else {
             self.stats.symlinks += 1;
         }
@@ -571,7 +579,7 @@ impl<'a> Walker<'a> {
                 };
                 self.stats.symlinks += 1;
                 if let Some(synced) = self.synced.as_deref_mut() {
-                    synced.sent(&child_rel, entry_stat(&m));
+                    synced.sent(&child_rel, FileStat::of(&m).synced());
                 }
                 let item = WalkItem {
                     path: child_rel.clone(),
@@ -638,7 +646,7 @@ impl<'a> Walker<'a> {
             });
             if m.nlink() == 1 {
                 if let Some(synced) = self.synced.as_deref_mut() {
-                    synced.sent(&child_rel, entry_stat(&m));
+                    synced.sent(&child_rel, stat.synced());
                 }
             }
             let kind = WalkKind::File { stat, cached_digest };

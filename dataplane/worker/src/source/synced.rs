@@ -31,18 +31,6 @@ use crate::source::scan::ScanError;
 /// Entries changed within this long before the pass started are never recorded.
 pub const RECENT_NS: i64 = 1_000_000_000;
 
-/// The stat the synced table keeps for an entry.
-pub fn entry_stat(m: &std::fs::Metadata) -> EntryStat {
-    use std::os::unix::fs::MetadataExt;
-    EntryStat {
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.size(),
-        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-    }
-}
-
 /// What makes a job's acknowledgements valid: the target tree and the job's shape.
 pub fn basis_token(
     target_name: &str,
@@ -109,9 +97,6 @@ pub struct SyncedWalk {
     ops: Vec<StoreOp>,
     ops_buffered_max: usize,
     write_failed: bool,
-    /// Regular files skipped as unchanged, and their bytes.
-    pub skipped_files: u64,
-    pub skipped_bytes: u64,
 }
 
 impl SyncedWalk {
@@ -134,22 +119,18 @@ impl SyncedWalk {
             ops: Vec::new(),
             ops_buffered_max: OPS_BUFFERED_MAX,
             write_failed: false,
-            skipped_files: 0,
-            skipped_bytes: 0,
         }
     }
 
     /// A view for another thread of the same walk (see [`SyncedWalk::absorb`]).
     pub fn fork(&self) -> SyncedWalk {
-        SyncedWalk { ops: Vec::new(), skipped_files: 0, skipped_bytes: 0, write_failed: false, ..*self }
+        SyncedWalk { ops: Vec::new(), write_failed: false, ..*self }
     }
 
-    /// Takes in what a fork skipped and has not written yet.
+    /// Takes in what a fork has not written yet.
     pub fn absorb(&mut self, fork: SyncedWalk) {
         self.ops.extend(fork.ops);
         self.write_failed |= fork.write_failed;
-        self.skipped_files += fork.skipped_files;
-        self.skipped_bytes += fork.skipped_bytes;
     }
 
     /// The recorded entries of directory `dir`, by name (the root's own under "").
