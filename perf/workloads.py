@@ -49,15 +49,23 @@ def sh(cmd: str, env: dict | None = None) -> None:
     subprocess.run(["/bin/sh", "-c", cmd], check=True, env={**os.environ, **(env or {})})
 
 
-def ready(d: str) -> dict | None:
+# Bumped when a generator's output changes, so that data built by an older harness is
+# rebuilt instead of measured. 2: `random_file` streams no longer overlap (before, file
+# i was file 0 shifted by 16·i bytes, which dedup and rsync found).
+GENERATOR_RANDOM = 2
+
+
+def ready(d: str, generator: int = 1) -> dict | None:
     try:
         with open(os.path.join(d, ".ready")) as f:
-            return json.load(f)
+            info = json.load(f)
     except OSError:
         return None
+    return info if info.get("generator", 1) == generator else None
 
 
-def mark(d: str, info: dict) -> dict:
+def mark(d: str, info: dict, generator: int = 1) -> dict:
+    info = {**info, "generator": generator} if generator != 1 else info
     with open(os.path.join(d, ".ready"), "w") as f:
         json.dump(info, f, indent=1)
     return info
@@ -284,7 +292,7 @@ def kernel_tree() -> str:
 def w_large(quick: bool) -> Data:
     d = os.path.join(base(quick), "large")
     src = os.path.join(d, "src")
-    info = ready(d)
+    info = ready(d, GENERATOR_RANDOM)
     if not info:
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(src)
@@ -293,7 +301,7 @@ def w_large(quick: bool) -> Data:
         for i in range(8):
             random_file(os.path.join(src, f"blob-{i}.bin"), size, i)
         fix_dir_times(src, T1)
-        info = mark(d, tree_stats(src))
+        info = mark(d, tree_stats(src), GENERATOR_RANDOM)
     return Data("large", src, src, False, info=info)
 
 
@@ -346,7 +354,7 @@ def _mkimage(dirpath: str, img: str, size: str, uuid: str) -> None:
 
 def w_image(quick: bool) -> Data:
     d = os.path.join(base(quick), "image")
-    info = ready(d)
+    info = ready(d, GENERATOR_RANDOM)
     v1, v2 = os.path.join(d, "v1"), os.path.join(d, "v2")
     if not info:
         if not shutil.which("mke2fs"):
@@ -394,14 +402,15 @@ def w_image(quick: bool) -> Data:
             os.utime(vd, (T1, T1) if vd == v1 else (T2, T2))
         info = mark(d, {"content_v1": tree_stats(dir1), "content_v2": tree_stats(dir2), "mutation": m,
                         "image_size": size, "image_bytes": os.path.getsize(os.path.join(v2, "disk.img")),
-                        "allocated_v2": os.stat(os.path.join(v2, "disk.img")).st_blocks * 512})
+                        "allocated_v2": os.stat(os.path.join(v2, "disk.img")).st_blocks * 512},
+                    GENERATOR_RANDOM)
     return Data("image", v1, v2, True, info=info)
 
 
 def w_tmpfs(quick: bool) -> Data:
     d = os.path.join(base(quick), "tmpfs")
     src = os.path.join(d, "src")
-    info = ready(d)
+    info = ready(d, GENERATOR_RANDOM)
     if not info:
         shutil.rmtree(d, ignore_errors=True)
         frac = 20 if quick else 1
@@ -423,7 +432,7 @@ def w_tmpfs(quick: bool) -> Data:
             os.chmod(p, 0o644)
             os.utime(p, (T1, T1))
         fix_dir_times(src, T1)
-        info = mark(d, tree_stats(src))
+        info = mark(d, tree_stats(src), GENERATOR_RANDOM)
     return Data("tmpfs", src, src, False, tmpfs=True, info=info)
 
 

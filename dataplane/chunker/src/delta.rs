@@ -140,45 +140,82 @@ impl Writer {
 }
 
 /// The delta of `data` against the basis `sig` describes, and how many of its bytes
-/// are literals. Worth sending only if it is smaller than `data` compressed.
+/// are literals. Worth sending only if it is smaller than `data` compressed. To encode
+/// several chunks against one signature, build its [`SignatureIndex`] once.
 pub fn encode(sig: &Signature, data: &[u8]) -> (Vec<u8>, usize) {
-    let block = sig.block_bytes as usize;
-    let mut w = Writer { out: Vec::with_capacity(data.len() / 4 + 16), run: None };
-    if block == 0 || sig.blocks.is_empty() || data.len() < block {
-        w.literal(data);
-        return (w.out, data.len());
+    SignatureIndex::new(sig).encode(data)
+}
+
+/// A signature indexed for encoding: its blocks by rolling checksum, behind a bitmap of
+/// the checksums present, so that the common case — a window that matches nothing —
+/// costs one roll and one bit test.
+pub struct SignatureIndex<'s> {
+    sig: &'s Signature,
+    present: Vec<u64>,
+    blocks: HashMap<u32, Vec<u32>>,
+}
+
+/// Bits of the presence bitmap (2^20: 128 KiB, < 7 % filled at the most blocks).
+const PRESENT_BITS_LOG2: u32 = 20;
+
+fn present_bit(weak: u32) -> usize {
+    (weak.wrapping_mul(0x9E37_79B1) >> (32 - PRESENT_BITS_LOG2)) as usize
+}
+
+impl<'s> SignatureIndex<'s> {
+    pub fn new(sig: &'s Signature) -> SignatureIndex<'s> {
+        let mut present = vec![0u64; (1 << PRESENT_BITS_LOG2) / 64];
+        let mut blocks: HashMap<u32, Vec<u32>> = HashMap::with_capacity(sig.blocks.len());
+        for (i, (weak, _)) in sig.blocks.iter().enumerate() {
+            let bit = present_bit(*weak);
+            present[bit / 64] |= 1 << (bit % 64);
+            blocks.entry(*weak).or_default().push(i as u32);
+        }
+        SignatureIndex { sig, present, blocks }
     }
-    let mut index: HashMap<u32, Vec<u32>> = HashMap::with_capacity(sig.blocks.len());
-    for (i, (weak, _)) in sig.blocks.iter().enumerate() {
-        index.entry(*weak).or_default().push(i as u32);
+
+    fn lookup(&self, weak: u32, window: &[u8]) -> Option<u32> {
+        let bit = present_bit(weak);
+        if self.present[bit / 64] & (1 << (bit % 64)) == 0 {
+            return None;
+        }
+        let candidates = self.blocks.get(&weak)?;
+        let s = strong(window);
+        candidates.iter().copied().find(|&i| self.sig.blocks[i as usize].1 == s)
     }
-    let (mut at, mut literal_from, mut literal_bytes) = (0usize, 0usize, 0usize);
-    let mut rolling = Rolling::of(&data[..block]);
-    while at + block <= data.len() {
-        let matched = index.get(&rolling.value()).and_then(|candidates| {
-            let s = strong(&data[at..at + block]);
-            candidates.iter().copied().find(|&i| sig.blocks[i as usize].1 == s)
-        });
-        if let Some(i) = matched {
-            literal_bytes += at - literal_from;
-            w.literal(&data[literal_from..at]);
-            w.copy(i);
-            at += block;
-            literal_from = at;
-            if at + block <= data.len() {
-                rolling = Rolling::of(&data[at..at + block]);
+
+    /// See [`encode`].
+    pub fn encode(&self, data: &[u8]) -> (Vec<u8>, usize) {
+        let block = self.sig.block_bytes as usize;
+        let mut w = Writer { out: Vec::with_capacity(data.len() / 4 + 16), run: None };
+        if block == 0 || self.sig.blocks.is_empty() || data.len() < block {
+            w.literal(data);
+            return (w.out, data.len());
+        }
+        let (mut at, mut literal_from, mut literal_bytes) = (0usize, 0usize, 0usize);
+        let mut rolling = Rolling::of(&data[..block]);
+        while at + block <= data.len() {
+            if let Some(i) = self.lookup(rolling.value(), &data[at..at + block]) {
+                literal_bytes += at - literal_from;
+                w.literal(&data[literal_from..at]);
+                w.copy(i);
+                at += block;
+                literal_from = at;
+                if at + block <= data.len() {
+                    rolling = Rolling::of(&data[at..at + block]);
+                }
+                continue;
             }
-            continue;
+            if at + block < data.len() {
+                rolling.roll(data[at], data[at + block]);
+            }
+            at += 1;
         }
-        if at + block < data.len() {
-            rolling.roll(data[at], data[at + block]);
-        }
-        at += 1;
+        literal_bytes += data.len() - literal_from;
+        w.literal(&data[literal_from..]);
+        w.flush_run();
+        (w.out, literal_bytes)
     }
-    literal_bytes += data.len() - literal_from;
-    w.literal(&data[literal_from..]);
-    w.flush_run();
-    (w.out, literal_bytes)
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

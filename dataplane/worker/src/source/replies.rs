@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use futures_lite::AsyncRead;
 use xtsync_api::{Compression, FileVersion};
-use xtsync_chunker::delta::{self, Signature};
+use xtsync_chunker::delta::{Signature, SignatureIndex};
 use xtsync_chunker::{ChunkCodec, Encoding};
 use xtsync_store::StoreOp;
 use xtsync_wire::{chunk_data_frame_around, encode_chunk_data, FileDone, Message, Want, DELTA_ENCODING};
@@ -127,6 +127,7 @@ async fn on_want(session: &Rc<Session>, mut w: Want, codec: &mut ChunkCodec) -> 
         .take()
         .filter(|_| p.compression != Compression::Never && !retried && seg.bytes_kept)
         .map(|b| Signature { block_bytes: b.block_bytes, blocks: b.blocks });
+    let basis = basis.as_ref().map(SignatureIndex::new);
     let mut delta_encoded = Vec::new();
     let mut parts: Vec<Part> = Vec::new();
     let mut encoded = Vec::new();
@@ -139,17 +140,26 @@ async fn on_want(session: &Rc<Session>, mut w: Want, codec: &mut ChunkCodec) -> 
             return Err(SessionError::Protocol(format!("want for zero chunk {index} of file {}", w.file_id)));
         }
         let raw = seg.bytes_kept.then(|| &seg.data[span.data_at as usize..(span.data_at + span.bytes) as usize]);
-        let encoding = match (p.compression, raw) {
-            (Compression::Never, _) | (_, None) => Encoding::Raw,
-            (Compression::Auto, Some(raw)) => codec.compress(raw, p.compression_level, true, &mut encoded),
-            (Compression::Always, Some(raw)) => codec.compress(raw, p.compression_level, false, &mut encoded),
-        };
         let (file_id, seg_no, at) = (w.file_id, w.seg_no, index as u32);
+        // A delta first: when most of the chunk is copies of the target's blocks, it
+        // wins for sure and the chunk is not compressed a second time whole.
+        let mut delta_bytes = None;
         if let (Some(sig), Some(raw)) = (&basis, raw) {
+            let (delta_ops, literal_bytes) = sig.encode(raw);
+            if literal_bytes < raw.len() {
+                codec.compress(&delta_ops, p.compression_level, false, &mut delta_encoded);
+                delta_bytes = Some((delta_encoded.len(), literal_bytes < raw.len() / 2));
+            }
+        }
+        let encoding = match (p.compression, raw, delta_bytes) {
+            (_, _, Some((_, true))) => Encoding::Raw,
+            (Compression::Never, _, _) | (_, None, _) => Encoding::Raw,
+            (Compression::Auto, Some(raw), _) => codec.compress(raw, p.compression_level, true, &mut encoded),
+            (Compression::Always, Some(raw), _) => codec.compress(raw, p.compression_level, false, &mut encoded),
+        };
+        if let (Some((delta_len, _)), Some(raw)) = (delta_bytes, raw) {
             let plain_bytes = if encoding == Encoding::Raw { raw.len() } else { encoded.len() };
-            let (delta_ops, _) = delta::encode(sig, raw);
-            codec.compress(&delta_ops, p.compression_level, false, &mut delta_encoded);
-            if delta_encoded.len() < plain_bytes {
+            if delta_len < plain_bytes {
                 let mut frame = Vec::new();
                 encode_chunk_data(&mut frame, file_id, seg_no, at, DELTA_ENCODING, span.bytes, &delta_encoded);
                 if seg.file.is_some() {

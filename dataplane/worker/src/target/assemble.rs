@@ -64,6 +64,9 @@ pub struct OpenFile {
     pub checkpointed: bool,
     /// Checkpointed temporaries of earlier attempts this file was resumed from.
     pub resumed_from: std::collections::HashSet<Vec<u8>>,
+    /// Where the last chunk copied locally came from, for the next segment's delta
+    /// basis (`target::basis_regions`).
+    pub anchor_end: Option<crate::target::basis_regions::AnchorEnd>,
 }
 
 impl OpenFile {
@@ -106,6 +109,7 @@ impl OpenFile {
             checkpointed_bytes: 0,
             checkpointed: false,
             resumed_from: Default::default(),
+            anchor_end: None,
         }
     }
 

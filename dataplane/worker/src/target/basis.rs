@@ -3,8 +3,10 @@
 //! chunks that come back as deltas are rebuilt from it here, then checked against their
 //! names like every chunk.
 //!
-//! Only small files (≤ [`BASIS_FILE_BYTES_MAX`]) serve as a basis, read whole into
-//! memory: that is where a chunk is most of a file and an edit costs a whole chunk.
+//! Small files (≤ [`BASIS_FILE_BYTES_MAX`]) serve whole ([`open`]): there a chunk is
+//! most of a file and an edit costs a whole chunk. For larger files, the stretches of
+//! local files that the chunks around the wanted ones point to serve
+//! ([`read_regions`], planned by `target::basis_regions`).
 
 use std::cell::Cell;
 use std::io::Read;
@@ -15,6 +17,9 @@ use rustix::fs::{Mode, OFlags};
 use xtsync_chunker::delta::{self, Signature};
 use xtsync_chunker::ChunkCodec;
 use xtsync_wire::Basis;
+
+use crate::target::assemble::LocalReaders;
+use crate::target::basis_regions::Region;
 
 /// Largest file read as a basis.
 pub const BASIS_FILE_BYTES_MAX: u64 = 1 << 20;
@@ -57,6 +62,41 @@ pub fn open(dir: BorrowedFd<'_>, name: &[u8], held: &Rc<Cell<u64>>) -> Option<(D
     let blocks = sig.blocks.len() as u64;
     held.set(held.get() + bytes.len() as u64);
     let basis = DeltaBasis { bytes, block_bytes: sig.block_bytes, blocks, held: held.clone() };
+    Some((basis, Basis { block_bytes: sig.block_bytes, blocks: sig.blocks }))
+}
+
+/// The `regions` of local files (see `target::basis_regions`), read through `readers`,
+/// as one basis; `None` if nothing worth using could be read, or if the session already
+/// holds [`SESSION_BASIS_BYTES_MAX`]. The signature is computed off the executor.
+pub async fn read_regions(
+    readers: &mut LocalReaders,
+    regions: &[Region],
+    held: &Rc<Cell<u64>>,
+) -> Option<(DeltaBasis, Basis)> {
+    let total: u64 = regions.iter().map(|r| r.bytes).sum();
+    if total < u64::from(delta::BLOCK_BYTES_MIN) || held.get() + total > SESSION_BASIS_BYTES_MAX {
+        return None;
+    }
+    let block = delta::block_bytes_for(total) as usize;
+    let mut bytes = Vec::with_capacity(total as usize);
+    for r in regions {
+        let Ok(file) = readers.get(&r.path).await else { continue };
+        // Short at the end of the file; whole blocks only, so that every block of the
+        // basis lies within one region.
+        let Ok(data) = file.read_at(r.offset, r.bytes as usize).await else { continue };
+        bytes.extend_from_slice(&data[..data.len() / block * block]);
+    }
+    if bytes.is_empty() {
+        return None;
+    }
+    let (bytes, sig) = glommio::executor()
+        .spawn_blocking(move || {
+            let sig = Signature::of(&bytes, block as u32);
+            (bytes, sig)
+        })
+        .await;
+    held.set(held.get() + bytes.len() as u64);
+    let basis = DeltaBasis { bytes, block_bytes: sig.block_bytes, blocks: sig.blocks.len() as u64, held: held.clone() };
     Some((basis, Basis { block_bytes: sig.block_bytes, blocks: sig.blocks }))
 }
 

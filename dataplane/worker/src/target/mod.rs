@@ -13,6 +13,7 @@
 pub mod admission;
 pub mod assemble;
 pub mod basis;
+pub mod basis_regions;
 pub mod checkpoint;
 pub mod durability;
 pub mod entries;

@@ -459,13 +459,7 @@ impl TargetSession {
             }
         }
         let flags: Vec<bool> = sources.iter().map(|s| matches!(s, ChunkSource::Wire)).collect();
-        // A small file's previous version lets the source send deltas of what it wants.
-        let basis = match self.files.get(&s.file_id) {
-            Some(f) if s.seg_no == 0 && flags.contains(&true) && f.error.is_none() => {
-                f.target.as_ref().and_then(|t| crate::target::basis::open(t.dir.as_fd(), &t.name, &self.basis_held))
-            }
-            _ => None,
-        };
+        let basis = self.delta_basis(&s, &sources, flags.contains(&true)).await;
         let (basis, signature) = basis.map(|(b, sig)| (Rc::new(b), sig)).unzip();
         let want = Want { basis: signature, ..Want::from_flags(s.file_id, s.seg_no, &flags) };
         self.send(&Message::Want(want)).await?;
@@ -479,6 +473,43 @@ impl TargetSession {
             basis,
         }));
         Ok(())
+    }
+
+    /// The basis offered with a segment's `Want`, so that the source may send deltas of
+    /// what it wants: a small file's previous version whole, or else the stretches of
+    /// local files between the copies of the chunks around the wanted ones.
+    async fn delta_basis(
+        &mut self,
+        s: &Segment,
+        sources: &[ChunkSource],
+        wants_any: bool,
+    ) -> Option<(crate::target::basis::DeltaBasis, xtsync_wire::Basis)> {
+        use crate::target::basis_regions::{plan, Slot};
+        let f = self.files.get_mut(&s.file_id)?;
+        let slots: Vec<Slot<'_>> = sources
+            .iter()
+            .zip(&s.chunks)
+            .map(|(source, c)| match source {
+                ChunkSource::Local(l) => Slot::Anchor { path: &l.path, offset: l.offset, len: l.len },
+                ChunkSource::Wire => Slot::Wanted { len: c.len },
+                ChunkSource::Zero | ChunkSource::Earlier { .. } => Slot::Other { len: c.len },
+            })
+            .collect();
+        let (regions, anchor_end) = plan(f.anchor_end.take(), &slots);
+        f.anchor_end = anchor_end;
+        if !wants_any || f.error.is_some() {
+            return None;
+        }
+        let t = f.target.as_ref()?;
+        if s.seg_no == 0 {
+            if let Some(whole) = crate::target::basis::open(t.dir.as_fd(), &t.name, &self.basis_held) {
+                return Some(whole);
+            }
+        }
+        if regions.is_empty() {
+            return None;
+        }
+        crate::target::basis::read_regions(&mut self.readers, &regions, &self.basis_held).await
     }
 
     async fn on_chunk(&mut self, c: ChunkData) -> Result<(), TargetError> {
