@@ -8,23 +8,30 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("length checked"))
 }
 
+/// Chunk locations: version 2 adds the inode (version 1 entries read as inode 0).
+const LOCATION_VERSION: u8 = 2;
+
 pub fn encode_location(l: &ChunkLocation) -> Vec<u8> {
-    let mut v = Vec::with_capacity(13 + l.path.len());
-    v.push(VERSION);
+    let mut v = Vec::with_capacity(21 + l.path.len());
+    v.push(LOCATION_VERSION);
     v.extend_from_slice(&l.offset.to_le_bytes());
     v.extend_from_slice(&l.len.to_le_bytes());
+    v.extend_from_slice(&l.ino.to_le_bytes());
     v.extend_from_slice(&l.path);
     v
 }
 
 pub fn decode_location(b: &[u8]) -> Result<ChunkLocation, StoreError> {
-    if b.len() < 13 || b[0] != VERSION {
-        return Err(StoreError::Corrupt { what: "chunk location" });
-    }
+    let (ino, path_at) = match b.first() {
+        Some(&VERSION) if b.len() >= 13 => (0, 13),
+        Some(&LOCATION_VERSION) if b.len() >= 21 => (u64_at(b, 13), 21),
+        _ => return Err(StoreError::Corrupt { what: "chunk location" }),
+    };
     Ok(ChunkLocation {
         offset: u64_at(b, 1),
         len: u32::from_le_bytes(b[9..13].try_into().expect("length checked")),
-        path: b[13..].to_vec(),
+        ino,
+        path: b[path_at..].to_vec(),
     })
 }
 
@@ -103,4 +110,25 @@ pub fn size_digest_key(size: u64, digest: &[u8; 32], path: &[u8]) -> Vec<u8> {
 pub fn split_size_digest_key(key: &[u8]) -> Option<([u8; 32], Vec<u8>)> {
     let digest: [u8; 32] = key.get(9..41)?.try_into().ok()?;
     Some((digest, key[41..].to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_round_trip_and_entries_of_the_first_format_read_with_no_inode() {
+        let l = ChunkLocation { path: b"/t/disk.img".to_vec(), offset: 1 << 33, len: 65_536, ino: 42 };
+        assert_eq!(decode_location(&encode_location(&l)).unwrap(), l);
+        // Written before inodes were recorded: [1][offset][len][path].
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&7u64.to_le_bytes());
+        v1.extend_from_slice(&100u32.to_le_bytes());
+        v1.extend_from_slice(b"/t/x");
+        let old = decode_location(&v1).unwrap();
+        assert_eq!(old, ChunkLocation { path: b"/t/x".to_vec(), offset: 7, len: 100, ino: 0 });
+        for bad in [&b""[..], &[2u8; 20], &[9u8; 40], &v1[..12]] {
+            assert!(decode_location(bad).is_err(), "{bad:?}");
+        }
+    }
 }

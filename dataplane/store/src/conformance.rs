@@ -3,7 +3,7 @@
 use crate::*;
 
 fn loc(p: &str, off: u64) -> ChunkLocation {
-    ChunkLocation { path: p.as_bytes().to_vec(), offset: off, len: 100 }
+    ChunkLocation { path: p.as_bytes().to_vec(), offset: off, len: 100, ino: 7 + off }
 }
 
 fn suite(store: &dyn WorkerStore) {

@@ -40,6 +40,10 @@ pub struct ChunkLocation {
     pub path: Vec<u8>,
     pub offset: u64,
     pub len: u32,
+    /// Inode of the file at `path` when the chunk was indexed; 0 if unknown. Another
+    /// inode there now (the file was replaced by a newer version) makes the entry stale
+    /// without reading it.
+    pub ino: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,10 +35,12 @@ pub async fn maybe_checkpoint(file: &mut OpenFile, store: &Arc<dyn WorkerStore>,
             return;
         }
     };
+    let ino = rustix::fs::fstat(&fd).map_or(0, |st| st.st_ino);
     let ops: Vec<StoreOp> = file.written[file.checkpointed_chunks..]
         .iter()
         .map(|(name, offset, len)| {
-            StoreOp::PutChunk(name.0, ChunkLocation { path: file.temp_abs.clone(), offset: *offset, len: *len })
+            let at = ChunkLocation { path: file.temp_abs.clone(), offset: *offset, len: *len, ino };
+            StoreOp::PutChunk(name.0, at)
         })
         .collect();
     let (store, bytes) = (store.clone(), file.unsynced_bytes);

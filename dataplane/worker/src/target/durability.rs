@@ -129,7 +129,8 @@ fn flush_blocking(
             partials.extend(kept.take(&r.abs));
             ops.push(StoreOp::PutTarget(r.abs.clone(), r.record));
             for (name, offset, len) in &r.written {
-                ops.push(StoreOp::PutChunk(name.0, ChunkLocation { path: r.abs.clone(), offset: *offset, len: *len }));
+                let at = ChunkLocation { path: r.abs.clone(), offset: *offset, len: *len, ino: r.record.ino };
+                ops.push(StoreOp::PutChunk(name.0, at));
             }
         } else {
             let _ = rustix::fs::unlinkat(r.dir.as_fd(), r.tmp_name.as_str(), rustix::fs::AtFlags::empty());

@@ -96,8 +96,9 @@ async fn place_local(
     if file.error.is_some() {
         return;
     }
-    let verified = match readers.get(&loc.path).await {
-        Ok(f) => read_verified(&f, loc.offset, loc.len, &name).await,
+    let verified = match readers.get_indexed(&loc).await {
+        Ok(Some(f)) => read_verified(&f, loc.offset, loc.len, &name).await,
+        Ok(None) => Err("local copy of a chunk was replaced since it was indexed".into()),
         Err(e) => Err(format!("open local copy: {e}")),
     };
     match verified {

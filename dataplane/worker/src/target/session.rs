@@ -393,8 +393,9 @@ impl TargetSession {
         let store = self.ctx.store.clone();
         let path = l.path.clone();
         let to = glommio::executor().spawn_blocking(move || moved_location(store.as_ref(), &path)).await?;
-        self.readers.get(&to).await.ok()?;
-        Some(ChunkLocation { path: to, ..l })
+        let at = ChunkLocation { path: to, ..l };
+        self.readers.get_indexed(&at).await.ok()??;
+        Some(at)
     }
 
     async fn on_segment(&mut self, s: Segment) -> Result<(), TargetError> {
@@ -434,11 +435,11 @@ impl TargetSession {
             let mut stale = Vec::new();
             for (&i, loc) in lookup.iter().zip(found) {
                 sources[i] = match loc {
-                    // A copy in a file that is gone (a removed partial, a deleted file)
-                    // is asked for again, and forgotten.
-                    Some(l) if l.len == s.chunks[i].len => match self.readers.get(&l.path).await {
-                        Ok(_) => ChunkSource::Local(l),
-                        Err(_) => match self.moved(l).await {
+                    // A copy in a file that is gone (a removed partial, a deleted file,
+                    // a version replaced since) is asked for again, and forgotten.
+                    Some(l) if l.len == s.chunks[i].len => match self.readers.get_indexed(&l).await {
+                        Ok(Some(_)) => ChunkSource::Local(l),
+                        Ok(None) | Err(_) => match self.moved(l).await {
                             // The file was renamed here: the chunk is at its new name.
                             Some(l) => {
                                 stale.push(StoreOp::PutChunk(s.chunks[i].name, l.clone()));
