@@ -4,9 +4,7 @@
 //! except on a kernel-TLS session with compression off, where the kernel sends the
 //! wanted chunks from the file (`sendfile`) and the segment keeps only the open file.
 
-use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -97,49 +95,21 @@ impl Builder {
         }
     }
 
-    /// Adds the next chunk. Kept bytes are named later, a segment at a time
-    /// ([`Builder::name_kept`], off the executor for the full segments of large files);
-    /// chunks whose bytes are not kept are named now.
-    fn push(&mut self, chunk: &[u8], file_at: u64) {
+    fn push(&mut self, chunk: &[u8], file_at: u64, digest: &mut DigestBuilder) {
+        let name = ChunkName::of(chunk);
+        digest.push(&name, chunk.len() as u32);
+        let zero = is_all_zero(chunk);
+        self.refs.push(ChunkRef { name: name.0, len: chunk.len() as u32, zero });
         self.bytes += chunk.len();
-        let bytes = chunk.len() as u32;
-        if self.keep_bytes {
-            self.spans.push(ChunkSpan { file_at, data_at: self.data.len() as u32, bytes });
-            self.data.extend_from_slice(chunk);
+        // Zero chunks are never wanted: keep no bytes for them.
+        if zero {
+            self.spans.push(ChunkSpan { file_at, data_at: 0, bytes: 0 });
             return;
         }
-        let zero = is_all_zero(chunk);
-        self.refs.push(ChunkRef { name: ChunkName::of(chunk).0, len: bytes, zero });
-        // Zero chunks are never wanted.
-        self.spans.push(ChunkSpan { file_at, data_at: 0, bytes: if zero { 0 } else { bytes } });
-    }
-
-    /// Names the kept chunks (BLAKE3) and drops the bytes of zero chunks, which are
-    /// never wanted. Pure CPU: may run on another thread.
-    fn name_kept(mut self) -> Builder {
-        if !self.keep_bytes || self.refs.len() == self.spans.len() {
-            return self;
+        self.spans.push(ChunkSpan { file_at, data_at: self.data.len() as u32, bytes: chunk.len() as u32 });
+        if self.keep_bytes {
+            self.data.extend_from_slice(chunk);
         }
-        let mut kept_to = 0usize;
-        for span in &mut self.spans {
-            let from = span.data_at as usize;
-            let chunk = &self.data[from..from + span.bytes as usize];
-            let zero = is_all_zero(chunk);
-            self.refs.push(ChunkRef { name: ChunkName::of(chunk).0, len: span.bytes, zero });
-            if zero {
-                span.bytes = 0;
-                span.data_at = 0;
-            } else {
-                self.data.copy_within(from..from + span.bytes as usize, kept_to);
-                span.data_at = kept_to as u32;
-                kept_to += span.bytes as usize;
-            }
-        }
-        if kept_to < self.data.len() {
-            self.data.truncate(kept_to);
-            self.data.shrink_to_fit();
-        }
-        self
     }
 
     fn full(&self) -> bool {
@@ -207,9 +177,6 @@ impl Session {
         let mut chunker = StreamChunker::new(self.params.chunk_params);
         let mut digest = DigestBuilder::default();
         let mut seg = Builder::new(file_id, 0, stat.size, keep_bytes);
-        // The full segment being named off the executor while the next one is read and
-        // cut: hashing a large file then takes a second core.
-        let mut naming: Option<Pin<Box<dyn Future<Output = Builder>>>> = None;
         let mut chunk_at = 0u64;
         let mut pos = 0u64;
         let mut read_error = None;
@@ -236,7 +203,7 @@ impl Session {
             pos += block.len() as u64;
             let mut ready: Vec<Builder> = Vec::new();
             chunker.push(&block, eof, |chunk| {
-                seg.push(chunk, chunk_at);
+                seg.push(chunk, chunk_at, &mut digest);
                 chunk_at += chunk.len() as u64;
                 if seg.full() {
                     // `pos` is already past this block: what is left, plus the block.
@@ -246,21 +213,15 @@ impl Session {
                 }
             });
             for b in ready {
-                if let Some(named) = naming.take() {
-                    self.send_named_segment(named.await, &mut digest, &mut begin, &open_file).await?;
+                // A file of more than one segment is announced before its digest is known.
+                if let Some(begin) = begin.take() {
+                    self.send(&Message::FileBegin(begin)).await?;
                 }
-                naming = Some(Box::pin(glommio::executor().spawn_blocking(move || b.name_kept())));
+                self.send_segment(b, open_file.clone()).await?;
             }
             if eof {
                 break;
             }
-        }
-        if let Some(named) = naming.take() {
-            self.send_named_segment(named.await, &mut digest, &mut begin, &open_file).await?;
-        }
-        let seg = seg.name_kept();
-        for r in &seg.refs {
-            digest.push(&ChunkName(r.name), r.len);
         }
         let changed = fstat(unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) })
             .is_none_or(|now| now != stat || pos != stat.size)
@@ -284,25 +245,6 @@ impl Session {
             f.digest = (!aborted).then_some(digest);
         }
         self.send(&Message::FileEnd(FileEnd { file_id, digest, aborted })).await
-    }
-
-    /// Sends a full segment whose chunks are named, in file order: the file's digest
-    /// takes its names, and a file of more than one segment is announced first (before
-    /// its digest is known).
-    async fn send_named_segment(
-        &self,
-        b: Builder,
-        digest: &mut DigestBuilder,
-        begin: &mut Option<FileBegin>,
-        file: &Option<Rc<OpenSourceFile>>,
-    ) -> Result<(), SessionError> {
-        for r in &b.refs {
-            digest.push(&ChunkName(r.name), r.len);
-        }
-        if let Some(begin) = begin.take() {
-            self.send(&Message::FileBegin(begin)).await?;
-        }
-        self.send_segment(b, file.clone()).await
     }
 
     async fn send_segment(&self, b: Builder, file: Option<Rc<OpenSourceFile>>) -> Result<(), SessionError> {
