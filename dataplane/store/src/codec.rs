@@ -8,29 +8,32 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("length checked"))
 }
 
-/// Chunk locations: version 2 adds the inode (version 1 entries read as inode 0).
+/// Chunk locations: version 2 adds the inode and ctime (version 1 entries read as
+/// unknown: 0, 0).
 const LOCATION_VERSION: u8 = 2;
 
 pub fn encode_location(l: &ChunkLocation) -> Vec<u8> {
-    let mut v = Vec::with_capacity(21 + l.path.len());
+    let mut v = Vec::with_capacity(29 + l.path.len());
     v.push(LOCATION_VERSION);
     v.extend_from_slice(&l.offset.to_le_bytes());
     v.extend_from_slice(&l.len.to_le_bytes());
     v.extend_from_slice(&l.ino.to_le_bytes());
+    v.extend_from_slice(&l.ctime_ns.to_le_bytes());
     v.extend_from_slice(&l.path);
     v
 }
 
 pub fn decode_location(b: &[u8]) -> Result<ChunkLocation, StoreError> {
-    let (ino, path_at) = match b.first() {
-        Some(&VERSION) if b.len() >= 13 => (0, 13),
-        Some(&LOCATION_VERSION) if b.len() >= 21 => (u64_at(b, 13), 21),
+    let (ino, ctime_ns, path_at) = match b.first() {
+        Some(&VERSION) if b.len() >= 13 => (0, 0, 13),
+        Some(&LOCATION_VERSION) if b.len() >= 29 => (u64_at(b, 13), u64_at(b, 21) as i64, 29),
         _ => return Err(StoreError::Corrupt { what: "chunk location" }),
     };
     Ok(ChunkLocation {
         offset: u64_at(b, 1),
         len: u32::from_le_bytes(b[9..13].try_into().expect("length checked")),
         ino,
+        ctime_ns,
         path: b[path_at..].to_vec(),
     })
 }
@@ -118,7 +121,7 @@ mod tests {
 
     #[test]
     fn locations_round_trip_and_entries_of_the_first_format_read_with_no_inode() {
-        let l = ChunkLocation { path: b"/t/disk.img".to_vec(), offset: 1 << 33, len: 65_536, ino: 42 };
+        let l = ChunkLocation { path: b"/t/disk.img".to_vec(), offset: 1 << 33, len: 65_536, ino: 42, ctime_ns: -5 };
         assert_eq!(decode_location(&encode_location(&l)).unwrap(), l);
         // Written before inodes were recorded: [1][offset][len][path].
         let mut v1 = vec![1u8];
@@ -126,8 +129,8 @@ mod tests {
         v1.extend_from_slice(&100u32.to_le_bytes());
         v1.extend_from_slice(b"/t/x");
         let old = decode_location(&v1).unwrap();
-        assert_eq!(old, ChunkLocation { path: b"/t/x".to_vec(), offset: 7, len: 100, ino: 0 });
-        for bad in [&b""[..], &[2u8; 20], &[9u8; 40], &v1[..12]] {
+        assert_eq!(old, ChunkLocation { path: b"/t/x".to_vec(), offset: 7, len: 100, ino: 0, ctime_ns: 0 });
+        for bad in [&b""[..], &[2u8; 28], &[9u8; 40], &v1[..12]] {
             assert!(decode_location(bad).is_err(), "{bad:?}");
         }
     }

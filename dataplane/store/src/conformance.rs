@@ -3,7 +3,13 @@
 use crate::*;
 
 fn loc(p: &str, off: u64) -> ChunkLocation {
-    ChunkLocation { path: p.as_bytes().to_vec(), offset: off, len: 100, ino: 7 + off }
+    ChunkLocation {
+        path: p.as_bytes().to_vec(),
+        offset: off,
+        len: 100,
+        ino: 7 + off,
+        ctime_ns: 1_700_000_000_000_000_000,
+    }
 }
 
 fn suite(store: &dyn WorkerStore) {

@@ -44,6 +44,11 @@ pub struct ChunkLocation {
     /// inode there now (the file was replaced by a newer version) makes the entry stale
     /// without reading it.
     pub ino: u64,
+    /// The file's ctime (ns) when indexed; 0 if unknown. The same inode with the same
+    /// ctime has not been written since (a write or a metadata change moves the ctime,
+    /// and nobody can set it back), so the chunk is copied in the kernel without being
+    /// read and hashed again.
+    pub ctime_ns: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -190,6 +190,33 @@ fn a_large_file_that_goes_back_to_an_earlier_version_replicates_every_time() {
 }
 
 #[test]
+fn a_target_copy_edited_in_place_is_never_copied_into_another_file_unchecked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    std::fs::create_dir_all(&source).unwrap();
+    let data = pseudo_random(4 << 20, 31);
+    std::fs::write(source.join("a.bin"), &data).unwrap();
+    pass(&source, &target, &state, &[]);
+
+    // Someone edits the target's copy in place (same inode) and puts its mtime back;
+    // its ctime moves, which nobody can undo.
+    let copy = target.join("a.bin");
+    let mtime = std::fs::metadata(&copy).unwrap().modified().unwrap();
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+        f.seek(std::io::SeekFrom::Start(2_000_000)).unwrap();
+        f.write_all(&[0u8; 4096]).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    // A new source file with a.bin's content: the target's index says every chunk of it
+    // is in its a.bin. The edited one must be found out (by its hash), not copied.
+    std::fs::write(source.join("b.bin"), &data).unwrap();
+    pass(&source, &target, &state, &[]);
+    assert!(std::fs::read(target.join("b.bin")).unwrap() == data, "b.bin took the edited bytes of a.bin");
+}
+
+#[test]
 fn incremental_pass_sends_only_changes_and_applies_renames_and_deletions() {
     let dir = tempfile::tempdir().unwrap();
     let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));

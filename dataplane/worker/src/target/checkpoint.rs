@@ -39,7 +39,9 @@ pub async fn maybe_checkpoint(file: &mut OpenFile, store: &Arc<dyn WorkerStore>,
     let ops: Vec<StoreOp> = file.written[file.checkpointed_chunks..]
         .iter()
         .map(|(name, offset, len)| {
-            let at = ChunkLocation { path: file.temp_abs.clone(), offset: *offset, len: *len, ino };
+            // No ctime: a partial copy is still being written; its chunks are always
+            // read and hashed before use.
+            let at = ChunkLocation { path: file.temp_abs.clone(), offset: *offset, len: *len, ino, ctime_ns: 0 };
             StoreOp::PutChunk(name.0, at)
         })
         .collect();

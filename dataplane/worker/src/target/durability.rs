@@ -128,8 +128,14 @@ fn flush_blocking(
             partials.extend(r.resumed_from.iter().cloned());
             partials.extend(kept.take(&r.abs));
             ops.push(StoreOp::PutTarget(r.abs.clone(), r.record));
+            // The file as renamed (a rename moves the ctime): what a later copy of its
+            // chunks checks before trusting them without a hash.
+            let ctime_ns = rustix::fs::statat(r.dir.as_fd(), r.name.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .ok()
+                .filter(|st| st.st_ino == r.record.ino)
+                .map_or(0, |st| st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64);
             for (name, offset, len) in &r.written {
-                let at = ChunkLocation { path: r.abs.clone(), offset: *offset, len: *len, ino: r.record.ino };
+                let at = ChunkLocation { path: r.abs.clone(), offset: *offset, len: *len, ino: r.record.ino, ctime_ns };
                 ops.push(StoreOp::PutChunk(name.0, at));
             }
         } else {

@@ -1,10 +1,12 @@
 //! Putting the chunks of a new version into its temporary file: copies held locally
-//! (read and re-hashed first), repeats from earlier in the same file, holes, and the
-//! final size and metadata. Received chunks come through `write_chunk` too.
+//! (in the kernel when their file is provably unchanged since it was indexed, else read
+//! and re-hashed first), repeats from earlier in the same file, holes, and the final
+//! size and metadata. Received chunks come through `write_chunk` too.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
+use glommio::io::BufferedFile;
 use xtsync_chunker::ChunkName;
 use xtsync_store::{ChunkLocation, StoreBatch, StoreOp, TargetRecord, WorkerStore};
 
@@ -85,6 +87,30 @@ pub async fn write_chunk(file: &mut OpenFile, name: ChunkName, data: Vec<u8>, of
     }
 }
 
+/// Copies a local chunk in the kernel (`copy_file_range`), without reading and hashing
+/// it, when its file is provably the one indexed: same inode, same ctime (nothing wrote
+/// to it or changed its metadata since; the ctime cannot be set back). False when that
+/// cannot be shown or the copy fell short: the caller then reads and hashes the chunk.
+fn copy_unchanged(from: &BufferedFile, at: &ChunkLocation, to: &TempFile, offset: u64) -> bool {
+    if at.ctime_ns == 0 || at.ino == 0 {
+        return false;
+    }
+    // SAFETY: both descriptors belong to glommio files that outlive these borrows.
+    let (src, dst) = unsafe { (BorrowedFd::borrow_raw(from.as_raw_fd()), BorrowedFd::borrow_raw(to.file.as_raw_fd())) };
+    match rustix::fs::fstat(src) {
+        Ok(st) if st.st_ino == at.ino && st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64 == at.ctime_ns => {}
+        _ => return false,
+    }
+    let (mut off_in, mut off_out, mut left) = (at.offset, offset, at.len as usize);
+    while left > 0 {
+        match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), left) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => left -= n,
+        }
+    }
+    true
+}
+
 async fn place_local(
     file: &mut OpenFile,
     readers: &mut LocalReaders,
@@ -96,7 +122,16 @@ async fn place_local(
     if file.error.is_some() {
         return;
     }
-    let verified = match readers.get_indexed(&loc).await {
+    let reader = readers.get_indexed(&loc).await;
+    if let (Ok(Some(from)), Some(t)) = (&reader, &file.target) {
+        if copy_unchanged(from, &loc, t, offset) {
+            file.chunks_reused += 1;
+            file.written.push((ChunkName(name), offset, loc.len));
+            file.unsynced_bytes += loc.len as u64;
+            return;
+        }
+    }
+    let verified = match reader {
         Ok(Some(f)) => read_verified(&f, loc.offset, loc.len, &name).await,
         Ok(None) => Err("local copy of a chunk was replaced since it was indexed".into()),
         Err(e) => Err(format!("open local copy: {e}")),
