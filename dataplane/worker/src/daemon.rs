@@ -157,6 +157,7 @@ where
     F: FnOnce(Started) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
+    crate::source::lease::ignore_break_signal();
     let mut data_listen = flags.data_listen.unwrap_or(config.networking.data_listen);
     if data_listen.port() == 0 {
         // Every executor binds the same port (SO_REUSEPORT): pick it once.

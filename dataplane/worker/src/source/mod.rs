@@ -10,10 +10,13 @@
 //! `renames.rs` recognises files the source had at another path (events, inode,
 //! content), which the target then renames instead of receiving. `backlog.rs` counts the
 //! files and bytes not yet durable at the target (the "pending" beside the lag).
+//! `lease.rs` holds a read lease on each file while it is read, so that a file being
+//! written is never sent as a version.
 
 pub mod backlog;
 pub mod changes;
 pub mod continuous;
+pub mod lease;
 pub mod pass;
 pub mod renames;
 pub mod replies;

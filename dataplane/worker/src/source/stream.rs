@@ -14,6 +14,7 @@ use xtsync_api::Compression;
 use xtsync_chunker::{is_all_zero, ChunkName, DigestBuilder, StreamChunker};
 use xtsync_wire::{ChunkRef, FileBegin, FileEnd, Message, Segment, CHUNKS_PER_SEGMENT_MAX};
 
+use crate::source::lease::{self, LeaseRequest};
 use crate::source::scan::WalkItem;
 use crate::source::scan::{FileStat, WalkKind};
 use crate::source::session::{InFlightFile, Session, SessionError, SessionEvent};
@@ -27,6 +28,9 @@ pub const FILES_IN_FLIGHT_MAX: u64 = 1024;
 const SEGMENT_BYTES_MAX: usize = 8 << 20;
 /// Bytes per io_uring read.
 const READ_BYTES_MAX: u64 = 1 << 20;
+/// Read-lease requests on a file open for writing, and the wait between them.
+const LEASE_ATTEMPTS: u32 = 4;
+const LEASE_RETRY: std::time::Duration = std::time::Duration::from_millis(25);
 /// How often a file that keeps changing while read is tried again.
 pub const RETRIES_MAX: u8 = 3;
 
@@ -128,6 +132,21 @@ fn fstat(fd: BorrowedFd<'_>) -> Option<FileStat> {
     })
 }
 
+/// Tries to hold a read lease on the file while it is read (`source::lease`): a file
+/// open for writing is waited for a little, then read without one.
+async fn read_lease(fd: BorrowedFd<'_>, path: &std::path::Path) -> bool {
+    for attempt in 0..LEASE_ATTEMPTS {
+        match lease::request(fd) {
+            LeaseRequest::Held => return true,
+            LeaseRequest::Unavailable => return false,
+            LeaseRequest::OpenForWriting if attempt + 1 < LEASE_ATTEMPTS => glommio::timer::sleep(LEASE_RETRY).await,
+            LeaseRequest::OpenForWriting => {}
+        }
+    }
+    tracing::debug!(path = %path.display(), "read while open for writing (no lease): checked by its stat only");
+    false
+}
+
 impl Session {
     /// Sends one file with its content manifest. A file that cannot be opened is
     /// skipped with a warning (the target keeps its old version).
@@ -146,6 +165,9 @@ impl Session {
                 return Ok(());
             }
         };
+        // SAFETY: the descriptor belongs to `file`, open until `file.close()` below.
+        let fd = unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) };
+        let leased = read_lease(fd, &item.abs).await;
         let permit = self.file_budget.acquire_static_permit(1).await.map_err(|_| SessionError::Cancelled)?;
         let file_id = self.next_file_id.get();
         self.next_file_id.set(file_id + 1);
@@ -181,6 +203,7 @@ impl Session {
         let mut pos = 0u64;
         let mut read_error = None;
         let mut grew = false;
+        let mut lease_broken = false;
         loop {
             let want = (stat.size.saturating_sub(pos)).min(READ_BYTES_MAX);
             // An empty file is read for one byte, to notice that it grew; other growth
@@ -197,6 +220,12 @@ impl Session {
                 // (it is sent again, whole); it is never part of the manifest, which
                 // covers the size announced.
                 grew = !block.is_empty();
+                break;
+            }
+            if leased && lease::broken(fd) {
+                // Somebody opens it for writing and waits for us: give it back now; the
+                // file is read again later.
+                lease_broken = true;
                 break;
             }
             let eof = block.is_empty() || (block.len() as u64) < want || pos + block.len() as u64 >= stat.size;
@@ -223,9 +252,10 @@ impl Session {
                 break;
             }
         }
-        let changed = fstat(unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) })
-            .is_none_or(|now| now != stat || pos != stat.size)
-            || grew;
+        let changed = fstat(fd).is_none_or(|now| now != stat || pos != stat.size) || grew || lease_broken;
+        if leased {
+            lease::release(fd);
+        }
         let _ = file.close().await;
         self.shared.borrow_mut().stats.bytes_read += pos;
         let aborted = changed || read_error.is_some();
