@@ -38,11 +38,15 @@ impl Backlog {
     /// gone again counts nothing). Renames and metadata changes carry no content;
     /// dirty subtrees are counted by the walk that rescans them.
     pub fn of_batch(root: &Path, batch: &ChangeBatch) -> Backlog {
+        let written =
+            batch.changes.iter().filter(|(_, kind)| matches!(kind, ChangeKind::Created | ChangeKind::Modified));
+        Backlog::of_files(root, written.map(|(path, _)| path.as_path()))
+    }
+
+    /// The regular files among `paths` (relative to `root`), as they are now.
+    pub fn of_files<'p>(root: &Path, paths: impl Iterator<Item = &'p Path>) -> Backlog {
         let mut backlog = Backlog::default();
-        for (path, kind) in &batch.changes {
-            if !matches!(kind, ChangeKind::Created | ChangeKind::Modified) {
-                continue;
-            }
+        for path in paths {
             if let Ok(m) = std::fs::symlink_metadata(root.join(path)) {
                 if m.is_file() {
                     backlog.files += 1;

@@ -182,9 +182,14 @@ pub async fn run_continuous(
                 );
                 tracing::warn!(job = %a.job.spec.name, "{waiting}");
                 run.progress.waiting_for = Some(waiting);
+                // The walk is over: what is left is the failed files, as they are now.
+                // (The pass's own count mixes estimates made while they were still being
+                // written, and would keep its errors through every retry.)
+                use std::os::unix::ffi::OsStrExt;
+                let paths = failed.iter().map(|(p, _)| std::path::Path::new(std::ffi::OsStr::from_bytes(p.as_bytes())));
+                let left = Backlog::of_files(&run.root, paths);
                 let mut again = ChangeSet::of_entries(failed.into_iter().map(|(p, _)| p), set.oldest_change);
-                // The walk is over: what it counted and the target did not settle.
-                again.backlog = run.pass.pending();
+                again.backlog = left;
                 run.start_on(&again, true);
                 pending = Some(again);
                 tokio::time::sleep(retry_delay).await;

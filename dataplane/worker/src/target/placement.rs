@@ -78,13 +78,12 @@ pub async fn write_chunk(file: &mut OpenFile, name: ChunkName, data: Vec<u8>, of
     let Some(t) = &file.target else { return };
     let len = data.len() as u32;
     match t.file.write_at(data, offset).await {
-        Ok(n) if n == len as usize => {
-            file.written.push((name, offset, len));
-            file.unsynced_bytes += len as u64;
-        }
-        Ok(n) => file.fail(format!("short write ({n} of {len} bytes)")),
-        Err(e) => file.fail(format!("write: {e}")),
+        Ok(n) if n == len as usize => {}
+        Ok(n) => return file.fail(short_write(t, n, len)),
+        Err(e) => return file.fail(format!("write: {e}")),
     }
+    file.written.push((name, offset, len));
+    file.unsynced_bytes += len as u64;
 }
 
 /// Copies a local chunk in the kernel (`copy_file_range`), without reading and hashing
@@ -109,6 +108,20 @@ fn copy_unchanged(from: &BufferedFile, at: &ChunkLocation, to: &TempFile, offset
         }
     }
     true
+}
+
+/// Why a write fell short, as an operator must read it: a short write is a disk (or a
+/// quota) filling up, and the filesystem says which.
+fn short_write(t: &TempFile, written: usize, len: u32) -> String {
+    // SAFETY: the glommio file owns the descriptor for this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(t.file.as_raw_fd()) };
+    let left = u64::from(len) - written as u64;
+    match rustix::fs::fstatvfs(fd) {
+        Ok(vfs) if vfs.f_bavail.saturating_mul(vfs.f_frsize) < left.max(1 << 20) => {
+            format!("write: No space left on device (os error 28): {written} of {len} bytes written")
+        }
+        _ => format!("short write ({written} of {len} bytes)"),
+    }
 }
 
 async fn place_local(
