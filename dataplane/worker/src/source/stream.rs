@@ -241,6 +241,15 @@ impl Session {
                     ready.push(std::mem::replace(&mut seg, next));
                 }
             });
+            // Sending may wait (for the target's wants, for bandwidth), and a writer must
+            // not wait that long for the lease: it is given back, and taken again before
+            // the next read. A writer that opened the file meanwhile still has it open
+            // then (refused: the file is read again later) or has finished (its write
+            // moved the size or times, which the stat check sees).
+            let relet = leased && !ready.is_empty() && !eof;
+            if relet {
+                lease::release(fd);
+            }
             for b in ready {
                 // A file of more than one segment is announced before its digest is known.
                 if let Some(begin) = begin.take() {
@@ -249,6 +258,10 @@ impl Session {
                 self.send_segment(b, open_file.clone()).await?;
             }
             if eof {
+                break;
+            }
+            if relet && lease::request(fd) != LeaseRequest::Held {
+                lease_broken = true;
                 break;
             }
         }

@@ -92,6 +92,13 @@ pub fn plan(before: Option<AnchorEnd>, slots: &[Slot<'_>]) -> (Vec<Region>, Opti
     (merge_and_cap(regions), prev)
 }
 
+/// True when the absolute `path` lies under the directory `root`: a basis is read only
+/// from the session's own tree (its signature tells the source about those bytes).
+pub fn within(root: &[u8], path: &[u8]) -> bool {
+    let root = root.strip_suffix(b"/").unwrap_or(root);
+    path.strip_prefix(root).is_some_and(|rest| rest.first() == Some(&b'/'))
+}
+
 fn merge_and_cap(mut regions: Vec<Region>) -> Vec<Region> {
     regions.sort_by(|a, b| (&a.path, a.offset).cmp(&(&b.path, b.offset)));
     let mut merged: Vec<Region> = Vec::with_capacity(regions.len());
@@ -159,6 +166,15 @@ mod tests {
             let (regions, _) = plan(None, &[anchor(OLD, 0, 100), Slot::Wanted { len: 1000 }, next]);
             assert_eq!(regions, vec![Region { path: OLD.to_vec(), offset: 100, bytes: 1000 + REGION_SLACK_BYTES }]);
         }
+    }
+
+    #[test]
+    fn only_the_sessions_own_tree_serves() {
+        assert!(within(b"/t/job-a", b"/t/job-a/disk.img"));
+        assert!(within(b"/t/job-a/", b"/t/job-a/d/disk.img"));
+        assert!(!within(b"/t/job-a", b"/t/job-ab/disk.img"), "a sibling sharing the prefix");
+        assert!(!within(b"/t/job-a", b"/t/job-b/disk.img"));
+        assert!(!within(b"/t/job-a", b"/t/job-a"));
     }
 
     #[test]

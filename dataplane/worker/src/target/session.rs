@@ -485,7 +485,7 @@ impl TargetSession {
         sources: &[ChunkSource],
         wants_any: bool,
     ) -> Option<(crate::target::basis::DeltaBasis, xtsync_wire::Basis)> {
-        use crate::target::basis_regions::{plan, Slot};
+        use crate::target::basis_regions::{plan, within, Slot};
         let f = self.files.get_mut(&s.file_id)?;
         let slots: Vec<Slot<'_>> = sources
             .iter()
@@ -507,6 +507,10 @@ impl TargetSession {
                 return Some(whole);
             }
         }
+        // Only this job's own tree: a basis's signature tells the source something of
+        // the bytes it describes, and other jobs' files at this worker are not its to see.
+        let root = self.root.as_ref()?.path().as_os_str().as_encoded_bytes();
+        let regions: Vec<_> = regions.into_iter().filter(|r| within(root, &r.path)).collect();
         if regions.is_empty() {
             return None;
         }
