@@ -50,6 +50,12 @@ impl RelPath {
         &self.0
     }
 
+    /// The path relative to a root, to join to it (the root itself is empty).
+    pub fn as_path(&self) -> &std::path::Path {
+        use std::os::unix::ffi::OsStrExt;
+        std::path::Path::new(std::ffi::OsStr::from_bytes(&self.0))
+    }
+
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }

@@ -32,8 +32,7 @@ fn renamable_tree(s: &Path) {
 
 #[test]
 fn renames_moves_and_copy_then_delete_between_full_passes_are_target_renames() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    let (_dir, source, target, state) = job_dirs();
     renamable_tree(&source);
     pass(&source, &target, &state, &[]);
     let (t, s) = (&target, &source);
@@ -65,8 +64,7 @@ fn renames_moves_and_copy_then_delete_between_full_passes_are_target_renames() {
 
 #[test]
 fn a_tampered_target_copy_is_not_renamed_and_the_content_goes_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    let (_dir, source, target, state) = job_dirs();
     renamable_tree(&source);
     pass(&source, &target, &state, &[]);
     // Same size, another content, at the target's copy of the file to be renamed.

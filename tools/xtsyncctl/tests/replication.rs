@@ -11,8 +11,7 @@ use common::*;
 
 #[test]
 fn initial_copy_makes_target_identical_then_unchanged_pass_sends_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    let (_dir, source, target, state) = job_dirs();
     build_tree(&source);
     let first = pass(&source, &target, &state, &[]);
     assert_same_tree(&source, &target);
@@ -34,8 +33,7 @@ fn initial_copy_makes_target_identical_then_unchanged_pass_sends_nothing() {
 
 #[test]
 fn a_pass_sends_only_what_changed_since_the_target_acknowledged_it_until_the_target_tree_is_replaced() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    let (dir, source, target, state) = job_dirs();
     build_tree(&source);
     // Entries changed within a second of a pass are not recorded (coarse timestamps).
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -78,8 +76,7 @@ fn a_pass_sends_only_what_changed_since_the_target_acknowledged_it_until_the_tar
 #[test]
 fn serve_keeps_the_daemons_up_for_job_run_until_stdin_closes() {
     use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    let (_dir, source, target, state) = job_dirs();
     build_tree(&source);
     let mut serve = xtsyncctl()
         .args(["quickstart", "--serve", "--json", "--source"])
@@ -118,8 +115,7 @@ fn serve_keeps_the_daemons_up_for_job_run_until_stdin_closes() {
 
 #[test]
 fn a_small_edit_in_a_small_file_goes_as_a_delta_against_the_targets_copy() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    let (_dir, source, target, state) = job_dirs();
     std::fs::create_dir_all(&source).unwrap();
     // 512 KiB that no compressor shrinks: only a delta can avoid sending a whole chunk
     // (16 to 256 KiB) for the edit.
@@ -141,8 +137,7 @@ fn a_small_edit_in_a_small_file_goes_as_a_delta_against_the_targets_copy() {
 
 #[test]
 fn edits_inside_a_large_file_go_as_deltas_against_the_stretch_the_target_holds_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    let (_dir, source, target, state) = job_dirs();
     std::fs::create_dir_all(&source).unwrap();
     // 24 MiB that no compressor shrinks, like a disk image's data: an edit costs a whole
     // chunk (16 to 256 KiB) unless the stretch around it at the target serves as a basis.
@@ -168,8 +163,7 @@ fn edits_inside_a_large_file_go_as_deltas_against_the_stretch_the_target_holds_t
 
 #[test]
 fn a_large_file_that_goes_back_to_an_earlier_version_replicates_every_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    let (_dir, source, target, state) = job_dirs();
     std::fs::create_dir_all(&source).unwrap();
     // Two versions that share most chunks; each also has chunks of its own. After the
     // second pass the target's index still names the first version's own chunks at
@@ -191,8 +185,7 @@ fn a_large_file_that_goes_back_to_an_earlier_version_replicates_every_time() {
 
 #[test]
 fn a_target_copy_edited_in_place_is_never_copied_into_another_file_unchecked() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    let (_dir, source, target, state) = job_dirs();
     std::fs::create_dir_all(&source).unwrap();
     let data = pseudo_random(4 << 20, 31);
     std::fs::write(source.join("a.bin"), &data).unwrap();
@@ -218,8 +211,7 @@ fn a_target_copy_edited_in_place_is_never_copied_into_another_file_unchecked() {
 
 #[test]
 fn incremental_pass_sends_only_changes_and_applies_renames_and_deletions() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    let (_dir, source, target, state) = job_dirs();
     build_tree(&source);
     pass(&source, &target, &state, &[]);
 
@@ -255,8 +247,7 @@ fn incremental_pass_sends_only_changes_and_applies_renames_and_deletions() {
 
 #[test]
 fn readers_of_the_target_never_see_a_torn_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    let (_dir, source, target, state) = job_dirs();
     std::fs::create_dir_all(&source).unwrap();
     let names: Vec<String> = (0..4).map(|i| format!("f{i}.bin")).collect();
     let v1: Vec<Vec<u8>> = (0..4).map(|i| pseudo_random(12 << 20, 10 + i)).collect();
@@ -331,8 +322,7 @@ fn a_missing_source_fails_the_pass_with_a_clear_error() {
 fn many_small_files_flow_within_the_sessions_bounds() {
     // More files than a target session may hold open at once (4096): the source must
     // pace itself instead of being cut off.
-    let dir = tempfile::tempdir().unwrap();
-    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    let (_dir, source, target, state) = job_dirs();
     for d in 0..10 {
         let sub = source.join(format!("d{d}"));
         std::fs::create_dir_all(&sub).unwrap();
@@ -350,8 +340,7 @@ fn a_source_tree_swapped_for_an_identical_copy_rewrites_nothing() {
     // A restored or recopied source (new inodes and ctimes, same content and mtimes)
     // misses every source record: files are read again, but the target, which holds
     // them exactly, must neither receive nor rewrite them.
-    let dir = tempfile::tempdir().unwrap();
-    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    let (dir, source, target, state) = job_dirs();
     build_tree(&source);
     pass(&source, &target, &state, &[]);
     let inode_before = std::fs::metadata(target.join("src/file-100.txt")).unwrap().ino();

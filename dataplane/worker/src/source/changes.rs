@@ -206,7 +206,7 @@ pub fn walk_changes(
         if p.is_root() {
             root.to_path_buf()
         } else {
-            root.join(std::ffi::OsStr::from_bytes(p.as_bytes()))
+            root.join(p.as_path())
         }
     };
     for dir in &set.listed_dirs {

@@ -185,9 +185,7 @@ pub async fn run_continuous(
                 // The walk is over: what is left is the failed files, as they are now.
                 // (The pass's own count mixes estimates made while they were still being
                 // written, and would keep its errors through every retry.)
-                use std::os::unix::ffi::OsStrExt;
-                let paths = failed.iter().map(|(p, _)| std::path::Path::new(std::ffi::OsStr::from_bytes(p.as_bytes())));
-                let left = Backlog::of_files(&run.root, paths);
+                let left = Backlog::of_files(&run.root, failed.iter().map(|(p, _)| p.as_path()));
                 let mut again = ChangeSet::of_entries(failed.into_iter().map(|(p, _)| p), set.oldest_change);
                 again.backlog = left;
                 run.start_on(&again, true);

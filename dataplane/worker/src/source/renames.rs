@@ -109,7 +109,7 @@ fn gone(abs: &Path) -> bool {
 
 impl Detector<'_> {
     fn abs(&self, rel: &RelPath) -> PathBuf {
-        self.root.join(std::ffi::OsStr::from_bytes(rel.as_bytes()))
+        self.root.join(rel.as_path())
     }
 
     fn record(&self, abs: &Path) -> Option<SourceRecord> {

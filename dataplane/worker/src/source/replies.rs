@@ -143,21 +143,22 @@ async fn on_want(session: &Rc<Session>, mut w: Want, codec: &mut ChunkCodec) -> 
         let (file_id, seg_no, at) = (w.file_id, w.seg_no, index as u32);
         // A delta first: when most of the chunk is copies of the target's blocks, it
         // wins for sure and the chunk is not compressed a second time whole.
-        let mut delta_bytes = None;
+        let (mut delta_len, mut mostly_copies) = (None, false);
         if let (Some(sig), Some(raw)) = (&basis, raw) {
             let (delta_ops, literal_bytes) = sig.encode(raw);
             if literal_bytes < raw.len() {
                 codec.compress(&delta_ops, p.compression_level, false, &mut delta_encoded);
-                delta_bytes = Some((delta_encoded.len(), literal_bytes < raw.len() / 2));
+                delta_len = Some(delta_encoded.len());
+                mostly_copies = literal_bytes < raw.len() / 2;
             }
         }
-        let encoding = match (p.compression, raw, delta_bytes) {
-            (_, _, Some((_, true))) => Encoding::Raw,
-            (Compression::Never, _, _) | (_, None, _) => Encoding::Raw,
-            (Compression::Auto, Some(raw), _) => codec.compress(raw, p.compression_level, true, &mut encoded),
-            (Compression::Always, Some(raw), _) => codec.compress(raw, p.compression_level, false, &mut encoded),
+        let encoding = match (p.compression, raw) {
+            _ if mostly_copies => Encoding::Raw, // not compressed: the delta goes
+            (Compression::Never, _) | (_, None) => Encoding::Raw,
+            (Compression::Auto, Some(raw)) => codec.compress(raw, p.compression_level, true, &mut encoded),
+            (Compression::Always, Some(raw)) => codec.compress(raw, p.compression_level, false, &mut encoded),
         };
-        if let (Some((delta_len, _)), Some(raw)) = (delta_bytes, raw) {
+        if let (Some(delta_len), Some(raw)) = (delta_len, raw) {
             let plain_bytes = if encoding == Encoding::Raw { raw.len() } else { encoded.len() };
             if delta_len < plain_bytes {
                 let mut frame = Vec::new();

@@ -355,7 +355,7 @@ impl<'a> Walker<'a> {
     fn dir_renamed_from(&self, rel: &RelPath) -> Option<RelPath> {
         let detector = self.renames.as_ref().filter(|_| self.delete)?;
         let from = detector.events.dir_from(rel)?;
-        let from_abs = detector.root.join(std::ffi::OsStr::from_bytes(from.as_bytes()));
+        let from_abs = detector.root.join(from.as_path());
         std::fs::symlink_metadata(from_abs).is_err().then(|| from.clone())
     }
 

@@ -122,14 +122,7 @@ impl Builder {
 }
 
 fn fstat(fd: BorrowedFd<'_>) -> Option<FileStat> {
-    let s = rustix::fs::fstat(fd).ok()?;
-    Some(FileStat {
-        dev: s.st_dev,
-        ino: s.st_ino,
-        size: s.st_size as u64,
-        mtime_ns: s.st_mtime * 1_000_000_000 + s.st_mtime_nsec as i64,
-        ctime_ns: s.st_ctime * 1_000_000_000 + s.st_ctime_nsec as i64,
-    })
+    rustix::fs::fstat(fd).ok().map(|s| FileStat::of_raw(&s))
 }
 
 /// Tries to hold a read lease on the file while it is read (`source::lease`): a file

@@ -133,7 +133,7 @@ fn flush_blocking(
             let ctime_ns = rustix::fs::statat(r.dir.as_fd(), r.name.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
                 .ok()
                 .filter(|st| st.st_ino == r.record.ino)
-                .map_or(0, |st| st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64);
+                .map_or(0, |st| crate::target::fsops::ctime_ns(&st));
             for (name, offset, len) in &r.written {
                 let at = ChunkLocation { path: r.abs.clone(), offset: *offset, len: *len, ino: r.record.ino, ctime_ns };
                 ops.push(StoreOp::PutChunk(name.0, at));

@@ -39,6 +39,12 @@ fn sys<'a>(path: &'a [u8], op: &'static str) -> impl FnOnce(Errno) -> FsError + 
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
 
+/// A stat's ctime in nanoseconds (what a chunk index entry records, see
+/// `xtsync_store::ChunkLocation::ctime_ns`).
+pub fn ctime_ns(st: &rustix::fs::Stat) -> i64 {
+    st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64
+}
+
 /// The job's root at the target.
 pub struct TargetRoot {
     fd: OwnedFd,

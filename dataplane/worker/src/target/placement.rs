@@ -97,7 +97,7 @@ fn copy_unchanged(from: &BufferedFile, at: &ChunkLocation, to: &TempFile, offset
     // SAFETY: both descriptors belong to glommio files that outlive these borrows.
     let (src, dst) = unsafe { (BorrowedFd::borrow_raw(from.as_raw_fd()), BorrowedFd::borrow_raw(to.file.as_raw_fd())) };
     match rustix::fs::fstat(src) {
-        Ok(st) if st.st_ino == at.ino && st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64 == at.ctime_ns => {}
+        Ok(st) if st.st_ino == at.ino && crate::target::fsops::ctime_ns(&st) == at.ctime_ns => {}
         _ => return false,
     }
     let (mut off_in, mut off_out, mut left) = (at.offset, offset, at.len as usize);

@@ -16,6 +16,14 @@ pub fn xtsyncctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_xtsyncctl"))
 }
 
+/// A fresh directory with the `source`, `target` and `state` paths of a quickstart job
+/// (only the directory itself exists); the paths live as long as the returned guard.
+pub fn job_dirs() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target, state) = (dir.path().join("source"), dir.path().join("target"), dir.path().join("state"));
+    (dir, source, target, state)
+}
+
 /// Runs one quickstart pass and returns its JSON summary.
 pub fn pass(source: &Path, target: &Path, state: &Path, extra: &[&str]) -> serde_json::Value {
     let out = xtsyncctl()
