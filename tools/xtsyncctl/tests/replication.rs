@@ -32,6 +32,33 @@ fn initial_copy_makes_target_identical_then_unchanged_pass_sends_nothing() {
 }
 
 #[test]
+fn hard_linked_files_are_not_read_again_whichever_of_their_names_the_walk_meets_first() {
+    let (_dir, source, target, state) = job_dirs();
+    // 200 files with a name in each of four directories: the walk's threads meet the
+    // names of one file in an order that changes from pass to pass.
+    for d in ["a", "b", "c", "d"] {
+        std::fs::create_dir_all(source.join(d)).unwrap();
+    }
+    for i in 0..200 {
+        let first = source.join(format!("a/f{i:03}"));
+        std::fs::write(&first, format!("file {i} ").repeat(100 + i)).unwrap();
+        for d in ["b", "c", "d"] {
+            std::fs::hard_link(&first, source.join(format!("{d}/f{i:03}"))).unwrap();
+        }
+    }
+    let first = pass(&source, &target, &state, &[]);
+    assert_same_tree(&source, &target);
+    assert_eq!(first["files"], 800, "{first}");
+    for _ in 0..3 {
+        let again = pass(&source, &target, &state, &[]);
+        assert_same_tree(&source, &target);
+        assert_eq!(again["files_transferred"], 0, "{again}");
+        assert_eq!(again["chunks_sent"], 0, "{again}");
+        assert_eq!(again["bytes_read"], 0, "unchanged files must not be read again: {again}");
+    }
+}
+
+#[test]
 fn a_pass_sends_only_what_changed_since_the_target_acknowledged_it_until_the_target_tree_is_replaced() {
     let (dir, source, target, state) = job_dirs();
     build_tree(&source);

@@ -198,7 +198,7 @@ pub fn walk_changes(
     if !std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
         return Err(ScanError::Root { path: root.display().to_string(), reason: "not a directory".into() });
     }
-    let mut walker = Walker::new(delete, store, shards);
+    let mut walker = Walker::new(root, delete, store, shards);
     walker.tally_into(tally);
     walker.track_link_names();
     walker.detect_renames(root, set.renames.clone(), chunk_params);

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use xtsync_store::{EntryStat, SourceRecord, SyncedEntry, WorkerStore};
 use xtsync_wire::{Meta, RelPath};
 
 use crate::source::backlog::{Backlog, SharedBacklog};
-use crate::source::renames::{Detector, EventRenames};
+use crate::source::renames::{rel_under, Detector, EventRenames};
 use crate::source::synced::SyncedWalk;
 use crate::target::fsops::TEMP_PREFIX;
 use xtsync_chunker::ChunkParams;
@@ -190,7 +190,7 @@ pub fn walk(
                 let (queue, links) = (&queue, &links);
                 let walker =
                     std::thread::Builder::new().name(format!("xtsync-walk{i}")).spawn_scoped(scope, move || {
-                        let mut walker = Walker::new(delete, store, shards);
+                        let mut walker = Walker::new(root, delete, store, shards);
                         walker.links = Arc::clone(links);
                         walker.tally_into(tally);
                         walker.synced = fork.as_mut();
@@ -283,6 +283,8 @@ pub type LinkNames = HashMap<(u64, u64), (u64, Vec<RelPath>)>;
 /// Sends entries to the sessions of a pass: whole trees (`walk`) or parts of one
 /// (`crate::source::changes`). Hard links are recognised among the entries it sends.
 pub struct Walker<'a> {
+    /// The tree's root (the walk may cover only part of it).
+    root: &'a Path,
     delete: bool,
     store: &'a Arc<dyn WorkerStore>,
     shards: &'a [flume::Sender<WalkItem>],
@@ -306,8 +308,14 @@ pub struct Walker<'a> {
 }
 
 impl<'a> Walker<'a> {
-    pub fn new(delete: bool, store: &'a Arc<dyn WorkerStore>, shards: &'a [flume::Sender<WalkItem>]) -> Self {
+    pub fn new(
+        root: &'a Path,
+        delete: bool,
+        store: &'a Arc<dyn WorkerStore>,
+        shards: &'a [flume::Sender<WalkItem>],
+    ) -> Self {
         Walker {
+            root,
             delete,
             store,
             shards,
@@ -559,6 +567,66 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// With [`Walker::track_link_names`]: `rel` is one of the names of the multi-link
+    /// inode `key` sent in this walk.
+    fn note_link_name(&mut self, key: (u64, u64), nlink: u64, rel: &RelPath) {
+        if let Some(names) = &mut self.link_names {
+            let (count, sent) = names.entry(key).or_insert_with(|| (nlink, Vec::new()));
+            *count = nlink;
+            if !sent.contains(rel) {
+                sent.push(rel.clone());
+            }
+        }
+    }
+
+    /// The name other than `rel` under which the source last recorded inode `key`, if
+    /// that name still is a link to it (with its metadata now).
+    fn recorded_name(&self, key: (u64, u64), rel: &RelPath) -> Option<(RelPath, PathBuf, std::fs::Metadata)> {
+        let abs = self.store.source_path_of_inode(key.0, key.1).ok()??;
+        let recorded = rel_under(self.root, &abs).filter(|r| r != rel)?;
+        let abs = PathBuf::from(std::ffi::OsString::from_vec(abs));
+        let meta = std::fs::symlink_metadata(&abs).ok().filter(|m| m.is_file() && (m.dev(), m.ino()) == key)?;
+        Some((recorded, abs, meta))
+    }
+
+    /// Sends a regular file under its first (or only) name, with its cached digest when
+    /// its source record still describes it, or where it was renamed from.
+    fn file(
+        &mut self,
+        shard: usize,
+        rel: RelPath,
+        abs: PathBuf,
+        m: &std::fs::Metadata,
+        record: Option<SourceRecord>,
+    ) -> Result<(), ScanError> {
+        let stat = FileStat::of(m);
+        let meta = meta_of(m, read_xattrs(&abs, &mut self.xattr_buf));
+        self.stats.files += 1;
+        self.stats.bytes += stat.size;
+        if let Some(tally) = self.tally {
+            tally.add(Backlog { files: 1, bytes: stat.size });
+        }
+        let had_record = record.is_some();
+        let mut cached_digest = record.filter(|r| stat.matches(r)).map(|r| r.digest);
+        // New at this path: maybe a file the source had elsewhere (a rename). Not
+        // when deletions do not propagate: the old name must stay at the target.
+        let found = match (cached_digest, &self.renames) {
+            (None, Some(detector)) if self.delete => detector.find(&rel, &abs, &stat, had_record),
+            _ => None,
+        };
+        let renamed_from = found.map(|f| {
+            cached_digest = Some(f.digest);
+            f.from
+        });
+        if m.nlink() == 1 {
+            if let Some(synced) = self.synced.as_deref_mut() {
+                synced.sent(&rel, stat.synced());
+            }
+        }
+        let kind = WalkKind::File { stat, cached_digest };
+        self.send(shard, WalkItem { path: rel, meta, abs, kind, retries: 0, renamed_from })
+    }
+
     /// Sends the symlinks and regular files among `children` (one source-record lookup
     /// for all the files) and returns the directories among them, unsent.
     pub fn entries(
@@ -602,56 +670,48 @@ impl<'a> Walker<'a> {
         let keys: Vec<Vec<u8>> = files.iter().map(|(_, a, _)| a.as_os_str().as_bytes().to_vec()).collect();
         let records = self.store.source_records(&keys)?;
         for ((child_rel, child_abs, m), record) in files.into_iter().zip(records) {
-            let stat = FileStat::of(&m);
-            let meta = meta_of(&m, read_xattrs(&child_abs, &mut self.xattr_buf));
-            let links = self.links.clone();
-            let mut first_names = None;
-            let shard = if m.nlink() > 1 {
-                let key = (stat.dev, stat.ino);
-                if let Some(names) = &mut self.link_names {
-                    let (nlink, sent) = names.entry(key).or_insert_with(|| (m.nlink(), Vec::new()));
-                    *nlink = m.nlink();
-                    sent.push(child_rel.clone());
-                }
-                let shard = shard_of(&[stat.dev.to_le_bytes(), stat.ino.to_le_bytes()].concat(), shards);
-                let first_names = first_names.insert(links.lock().unwrap_or_else(|p| p.into_inner()));
-                if let Some(first) = first_names.get(&key) {
-                    self.stats.hardlinks += 1;
-                    let kind = WalkKind::HardLink { to: first.clone() };
-                    let item = WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0, renamed_from: None };
-                    self.send(shard, item)?;
-                    continue;
-                }
-                first_names.insert(key, child_rel.clone());
-                shard
-            } else {
-                shard_of(child_rel.as_bytes(), shards)
-            };
-            self.stats.files += 1;
-            self.stats.bytes += stat.size;
-            if let Some(tally) = self.tally {
-                tally.add(Backlog { files: 1, bytes: stat.size });
-            }
-            let had_record = record.is_some();
-            let mut cached_digest = record.filter(|r| stat.matches(r)).map(|r| r.digest);
-            // New at this path: maybe a file the source had elsewhere (a rename). Not
-            // when deletions do not propagate: the old name must stay at the target.
-            let found = match (cached_digest, &self.renames) {
-                (None, Some(detector)) if self.delete => detector.find(&child_rel, &child_abs, &stat, had_record),
-                _ => None,
-            };
-            let renamed_from = found.map(|f| {
-                cached_digest = Some(f.digest);
-                f.from
-            });
             if m.nlink() == 1 {
-                if let Some(synced) = self.synced.as_deref_mut() {
-                    synced.sent(&child_rel, stat.synced());
-                }
+                self.file(shard_of(child_rel.as_bytes(), shards), child_rel, child_abs, &m, record)?;
+                continue;
             }
-            let kind = WalkKind::File { stat, cached_digest };
-            self.send(shard, WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0, renamed_from })?;
-            drop(first_names);
+            let key = (m.dev(), m.ino());
+            let shard = shard_of(&[key.0.to_le_bytes(), key.1.to_le_bytes()].concat(), shards);
+            self.note_link_name(key, m.nlink(), &child_rel);
+            let links = Arc::clone(&self.links);
+            // Held until the first name's item is sent: a link never reaches its
+            // session before the file it names.
+            let mut first_names = links.lock().unwrap_or_else(|p| p.into_inner());
+            let first = match first_names.get(&key) {
+                // Sent already, by the thread that met another name first.
+                Some(first) if *first == child_rel => continue,
+                Some(first) => first.clone(),
+                None => {
+                    // The name the file was sent under last time stays its first name
+                    // while it still is one: the source's record (digest) and the
+                    // target's are kept under it, and any other name would read the
+                    // file again and make the target write it anew.
+                    let first = match self.recorded_name(key, &child_rel) {
+                        Some((rel, abs, meta)) => {
+                            self.note_link_name(key, meta.nlink(), &rel);
+                            let record =
+                                self.store.source_records(&[abs.as_os_str().as_bytes().to_vec()])?.pop().flatten();
+                            self.file(shard, rel.clone(), abs, &meta, record)?;
+                            rel
+                        }
+                        None => child_rel.clone(),
+                    };
+                    first_names.insert(key, first.clone());
+                    if first == child_rel {
+                        self.file(shard, child_rel, child_abs, &m, record)?;
+                        continue;
+                    }
+                    first
+                }
+            };
+            self.stats.hardlinks += 1;
+            let meta = meta_of(&m, read_xattrs(&child_abs, &mut self.xattr_buf));
+            let kind = WalkKind::HardLink { to: first };
+            self.send(shard, WalkItem { path: child_rel, meta, abs: child_abs, kind, retries: 0, renamed_from: None })?;
         }
         Ok(subdirs)
     }
@@ -684,6 +744,43 @@ mod tests {
         let file_pos = shard.iter().position(|i| matches!(i.kind, WalkKind::File { .. })).unwrap();
         let link_pos = shard.iter().position(|i| matches!(i.kind, WalkKind::HardLink { .. })).unwrap();
         assert!(file_pos < link_pos);
+    }
+
+    #[test]
+    fn a_multi_link_file_keeps_the_name_it_was_recorded_under_whichever_name_is_met_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("a")).unwrap();
+        std::fs::write(r.join("a/f"), b"data").unwrap();
+        // The root's files are met before any subdirectory's.
+        std::fs::hard_link(r.join("a/f"), r.join("h")).unwrap();
+        let walk_once = |store: &Arc<dyn WorkerStore>| {
+            let (tx, rx) = flume::unbounded();
+            let stats = walk(r, true, store, None, &[tx], None, None).unwrap();
+            assert_eq!((stats.files, stats.hardlinks), (1, 1));
+            rx.drain()
+                .filter(|i| !matches!(i.kind, WalkKind::Dir { .. }))
+                .map(|i| (i.path.to_string_lossy(), i.kind))
+                .collect::<Vec<_>>()
+        };
+        let store: Arc<dyn WorkerStore> = Arc::new(MemStore::default());
+        let items = walk_once(&store);
+        assert!(
+            matches!(&items[..], [(f, WalkKind::File { cached_digest: None, .. }), (l, WalkKind::HardLink { .. })]
+            if f == "h" && l == "a/f"),
+            "no record: the first name met is sent: {items:?}"
+        );
+
+        let abs = r.join("a/f");
+        let stat = FileStat::of(&std::fs::symlink_metadata(&abs).unwrap());
+        let op = xtsync_store::StoreOp::PutSource(abs.as_os_str().as_bytes().to_vec(), stat.record([7; 32]));
+        store.apply(xtsync_store::StoreBatch { ops: vec![op] }).unwrap();
+        let items = walk_once(&store);
+        assert!(
+            matches!(&items[..], [(f, WalkKind::File { cached_digest: Some(d), .. }), (l, WalkKind::HardLink { to })]
+                if f == "a/f" && *d == [7; 32] && l == "h" && to.to_string_lossy() == "a/f"),
+            "the recorded name goes as the file, with its digest, the other as a link to it: {items:?}"
+        );
     }
 
     /// Walks `root` as a pass of job 1 with the synced table of `store`; records what
