@@ -19,6 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import measure  # noqa: E402
+import targetfs  # noqa: E402
 import peers  # noqa: E402
 import workloads  # noqa: E402
 from measure import Result  # noqa: E402
@@ -49,9 +50,33 @@ def swap_out() -> None:
     os.unlink(SWAP_NOTE)
 
 
+# With `--target-fs root`: ext4 without a journal (this machine's root filesystem) does
+# not reuse an inode freed less than a minute ago, six while its inode-table block is
+# dirty (see targetfs.py). Measured copies wait that long after the harness's last
+# removal.
+REMOVAL_STAMP = os.path.join(workloads.DATA_ROOT, ".last-removal")
+INODE_REUSE_WAIT_S = 365
+
+
 def rmtree(p: str) -> None:
     if os.path.lexists(p):
         subprocess.run(["rm", "-rf", "--one-file-system", p], check=False)
+        os.makedirs(workloads.DATA_ROOT, exist_ok=True)
+        with open(REMOVAL_STAMP, "w") as f:
+            f.write(p + "\n")
+
+
+def settle_after_removals() -> None:
+    """Waits until the last removal on the root filesystem is older than ext4's
+    inode-reuse window."""
+    try:
+        removed_at = os.path.getmtime(REMOVAL_STAMP)
+    except OSError:
+        return
+    wait_s = removed_at + INODE_REUSE_WAIT_S - time.time()
+    if wait_s > 0:
+        print(f"  waiting {wait_s:.0f} s: inodes freed by the last removal are not reused yet", flush=True)
+        time.sleep(wait_s)
 
 
 # ---------------------------------------------------------------- one workload
@@ -65,8 +90,16 @@ def run_workload(name: str, a) -> dict:
     print(f"== workload {name}{' (quick)' if quick else ''}", flush=True)
     data = workloads.WORKLOADS[name](quick)
     print(f"data: {json.dumps(data.info, sort_keys=True)}", flush=True)
-    shm = "/dev/shm" if data.tmpfs else workloads.DATA_ROOT
-    run_root = os.path.join(shm, f"xtsync-perf-run-{os.getpid()}")
+    loop = None
+    if data.tmpfs:
+        base, target_fs = "/dev/shm", "tmpfs"
+    elif a.target_fs == "loop":
+        loop = targetfs.LoopFs(workloads.DATA_ROOT)
+        base, target_fs = loop.mount(), loop.describe()
+    else:
+        base, target_fs = workloads.DATA_ROOT, "the root filesystem (ext4 without a journal here)"
+    run_root = os.path.join(base, f"xtsync-perf-run-{os.getpid()}")
+    print(f"run directory: {run_root} on {target_fs}", flush=True)
     rmtree(run_root)
     os.makedirs(run_root)
     tools = [t for t in a.tools.split(",") if t]
@@ -76,8 +109,12 @@ def run_workload(name: str, a) -> dict:
     initial: list[Result] = []
     in_place = data.mutate_live is not None
     swapped = data.incremental and data.v1 != data.v2 and not in_place
-    live = os.path.join(run_root, "src") if (swapped or data.tmpfs or in_place) else data.v2
-    rec = {"workload": name, "quick": quick, "repeat": a.repeat, "data": data.info, "machine": measure.machine(),
+    # A swapped-in source is renamed, so it stays on the data sets' filesystem.
+    if swapped:
+        live = os.path.join(workloads.DATA_ROOT, f"xtsync-perf-live-{os.getpid()}")
+    else:
+        live = os.path.join(run_root, "src") if (data.tmpfs or in_place) else data.v2
+    rec = {"workload": name, "quick": quick, "repeat": a.repeat, "data": data.info, "machine": measure.machine(), "target_fs": target_fs,
            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "versions": {"rsync": measure.tool_version("rsync --version"),
                         "tar": measure.tool_version("tar --version"),
@@ -189,7 +226,12 @@ def run_workload(name: str, a) -> dict:
             server.stop()
         servers.clear()
         swap_out()
-        if not a.keep:
+        if a.keep:
+            print(f"kept {run_root}" + (f" (umount {loop.mountpoint}; rm {loop.image})" if loop else ""), flush=True)
+        elif loop:
+            print(f"removing {loop.image} ...", flush=True)
+            loop.remove()
+        else:
             print(f"removing {run_root} ...", flush=True)
             rmtree(run_root)
     rec["results"] = [vars(r) for r in results]
@@ -226,6 +268,8 @@ def measure_once(kind, arg, rep, data, a, run_root, live, xt_targets, rsync_base
     if os.path.isdir(target):
         measure.warm(target)
     os.sync()
+    if a.target_fs == "root" and not data.tmpfs:
+        settle_after_removals()
     print(f"  measuring {kind} {arg if arg is not None else ''} (run {rep + 1}/{a.repeat}) ...", flush=True)
     if kind == "xtsync" and a.xtsync_mode == "served":
         r = peers.run_xtsync_served(live, target, state, arg, a.xtsync_args, a.timeout, label,
@@ -358,6 +402,9 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=1200, help="per tool run, seconds")
     ap.add_argument("--markdown", action="store_true", help="also print rows for perf/RESULTS.md")
     ap.add_argument("--repeat", type=int, default=1, help="measured runs per tool; the median (by wall) is shown")
+    ap.add_argument("--target-fs", choices=["loop", "root"], default="loop",
+                    help="loop: targets on a fresh journaled ext4 per workload run (default); "
+                         "root: on the data sets' filesystem, waiting out its inode-reuse window")
     ap.add_argument("--keep", action="store_true", help="keep targets and run dir (debugging)")
     a = ap.parse_args()
     measure.become_subreaper()
