@@ -82,6 +82,11 @@ pub struct PassSummary {
     pub chunks_reused: u64,
     pub entries_deleted: u64,
     pub duration_s: f64,
+    /// The source walked only what its change journal recorded since the previous pass
+    /// began (that pass succeeded, the target had acknowledged the tree): `files`,
+    /// `dirs` and `bytes_scanned` count the entries looked at, not the whole tree.
+    #[serde(default)]
+    pub changes_only: bool,
     /// Reconcile passes: the paths whose version at the target was not the source's
     /// (missing, other content or other metadata), at most [`PASS_PATHS_LISTED_MAX`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

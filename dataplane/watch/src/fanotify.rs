@@ -395,6 +395,37 @@ mod tests {
         (events, f.records_read - before)
     }
 
+    /// A tmpfs of its own for a test that counts the kernel's records: a filesystem mark
+    /// sees every change on its filesystem, and other tests write to the shared ones.
+    struct PrivateFs {
+        dir: tempfile::TempDir,
+    }
+
+    impl PrivateFs {
+        fn new() -> PrivateFs {
+            let dir = tempfile::Builder::new().prefix("xtsync-fan-fs").tempdir_in("/var/tmp").unwrap();
+            let target = std::ffi::CString::new(dir.path().as_os_str().as_bytes()).unwrap();
+            // SAFETY: NUL-terminated strings that outlive the call.
+            let ret = unsafe {
+                libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), 0, c"size=16m".as_ptr().cast())
+            };
+            assert_eq!(ret, 0, "mount tmpfs (needs root): {}", std::io::Error::last_os_error());
+            PrivateFs { dir }
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+    }
+
+    impl Drop for PrivateFs {
+        fn drop(&mut self) {
+            let target = std::ffi::CString::new(self.dir.path().as_os_str().as_bytes()).unwrap();
+            // SAFETY: a NUL-terminated string that outlives the call.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+
     fn mentions(events: &[Event], path: &str) -> bool {
         events.iter().any(|e| e.path == Path::new(path))
     }
@@ -403,7 +434,7 @@ mod tests {
     /// nothing is ignored and events are still filtered.
     #[test]
     fn outside_directories_are_ignored_by_the_kernel_until_a_directory_moves() {
-        let dir = tempfile::Builder::new().prefix("xtsync-fan-ignore").tempdir_in("/var/tmp").unwrap();
+        let dir = PrivateFs::new();
         let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(outside.join("busy")).unwrap();
@@ -445,7 +476,7 @@ mod tests {
     /// The root's parent holds the root's own entry: never ignored.
     #[test]
     fn the_roots_ancestors_are_not_ignored() {
-        let dir = tempfile::Builder::new().prefix("xtsync-fan-ancestor").tempdir_in("/var/tmp").unwrap();
+        let dir = PrivateFs::new();
         let root = std::fs::canonicalize(dir.path()).unwrap().join("root");
         std::fs::create_dir(&root).unwrap();
         let mut f = Fanotify::new(&root).expect("fanotify as root");

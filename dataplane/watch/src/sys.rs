@@ -52,6 +52,14 @@ impl StopSignal {
     }
 }
 
+impl StopSignal {
+    /// Resets the counter (after a wake-up that was not a stop).
+    pub(crate) fn clear(&self) {
+        let mut buf = [0u8; 8];
+        let _ = read_nonblocking(self.fd.as_fd(), &mut buf);
+    }
+}
+
 impl AsFd for StopSignal {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

@@ -11,7 +11,8 @@
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -115,7 +116,16 @@ pub struct Watcher {
     root: PathBuf,
     batches: Receiver<ChangeBatch>,
     stop: Arc<StopSignal>,
+    requests: Arc<Requests>,
     thread: Option<JoinHandle<Result<(), WatchError>>>,
+}
+
+/// What the consumer asks of the thread besides its batches (the stop eventfd wakes it).
+#[derive(Debug, Default)]
+struct Requests {
+    stopping: AtomicBool,
+    flushes_asked: AtomicU64,
+    flushes_done: AtomicU64,
 }
 
 impl Watcher {
@@ -136,12 +146,45 @@ impl Watcher {
         let coalescer =
             Coalescer::new(CoalesceConfig { window: options.window, batch_paths_max: options.batch_paths_max });
         let thread_stop = Arc::clone(&stop);
+        let requests = Arc::new(Requests::default());
+        let thread_requests = Arc::clone(&requests);
         let thread = std::thread::Builder::new()
             .name(format!("xtsync-watch-{}", backend.name()))
-            .spawn(move || run(source, coalescer, tx, &thread_stop, initial))
+            .spawn(move || run(source, coalescer, tx, &thread_stop, &thread_requests, initial))
             .map_err(|err| WatchError::Thread(format!("cannot spawn: {err}")))?;
         tracing::info!(root = %root.display(), backend = backend.name(), window_ms = options.window.as_millis() as u64, "watching");
-        Ok(Watcher { backend, root, batches, stop, thread: Some(thread) })
+        Ok(Watcher { backend, root, batches, stop, requests, thread: Some(thread) })
+    }
+
+    /// Hands every change made before this call to `each`, without waiting for batch
+    /// windows: the thread reads what the kernel queued by now and closes its open batch.
+    /// Returns `Ok(false)` if that took longer than `timeout` (what came is handed over
+    /// all the same), an error if the thread has ended.
+    pub fn flush(&self, timeout: Duration, mut each: impl FnMut(ChangeBatch)) -> Result<bool, WatchError> {
+        let asked = self.requests.flushes_asked.fetch_add(1, Ordering::SeqCst) + 1;
+        self.stop.signal();
+        let deadline = Instant::now() + timeout;
+        loop {
+            // The thread delivers the flushed batch before it counts the flush done.
+            let done = self.requests.flushes_done.load(Ordering::SeqCst) >= asked;
+            while let Ok(batch) = self.batches.try_recv() {
+                each(batch);
+            }
+            if done {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            match self.batches.recv_timeout(left.min(Duration::from_millis(1))) {
+                Ok(batch) => each(batch),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(WatchError::Thread("the watcher thread has ended".to_string()))
+                }
+            }
+        }
     }
 
     /// The backend in use.
@@ -166,6 +209,7 @@ impl Watcher {
     }
 
     fn shutdown(&mut self) -> Result<(), WatchError> {
+        self.requests.stopping.store(true, Ordering::SeqCst);
         self.stop.signal();
         match self.thread.take() {
             Some(thread) => thread.join().map_err(|_| WatchError::Thread("panicked".to_string()))?,
@@ -214,6 +258,7 @@ fn run(
     mut coalescer: Coalescer,
     tx: SyncSender<ChangeBatch>,
     stop: &StopSignal,
+    requests: &Requests,
     initial: Vec<Event>,
 ) -> Result<(), WatchError> {
     let started = Instant::now();
@@ -255,7 +300,21 @@ fn run(
         let ready = sys::poll_two(source.fd(), watch_source, stop.as_fd(), timeout)
             .map_err(|source| WatchError::Sys { op: "poll", source })?;
         if ready.stop {
-            return Ok(());
+            if requests.stopping.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            stop.clear();
+            let asked = requests.flushes_asked.load(Ordering::SeqCst);
+            // Everything read from now on was queued by the kernel before the request.
+            read_source(source.as_mut(), &mut coalescer, Instant::now())?;
+            for batch in held.take().into_iter().chain(coalescer.flush()) {
+                // The consumer takes batches while it waits for the flush.
+                if tx.send(batch).is_err() {
+                    return Ok(());
+                }
+            }
+            requests.flushes_done.store(asked, Ordering::SeqCst);
+            continue;
         }
         let now = Instant::now();
         let read_due = held.is_none() && coalescer.deadline().is_some() && now >= next_read;

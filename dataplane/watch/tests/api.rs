@@ -53,3 +53,29 @@ fn stop_ends_the_thread_and_disconnects_the_channel() {
         drop(watcher);
     }
 }
+
+#[test]
+fn flush_hands_over_every_change_made_before_it_without_waiting_for_the_window() {
+    for choice in [BackendChoice::Inotify, BackendChoice::Fanotify] {
+        let sb = Sandbox::new();
+        // A window no test waits for: only the flush can deliver these changes.
+        let watcher = {
+            let _shared = sysctl_shared();
+            Watcher::new(&sb.root, WatchOptions { window: Duration::from_secs(60), ..options(choice) })
+                .expect("watcher starts")
+        };
+        std::fs::write(sb.path("new"), b"x").unwrap();
+        std::fs::create_dir(sb.path("d")).unwrap();
+        std::fs::write(sb.path("d/inner"), b"y").unwrap();
+        let mut seen = Seen::default();
+        assert!(watcher.flush(Duration::from_secs(10), |b| seen.add(b)).expect("flushed"), "{choice:?}");
+        for path in ["new", "d", "d/inner"] {
+            assert!(seen.covers(path), "{choice:?}: {path} not handed over: {seen:?}");
+        }
+        // Nothing was held back: with no change since, a second flush hands over nothing.
+        let mut again = Seen::default();
+        assert!(watcher.flush(Duration::from_secs(10), |b| again.add(b)).expect("flushed"));
+        assert!(again.changes.is_empty() && again.dirty.is_empty(), "{choice:?}: {again:?}");
+        watcher.stop().expect("clean stop");
+    }
+}

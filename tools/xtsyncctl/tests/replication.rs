@@ -102,42 +102,56 @@ fn a_pass_sends_only_what_changed_since_the_target_acknowledged_it_until_the_tar
 
 #[test]
 fn serve_keeps_the_daemons_up_for_job_run_until_stdin_closes() {
-    use std::io::{BufRead, BufReader};
     let (_dir, source, target, state) = job_dirs();
     build_tree(&source);
-    let mut serve = xtsyncctl()
-        .args(["quickstart", "--serve", "--json", "--source"])
-        .arg(&source)
-        .arg("--target")
-        .arg(&target)
-        .arg("--state")
-        .arg(&state)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(serve.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let info: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let served = Served::start(&source, &target, &state);
     assert!(!target.join("src").exists(), "--serve runs no pass by itself");
-    let run = |name: &str| info[name].as_str().unwrap().to_string();
-    for _ in 0..2 {
-        let out = xtsyncctl()
-            .args(["--coordinator", &run("coordinator"), "--cert", &run("cert"), "--key", &run("key")])
-            .args(["--ca", &run("ca"), "--json", "job", "run", &info["job_id"].to_string()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "job run: {}\nlogs: {}", String::from_utf8_lossy(&out.stderr), logs(&state));
-        let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(run["summary"]["files"], 306, "{run}");
-        assert_same_tree(&source, &target);
-    }
-    drop(serve.stdin.take());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while serve.try_wait().unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "quickstart --serve did not stop when stdin closed");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let first = served.run_pass();
+    assert_eq!(first["summary"]["files"], 306, "{first}");
+    assert_eq!(first["summary"]["changes_only"], false, "{first}");
+    assert_same_tree(&source, &target);
+    let second = served.run_pass();
+    assert_same_tree(&source, &target);
+    assert_eq!(second["summary"]["files_transferred"], 0, "{second}");
+    served.stop();
+}
+
+#[test]
+fn a_served_pass_walks_only_what_changed_since_the_last_pass_began() {
+    let (dir, source, target, state) = job_dirs();
+    build_tree(&source);
+    let served = Served::start(&source, &target, &state);
+    let first = served.run_pass();
+    assert_eq!(first["summary"]["changes_only"], false, "the first pass walks the tree: {first}");
+    assert_same_tree(&source, &target);
+
+    // An edit, a new file in a new directory, a removal, a rename and a mode change.
+    std::fs::write(source.join("src/file-010.txt"), b"edited between passes").unwrap();
+    std::fs::create_dir_all(source.join("new/deeper")).unwrap();
+    std::fs::write(source.join("new/deeper/added.txt"), b"added between passes").unwrap();
+    std::fs::remove_file(source.join("src/file-020.txt")).unwrap();
+    std::fs::rename(source.join("src/file-030.txt"), source.join("new/moved.txt")).unwrap();
+    std::fs::set_permissions(source.join("src/file-040.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let second = served.run_pass();
+    assert_same_tree(&source, &target);
+    let summary = &second["summary"];
+    assert_eq!(summary["changes_only"], true, "{second}");
+    assert!(summary["files"].as_u64().unwrap() < 10, "only the changed entries are looked at: {second}");
+    assert_eq!(summary["entries_deleted"], 1, "{second}");
+
+    // Nothing changed: nothing is looked at, read or sent.
+    let idle = served.run_pass();
+    assert_same_tree(&source, &target);
+    assert_eq!((idle["summary"]["changes_only"].clone(), idle["summary"]["files"].as_u64()), (true.into(), Some(0)));
+    assert_eq!(idle["summary"]["bytes_read"], 0, "{idle}");
+
+    // The target tree is replaced: it acknowledged nothing, so the whole tree is walked.
+    std::fs::rename(&target, dir.path().join("old-target")).unwrap();
+    std::fs::create_dir(&target).unwrap();
+    let replaced = served.run_pass();
+    assert_eq!(replaced["summary"]["changes_only"], false, "{replaced}");
+    assert_same_tree(&source, &target);
+    served.stop();
 }
 
 #[test]

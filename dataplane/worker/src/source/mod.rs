@@ -10,12 +10,15 @@
 //! `renames.rs` recognises files the source had at another path (events, inode,
 //! content), which the target then renames instead of receiving. `backlog.rs` counts the
 //! files and bytes not yet durable at the target (the "pending" beside the lag).
+//! A one-shot job's pass walks only what its change journal (`journal.rs`, a watcher
+//! the worker keeps between passes) recorded, when that journal can vouch for it.
 //! `lease.rs` holds a read lease on each file while it is read, so that a file being
 //! written is never sent as a version.
 
 pub mod backlog;
 pub mod changes;
 pub mod continuous;
+pub mod journal;
 pub mod lease;
 pub mod pass;
 pub mod renames;

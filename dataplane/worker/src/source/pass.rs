@@ -13,6 +13,8 @@ use xtsync_chunker::ChunkParams;
 use crate::cores::CoreCommand;
 use crate::metrics::WorkerMetrics;
 use crate::source::backlog::PassBacklog;
+use crate::source::changes::walk_changes;
+use crate::source::journal::Journals;
 use crate::source::scan::{walk, ScanError};
 use crate::source::session::{PassFeed, SessionEvent, SessionParams, SessionStats};
 use crate::source::synced::{basis_token, may_trust, SyncedWalk};
@@ -33,6 +35,8 @@ pub struct PassContext {
     /// A continuous run retries a failed pass after a delay doubling from 0.1 s up to
     /// this (5 s on a worker, 30 s on an agent of an intermittent link).
     pub retry_delay_max: std::time::Duration,
+    /// One-shot jobs' change journals, kept between passes (`None`: every pass walks).
+    pub journals: Option<Arc<Journals>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,13 +141,38 @@ async fn run(
     let tally = backlog.walked.clone();
     let basis = SyncedBasisInputs::of(a);
     let started_walk = started;
+    let (journals, job_id, source_path) = (ctx.journals.clone(), a.job.id, a.job.spec.source_path.clone());
+    let journaled = !a.reconcile && !options.continuous;
     let walker = tokio::task::spawn_blocking(move || {
+        // Before the walk: what changes from here on is in the journal.
+        let mut journal = journals.as_ref().filter(|_| journaled).and_then(|j| j.begin(job_id, &source_path, delete));
         // The first session's HelloAck names the target tree (none: every session
         // failed before it, and so does the pass).
-        let mut synced = tree_id.recv().ok().map(|id| basis.walk(store.as_ref(), &id)).transpose()?;
-        let stats = walk(&root, delete, &store, Some(chunk_params), &item_txs, Some(&tally), synced.as_mut())?;
-        tracing::debug!(elapsed_s = started_walk.elapsed().as_secs_f64(), files = stats.files, "pass: walk done");
-        Ok::<_, ScanError>((stats, synced))
+        let walked =
+            tree_id.recv().ok().map(|id| basis.walk(store.as_ref(), &id)).transpose().and_then(|mut synced| {
+                // The target acknowledged the tree as the source had it, and the journal has
+                // every change since: only those are walked (the synced table is left as
+                // the last full walk wrote it; entries changed since are checked again then).
+                let trusted = synced.as_ref().is_some_and(|s| s.trusted);
+                let changes = journal.as_mut().filter(|_| trusted).and_then(|j| j.changes.take());
+                match changes.filter(|c| !c.is_everything()) {
+                    Some(set) => {
+                        tracing::info!(job = job_id, paths = set.paths, "pass: only what the change journal recorded");
+                        let stats =
+                            walk_changes(&root, delete, &store, &set, Some(chunk_params), &item_txs, Some(&tally))?;
+                        Ok((stats, None, true))
+                    }
+                    None => {
+                        let stats =
+                            walk(&root, delete, &store, Some(chunk_params), &item_txs, Some(&tally), synced.as_mut())?;
+                        Ok((stats, synced, false))
+                    }
+                }
+            });
+        if let Ok((stats, _, _)) = &walked {
+            tracing::debug!(elapsed_s = started_walk.elapsed().as_secs_f64(), files = stats.files, "pass: walk done");
+        }
+        (walked, journal)
     });
 
     let mut totals = SessionStats::default();
@@ -199,10 +228,10 @@ async fn run(
             last_report = Instant::now();
         }
     }
-    let walked = walker.await.map_err(|e| PassError::Walk(e.to_string()))?.map_err(|e| PassError::Walk(e.to_string()));
-    let (walked, synced) = match walked {
-        Ok((stats, synced)) => (Ok(stats), synced),
-        Err(e) => (Err(e), None),
+    let (walked, journal) = walker.await.map_err(|e| PassError::Walk(e.to_string()))?;
+    let (walked, synced, changes_only) = match walked {
+        Ok((stats, synced, changes_only)) => (Ok(stats), synced, changes_only),
+        Err(e) => (Err(PassError::Walk(e.to_string())), None, false),
     };
     // The catalog first: what the pass records as acknowledged is never sent again, so
     // it must be in the catalog before.
@@ -213,6 +242,9 @@ async fn run(
     let succeeded = failure.is_none() && walked.is_ok() && committed.is_ok() && failed_files.0 == 0;
     if let Some(synced) = synced {
         record_synced(ctx, synced, succeeded).await;
+    }
+    if let (Some(journals), Some(journal)) = (&ctx.journals, journal) {
+        journals.end(a.job.id, journal, succeeded);
     }
     if let Some(f) = failure {
         return Err(f);
@@ -238,6 +270,7 @@ async fn run(
         chunks_reused: totals.chunks_reused,
         entries_deleted: totals.entries_deleted,
         duration_s: started.elapsed().as_secs_f64(),
+        changes_only,
         // What differed is worth its room in the run's record only for a reconcile.
         differed: if a.reconcile { totals.differed } else { Vec::new() },
         removed: if a.reconcile { totals.removed } else { Vec::new() },

@@ -46,6 +46,65 @@ pub fn pass(source: &Path, target: &Path, state: &Path, extra: &[&str]) -> serde
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
+/// `xtsyncctl quickstart --serve`: the daemons stay up (and keep what they learn between
+/// passes) until the guard is dropped; passes run the operator's way (`job run`).
+pub struct Served {
+    child: Child,
+    info: serde_json::Value,
+    state: PathBuf,
+}
+
+impl Served {
+    pub fn start(source: &Path, target: &Path, state: &Path) -> Served {
+        let mut child = xtsyncctl()
+            .args(["quickstart", "--serve", "--json", "--source"])
+            .arg(source)
+            .arg("--target")
+            .arg(target)
+            .arg("--state")
+            .arg(state)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let info = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        Served { child, info, state: state.to_path_buf() }
+    }
+
+    /// `xtsyncctl job run`: the run's JSON (`summary` holds the pass summary).
+    pub fn run_pass(&self) -> serde_json::Value {
+        let arg = |name: &str| self.info[name].as_str().unwrap().to_string();
+        let out = xtsyncctl()
+            .args(["--coordinator", &arg("coordinator"), "--cert", &arg("cert"), "--key", &arg("key")])
+            .args(["--ca", &arg("ca"), "--json", "job", "run", &self.info["job_id"].to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "job run: {}\nlogs: {}", String::from_utf8_lossy(&out.stderr), logs(&self.state));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Closes stdin and waits for the daemons to stop.
+    pub fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "quickstart --serve did not stop when stdin closed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub fn logs(state: &Path) -> String {
     let quickstart = std::fs::read_to_string(state.join("quickstart.stderr")).unwrap_or_default();
     let daemons = ["coordinator", "worker-a", "worker-b"]

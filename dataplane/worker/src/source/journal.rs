@@ -1,0 +1,102 @@
+//! Change journals of one-shot jobs. The worker keeps a watcher (`xtsync-watch`) per
+//! job between passes, started before the walk of the job's first pass here. When the
+//! previous pass succeeded and the watcher ran without a gap since before its walk, the
+//! next pass walks only what the journal recorded (`changes.rs`), not the whole tree:
+//! the way Syncthing's watcher feeds its scans, with the full walk kept for what a
+//! journal cannot vouch for (first pass, failed pass, lost events, a reconcile, a target
+//! that is not the one that acknowledged the tree).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use xtsync_watch::{WatchOptions, Watcher};
+
+use crate::source::changes::{change_set_of, ChangeSet};
+
+/// Jobs with a journal per worker; the least recently used one is dropped beyond this.
+/// (As root each journal is a fanotify mark on the source's whole filesystem, read by
+/// its own thread.)
+const JOURNALS_MAX: usize = 16;
+
+/// How long a pass waits for its journal to hand over what the kernel queued.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub struct Journals {
+    by_job: Mutex<HashMap<u64, Journal>>,
+}
+
+pub struct Journal {
+    /// What the recorded changes are relative to: the job's source root and whether
+    /// deletions propagate.
+    shape: (String, bool),
+    watcher: Watcher,
+    /// The watcher has run without a gap since before the walk of a pass that succeeded.
+    vouches: bool,
+    used_at: Instant,
+}
+
+/// A pass's journal while the pass runs, and what it recorded since the previous pass
+/// began, when it can vouch for that (`None`: walk the tree).
+pub struct Taken {
+    journal: Journal,
+    pub changes: Option<ChangeSet>,
+}
+
+impl Journals {
+    /// Before a pass's walk (blocking: starts or flushes a watcher). `None` when the
+    /// tree cannot be watched: the pass walks it, as it would without journals.
+    pub fn begin(&self, job: u64, root: &str, delete: bool) -> Option<Taken> {
+        let shape = (root.to_string(), delete);
+        let kept = self.lock().remove(&job).filter(|j| j.shape == shape);
+        let kept = kept.and_then(|journal| recorded(&journal).map(|changes| (journal, changes)));
+        let (journal, changes) = match kept {
+            Some(kept) => kept,
+            None => {
+                let watcher = Watcher::new(Path::new(root), WatchOptions::default())
+                    .inspect_err(|e| tracing::info!(job, error = %e, "no change journal; every pass walks the tree"))
+                    .ok()?;
+                (Journal { shape, watcher, vouches: false, used_at: Instant::now() }, None)
+            }
+        };
+        Some(Taken { journal: Journal { used_at: Instant::now(), ..journal }, changes })
+    }
+
+    /// After the pass: the journal keeps recording; it vouches for the next pass only if
+    /// this one succeeded.
+    pub fn end(&self, job: u64, taken: Taken, succeeded: bool) {
+        let mut by_job = self.lock();
+        by_job.insert(job, Journal { vouches: succeeded, ..taken.journal });
+        while by_job.len() > JOURNALS_MAX {
+            let Some(oldest) = by_job.iter().min_by_key(|(_, j)| j.used_at).map(|(job, _)| *job) else { break };
+            by_job.remove(&oldest);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Journal>> {
+        self.by_job.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Everything `journal` recorded up to now, if it can vouch for all of it; `None` if its
+/// watcher has stopped (a new one is started).
+fn recorded(journal: &Journal) -> Option<Option<ChangeSet>> {
+    let mut set: Option<ChangeSet> = None;
+    let flushed = journal.watcher.flush(FLUSH_TIMEOUT, |batch| {
+        let batch_set = change_set_of(&batch);
+        match &mut set {
+            Some(set) => set.merge(batch_set),
+            None => set = Some(batch_set),
+        }
+    });
+    match flushed {
+        Ok(true) if journal.vouches => Some(Some(set.unwrap_or_else(|| ChangeSet::of_entries([], Instant::now())))),
+        Ok(_) => Some(None),
+        Err(e) => {
+            tracing::warn!(error = %e, "change journal stopped; walking the tree");
+            None
+        }
+    }
+}
