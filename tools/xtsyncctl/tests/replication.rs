@@ -145,6 +145,16 @@ fn a_served_pass_walks_only_what_changed_since_the_last_pass_began() {
     assert_eq!((idle["summary"]["changes_only"].clone(), idle["summary"]["files"].as_u64()), (true.into(), Some(0)));
     assert_eq!(idle["summary"]["bytes_read"], 0, "{idle}");
 
+    // Another tree renamed to the source's path: the journal followed the old one.
+    let other = dir.path().join("other-source");
+    build_tree(&other);
+    std::fs::write(other.join("src/file-050.txt"), b"only in the other tree").unwrap();
+    std::fs::rename(&source, dir.path().join("old-source")).unwrap();
+    std::fs::rename(&other, &source).unwrap();
+    let swapped = served.run_pass();
+    assert_eq!(swapped["summary"]["changes_only"], false, "{swapped}");
+    assert_same_tree(&source, &target);
+
     // The target tree is replaced: it acknowledged nothing, so the whole tree is walked.
     std::fs::rename(&target, dir.path().join("old-target")).unwrap();
     std::fs::create_dir(&target).unwrap();

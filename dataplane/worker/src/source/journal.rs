@@ -7,6 +7,7 @@
 //! that is not the one that acknowledged the tree).
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,6 +21,19 @@ use crate::source::changes::{change_set_of, ChangeSet};
 /// its own thread.)
 const JOURNALS_MAX: usize = 16;
 
+/// Nobody takes a journal's batches between passes: they wait in the watcher's channel.
+/// One-second batches of at most 1,024 paths, 256 of them (about four minutes of a change
+/// every second, or 262,144 paths; tens of MB at most). When the channel is full the
+/// watcher stops reading, the kernel's queue overflows, and the next pass walks the tree.
+fn journal_watch_options() -> WatchOptions {
+    WatchOptions {
+        window: Duration::from_secs(1),
+        batch_paths_max: 1024,
+        channel_batches_max: 256,
+        ..WatchOptions::default()
+    }
+}
+
 /// How long a pass waits for its journal to hand over what the kernel queued.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -32,6 +46,9 @@ pub struct Journal {
     /// What the recorded changes are relative to: the job's source root and whether
     /// deletions propagate.
     shape: (String, bool),
+    /// The root directory's (device, inode) when the watcher started: a watcher follows
+    /// the directory it was given, not a directory later renamed to its path.
+    root_id: (u64, u64),
     watcher: Watcher,
     /// The watcher has run without a gap since before the walk of a pass that succeeded.
     vouches: bool,
@@ -49,16 +66,22 @@ impl Journals {
     /// Before a pass's walk (blocking: starts or flushes a watcher). `None` when the
     /// tree cannot be watched: the pass walks it, as it would without journals.
     pub fn begin(&self, job: u64, root: &str, delete: bool) -> Option<Taken> {
+        if shared_filesystem(Path::new(root)) {
+            return None;
+        }
         let shape = (root.to_string(), delete);
-        let kept = self.lock().remove(&job).filter(|j| j.shape == shape);
+        // Before a new watcher starts: if the root is replaced in between, the next pass
+        // sees another directory and walks.
+        let root_id = std::fs::metadata(root).map(|m| (m.dev(), m.ino())).ok()?;
+        let kept = self.lock().remove(&job).filter(|j| j.shape == shape && j.root_id == root_id);
         let kept = kept.and_then(|journal| recorded(&journal).map(|changes| (journal, changes)));
         let (journal, changes) = match kept {
             Some(kept) => kept,
             None => {
-                let watcher = Watcher::new(Path::new(root), WatchOptions::default())
+                let watcher = Watcher::new(Path::new(root), journal_watch_options())
                     .inspect_err(|e| tracing::info!(job, error = %e, "no change journal; every pass walks the tree"))
                     .ok()?;
-                (Journal { shape, watcher, vouches: false, used_at: Instant::now() }, None)
+                (Journal { shape, root_id, watcher, vouches: false, used_at: Instant::now() }, None)
             }
         };
         Some(Taken { journal: Journal { used_at: Instant::now(), ..journal }, changes })
@@ -78,6 +101,25 @@ impl Journals {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Journal>> {
         self.by_job.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Filesystems that other hosts write to (NFS, SMB, FUSE, cluster filesystems): their
+/// changes raise no local event, so a journal cannot vouch for anything there.
+fn shared_filesystem(root: &Path) -> bool {
+    const SHARED_MAGICS: [u64; 11] = [
+        0x6969,      // NFS
+        0x517b,      // SMB
+        0xff53_4d42, // CIFS
+        0xfe53_4d42, // SMB2
+        0x6573_5546, // FUSE
+        0x0102_1997, // 9P
+        0x00c3_6400, // Ceph
+        0x5346_414f, // AFS
+        0x0116_1970, // GFS2
+        0x7461_636f, // OCFS2
+        0x0bd0_0bd0, // Lustre
+    ];
+    rustix::fs::statfs(root).map_or(true, |st| SHARED_MAGICS.contains(&(st.f_type as u64)))
 }
 
 /// Everything `journal` recorded up to now, if it can vouch for all of it; `None` if its
