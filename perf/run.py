@@ -251,14 +251,14 @@ def measure_once(kind, arg, rep, data, a, run_root, live, xt_targets, rsync_base
         label = f"xtsync c{arg}"
         if rep > 0:  # fresh state for the repetition
             for p in (target, state):
-                discard(p, run_root)
+                discard(p, run_root, a.target_fs)
                 if data.incremental and os.path.isdir(p + ".init"):
                     subprocess.run(["cp", "-a", "--reflink=auto", p + ".init", p], check=True)
         if data.incremental and not os.path.isdir(target):
             return Result(label, "", status="error", notes=["initial pass left no target"])
     else:
         target = os.path.join(run_root, f"{kind}{arg or ''}-target")
-        discard(target, run_root)
+        discard(target, run_root, a.target_fs)
         if kind == "rsync" and data.incremental:
             if not os.path.isdir(rsync_base):
                 return Result(hx_label, "", status="error", notes=["no initial copy"])
@@ -290,17 +290,20 @@ def measure_once(kind, arg, rep, data, a, run_root, live, xt_targets, rsync_base
         r.notes += probs
     print(f"    {r.status} wall {fmt(r.wall_s)} s, cpu {fmt(r.cpu_s)} s, "
           f"wire {fmt_b(r.wire_bytes)}, verify {r.verify}", flush=True)
-    if not a.keep:  # deleted with the run dir at the end, not between measured runs
-        discard(target, run_root)
-        if kind == "xtsync":
-            discard(state, run_root)
+    if not a.keep:
+        discard(target, run_root, a.target_fs)
+        if kind == "xtsync":  # served daemons may still hold it open: moved, not deleted
+            discard(state, run_root, "root")
     return r
 
 
-def discard(p: str, run_root: str) -> None:
-    """Move p into run_root/trash: deleting ~80k files costs minutes of ext4 work on this
-    machine, which would leak into the next tool's measurement."""
-    if os.path.lexists(p):
+def discard(p: str, run_root: str, target_fs: str) -> None:
+    """On the fresh journaled filesystem (`--target-fs loop`): delete p now (the next
+    measurement starts after a sync). On the root filesystem: move p into run_root/trash,
+    deleted at the end of the workload (see settle_after_removals)."""
+    if os.path.lexists(p) and target_fs == "loop":
+        subprocess.run(["rm", "-rf", "--one-file-system", p], check=False)
+    elif os.path.lexists(p):
         trash = os.path.join(run_root, "trash")
         os.makedirs(trash, exist_ok=True)
         os.rename(p, os.path.join(trash, f"{len(os.listdir(trash))}-{os.path.basename(p)}"))
