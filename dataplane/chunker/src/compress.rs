@@ -26,6 +26,46 @@ pub enum CompressError {
     LengthMismatch { expected: usize, actual: usize },
 }
 
+/// The `auto` policy's memory of one file: after a run of chunks that zstd could not
+/// shrink (random data, media, archives), stop trying and probe only every
+/// [`CompressProbe::PROBE_EVERY`]th chunk, so that a file of incompressible data costs
+/// a fraction of one zstd attempt per chunk and a compressible stretch later in the
+/// same file is found again within a few chunks. (Btrfs gives up on a file after one
+/// incompressible extent; rsync decides by file suffix.)
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompressProbe {
+    misses_in_a_row: u32,
+    skipped: u32,
+}
+
+impl CompressProbe {
+    /// Incompressible chunks in a row before the probing starts.
+    pub const MISSES_BEFORE_PROBING: u32 = 4;
+    /// While probing, one attempt per this many chunks.
+    pub const PROBE_EVERY: u32 = 16;
+
+    /// Whether to try compressing the file's next chunk.
+    pub fn should_try(&mut self) -> bool {
+        if self.misses_in_a_row < Self::MISSES_BEFORE_PROBING {
+            return true;
+        }
+        self.skipped += 1;
+        if self.skipped >= Self::PROBE_EVERY {
+            self.skipped = 0;
+            return true;
+        }
+        false
+    }
+
+    /// What the attempt gave: compressed, or not worth it.
+    pub fn observe(&mut self, encoding: Encoding) {
+        match encoding {
+            Encoding::Zstd => *self = CompressProbe::default(),
+            Encoding::Raw => self.misses_in_a_row = self.misses_in_a_row.saturating_add(1),
+        }
+    }
+}
+
 /// Reusable zstd contexts for one session (creating a context per chunk would
 /// reallocate its tables every time). Lives on one executor; not `Sync`.
 pub struct ChunkCodec {
@@ -107,6 +147,27 @@ impl ChunkCodec {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_file_of_incompressible_chunks_is_probed_not_compressed_and_found_again_when_it_changes() {
+        let mut probe = CompressProbe::default();
+        let mut tried = 0;
+        for _ in 0..4 + 160 {
+            if probe.should_try() {
+                tried += 1;
+                probe.observe(Encoding::Raw);
+            }
+        }
+        assert_eq!(tried, 4 + 10, "four misses, then one attempt in sixteen");
+        // The data turns compressible: the next probe finds it, and every chunk is tried again.
+        let mut until_found = 0;
+        while !probe.should_try() {
+            until_found += 1;
+        }
+        assert!(until_found < CompressProbe::PROBE_EVERY);
+        probe.observe(Encoding::Zstd);
+        assert!((0..10).all(|_| probe.should_try()));
+    }
     use super::*;
 
     #[test]

@@ -8,7 +8,7 @@ pub mod delta;
 mod name;
 mod stream;
 
-pub use compress::{ChunkCodec, CompressError, Encoding};
+pub use compress::{ChunkCodec, CompressError, CompressProbe, Encoding};
 pub use name::{content_digest, ChunkName, DigestBuilder};
 pub use stream::{ChunkParams, ChunkParamsError, StreamChunker};
 

@@ -121,10 +121,20 @@ mod tests {
     fn boundaries_do_not_depend_on_block_size() {
         let data = pseudo_random(300_000, 7);
         let a = chunks_with_block(&data, 1 << 20);
-        for block in [1000, 4096, 65536, 99_999] {
+        for block in [1, 1000, 4096, 16383, 16384, 16385, 20_000, 65536, 99_999] {
             assert_eq!(chunks_with_block(&data, block), a, "block {block}");
         }
         assert_eq!(a.concat(), data);
+        // Runs of zeros: chunks cut at the maximum size.
+        let mut zeros = vec![0u8; 100_000];
+        zeros.extend_from_slice(&data[..50_000]);
+        zeros.extend(std::iter::repeat_n(0u8, 70_000));
+        let z = chunks_with_block(&zeros, 1 << 20);
+        assert!(z.iter().filter(|c| c.len() == 16384).count() >= 8, "max-size chunks expected");
+        for block in [1, 1000, 16383, 16384, 16385, 65536] {
+            assert_eq!(chunks_with_block(&zeros, block), z, "zeros, block {block}");
+        }
+        assert_eq!(z.concat(), zeros);
         assert!(a.len() > 30, "expected ~73 chunks, got {}", a.len());
     }
 

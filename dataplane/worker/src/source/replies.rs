@@ -114,10 +114,14 @@ async fn on_want(session: &Rc<Session>, mut w: Want, codec: &mut ChunkCodec) -> 
     // there is: a change the stat missed makes the target's hash check fail the file,
     // which is then read and sent again.
     let from_file = seg.file.as_ref().filter(|f| !seg.bytes_kept || f.unchanged());
-    let (acknowledged_before, retried) = {
+    let (acknowledged_before, retried, mut probe) = {
         let shared = session.shared.borrow();
         let file = shared.files.get(&w.file_id);
-        (file.is_some_and(|f| f.acknowledged_before()), file.is_some_and(|f| f.item.retries > 0))
+        (
+            file.is_some_and(|f| f.acknowledged_before()),
+            file.is_some_and(|f| f.item.retries > 0),
+            file.map(|f| f.compress_probe).unwrap_or_default(),
+        )
     };
     // The target's previous version, to send deltas against: not with compression off
     // (CPU first), and not for a file sent again after a failure (a checksum collision
@@ -155,7 +159,12 @@ async fn on_want(session: &Rc<Session>, mut w: Want, codec: &mut ChunkCodec) -> 
         let encoding = match (p.compression, raw) {
             _ if mostly_copies => Encoding::Raw, // not compressed: the delta goes
             (Compression::Never, _) | (_, None) => Encoding::Raw,
-            (Compression::Auto, Some(raw)) => codec.compress(raw, p.compression_level, true, &mut encoded),
+            (Compression::Auto, Some(raw)) if probe.should_try() => {
+                let encoding = codec.compress(raw, p.compression_level, true, &mut encoded);
+                probe.observe(encoding);
+                encoding
+            }
+            (Compression::Auto, Some(_)) => Encoding::Raw,
             (Compression::Always, Some(raw)) => codec.compress(raw, p.compression_level, false, &mut encoded),
         };
         if let (Some(delta_len), Some(raw)) = (delta_len, raw) {
@@ -209,6 +218,9 @@ async fn on_want(session: &Rc<Session>, mut w: Want, codec: &mut ChunkCodec) -> 
         session.sender.send_parts(parts).await.map_err(|e| SessionError::Connection(e.to_string()))?;
     }
     let mut s = session.shared.borrow_mut();
+    if let Some(f) = s.files.get_mut(&w.file_id) {
+        f.compress_probe = probe;
+    }
     s.stats.chunks_sent += sent;
     p.metrics.chunks_sent_total.fetch_add(sent, Ordering::Relaxed);
     if acknowledged_before && sent > 0 {

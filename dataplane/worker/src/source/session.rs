@@ -158,6 +158,8 @@ pub enum SessionError {
 pub struct InFlightFile {
     pub item: WalkItem,
     pub digest: Option<[u8; 32]>,
+    /// Whether `auto` still tries to compress this file's chunks.
+    pub compress_probe: xtsync_chunker::CompressProbe,
     /// Held until the file's FileDone: bounds the files a session has open at the target.
     pub _permit: glommio::sync::StaticPermit,
 }

@@ -171,7 +171,10 @@ impl Session {
             size: stat.size,
             digest: None,
         });
-        self.shared.borrow_mut().files.insert(file_id, InFlightFile { item, digest: None, _permit: permit });
+        self.shared
+            .borrow_mut()
+            .files
+            .insert(file_id, InFlightFile { item, digest: None, compress_probe: Default::default(), _permit: permit });
 
         // On a kernel-TLS session the kernel sends raw chunks from the file: keep it
         // open (a duplicate descriptor) until the segments are answered. With
