@@ -272,6 +272,13 @@ impl Session {
             tracing::warn!(file_id, error = %e, "read failed; the target keeps its old version");
         }
         let digest = digest.finish();
+        // Known before anything more is sent: the target may answer the file's FileDone
+        // as soon as it sees FileBegin (it holds that digest) or the last segment, and
+        // the reply handler must then find the version it read, not a file still
+        // "being read" (which it would queue again).
+        if let Some(f) = self.shared.borrow_mut().files.get_mut(&file_id) {
+            f.digest = (!aborted).then_some(digest);
+        }
         // A one-segment file is announced with its digest: the target can skip it.
         if let Some(mut begin) = begin.take() {
             begin.digest = (!aborted).then_some(digest);
@@ -279,9 +286,6 @@ impl Session {
         }
         if !seg.refs.is_empty() {
             self.send_segment(seg, open_file).await?;
-        }
-        if let Some(f) = self.shared.borrow_mut().files.get_mut(&file_id) {
-            f.digest = (!aborted).then_some(digest);
         }
         self.send(&Message::FileEnd(FileEnd { file_id, digest, aborted })).await
     }
