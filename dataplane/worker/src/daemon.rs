@@ -234,7 +234,7 @@ where
         metrics: metrics.clone(),
         chunk_params,
         retry_delay_max: profile.pass_retry_delay_max,
-        journals: Some(Arc::default()),
+        journals: Arc::default(),
     });
     let site = flags.site.clone().unwrap_or(config.worker.site.clone());
     let registration = WorkerRegistration {

@@ -18,6 +18,7 @@
 pub mod backlog;
 pub mod changes;
 pub mod continuous;
+pub mod entry_meta;
 pub mod journal;
 pub mod lease;
 pub mod pass;

@@ -35,8 +35,8 @@ pub struct PassContext {
     /// A continuous run retries a failed pass after a delay doubling from 0.1 s up to
     /// this (5 s on a worker, 30 s on an agent of an intermittent link).
     pub retry_delay_max: std::time::Duration,
-    /// One-shot jobs' change journals, kept between passes (`None`: every pass walks).
-    pub journals: Option<Arc<Journals>>,
+    /// One-shot jobs' change journals, kept between passes.
+    pub journals: Arc<Journals>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +145,7 @@ async fn run(
     let journaled = !a.reconcile && !options.continuous;
     let walker = tokio::task::spawn_blocking(move || {
         // Before the walk: what changes from here on is in the journal.
-        let mut journal = journals.as_ref().filter(|_| journaled).and_then(|j| j.begin(job_id, &source_path, delete));
+        let mut journal = journaled.then(|| journals.begin(job_id, &source_path, delete)).flatten();
         // The first session's HelloAck names the target tree (none: every session
         // failed before it, and so does the pass).
         let walked =
@@ -243,8 +243,8 @@ async fn run(
     if let Some(synced) = synced {
         record_synced(ctx, synced, succeeded).await;
     }
-    if let (Some(journals), Some(journal)) = (&ctx.journals, journal) {
-        journals.end(a.job.id, journal, succeeded);
+    if let Some(journal) = journal {
+        ctx.journals.end(a.job.id, journal, succeeded);
     }
     if let Some(f) = failure {
         return Err(f);

@@ -26,7 +26,7 @@ use xtsync_chunker::{ChunkName, ChunkParams, DigestBuilder, StreamChunker};
 use xtsync_store::{SourceRecord, WorkerStore};
 use xtsync_wire::RelPath;
 
-use crate::source::scan::FileStat;
+use crate::source::entry_meta::FileStat;
 
 /// Renames told by the watcher: new path → old path (relative to the root).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

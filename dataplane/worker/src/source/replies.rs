@@ -14,7 +14,8 @@ use xtsync_wire::{chunk_data_frame_around, encode_chunk_data, FileDone, Message,
 
 use crate::frames::read_message;
 use crate::sendfile::{FileRange, Part};
-use crate::source::scan::{FileStat, WalkKind};
+use crate::source::entry_meta::FileStat;
+use crate::source::scan::WalkKind;
 use crate::source::session::{flush_source_records, ProducerEvent, Session, SessionError, SessionEvent, SessionStats};
 use crate::source::stream::RETRIES_MAX;
 
@@ -286,7 +287,7 @@ async fn on_file_done(session: &Rc<Session>, d: FileDone) -> Result<(), SessionE
                         let now = FileStat::of(&m);
                         let cached_digest = cached_digest.filter(|_| now == stat);
                         item.kind = WalkKind::File { stat: now, cached_digest };
-                        item.meta = crate::source::scan::meta_of(&m, item.meta.xattrs.clone());
+                        item.meta = crate::source::entry_meta::meta_of(&m, item.meta.xattrs.clone());
                         tracing::debug!(path = ?item.path, %error, "sending again");
                         let _ = session.producer_tx.send(ProducerEvent::Need(item));
                         return Ok(());

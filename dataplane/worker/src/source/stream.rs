@@ -14,9 +14,10 @@ use xtsync_api::Compression;
 use xtsync_chunker::{is_all_zero, ChunkName, DigestBuilder, StreamChunker};
 use xtsync_wire::{ChunkRef, FileBegin, FileEnd, Message, Segment, CHUNKS_PER_SEGMENT_MAX};
 
+use crate::source::entry_meta::FileStat;
 use crate::source::lease::{self, LeaseRequest};
 use crate::source::scan::WalkItem;
-use crate::source::scan::{FileStat, WalkKind};
+use crate::source::scan::WalkKind;
 use crate::source::session::{InFlightFile, Session, SessionError, SessionEvent};
 
 /// Bytes of chunk data a session may hold while waiting for wants.
