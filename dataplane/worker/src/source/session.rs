@@ -518,9 +518,12 @@ async fn produce(
                 }
             }
         }
+        // Idle only with nothing queued for us: a reply handled while `send_batch` above
+        // awaited may have answered the last batch with a need that is still queued
+        // (ending then left it for `wait_until`, which calls it a protocol violation).
         let idle = {
             let s = session.shared.borrow();
-            s.batches.is_empty() && s.files.is_empty()
+            s.batches.is_empty() && s.files.is_empty() && producer_rx.is_empty()
         };
         if walk_done && idle {
             if links_sent || deferred_links.is_empty() {
