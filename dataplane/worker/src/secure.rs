@@ -185,6 +185,18 @@ impl AsyncWrite for SecureStream {
             SecureStream::Kernel(k) => Pin::new(&mut k.inner).poll_write(cx, buf),
         }
     }
+    /// Vectored: rustls makes its records from all the slices at once (a frame's head
+    /// and body need not be copied together first).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            SecureStream::Rustls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            SecureStream::Kernel(k) => Pin::new(&mut k.inner).poll_write_vectored(cx, bufs),
+        }
+    }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             SecureStream::Rustls(s) => Pin::new(s.as_mut()).poll_flush(cx),

@@ -3,8 +3,13 @@
 //! coalesces small queued frames into large writes and writes large ones (chunk data)
 //! from their own buffers. On a kernel-TLS session, chunk bytes can also be sent by the
 //! kernel from the source file (`sendfile`, see `crate::sendfile`), in queue order.
+//! A frame whose body is a stretch of a buffer the producer keeps anyway (a raw chunk
+//! of a segment) is queued as head, body and tail, and written with one vectored write:
+//! the body is not copied into a frame first.
 
 use std::cell::Cell;
+use std::io::IoSlice;
+use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -31,6 +36,23 @@ enum Item {
     Frame(Vec<u8>),
     /// Frames whose chunk bodies the kernel sends from files.
     Parts(Vec<Part>),
+    /// A frame whose body is written from a shared buffer.
+    Spliced(SplicedFrame),
+}
+
+/// A frame written as `head`, then `body[range]` of a buffer shared with its owner
+/// (kept alive until written), then `tail`.
+pub struct SplicedFrame {
+    pub head: Vec<u8>,
+    pub body: Rc<dyn AsRef<[u8]>>,
+    pub range: Range<usize>,
+    pub tail: Vec<u8>,
+}
+
+impl SplicedFrame {
+    fn bytes(&self) -> u64 {
+        (self.head.len() + self.range.len() + self.tail.len()) as u64
+    }
 }
 
 impl Item {
@@ -39,6 +61,7 @@ impl Item {
             Item::Close => 0,
             Item::Frame(f) => f.len() as u64,
             Item::Parts(parts) => parts_bytes(parts),
+            Item::Spliced(frame) => frame.bytes(),
         }
     }
 }
@@ -82,6 +105,16 @@ impl FrameSender {
     pub async fn send_encoded(&self, frame: Vec<u8>) -> Result<(), std::io::Error> {
         let units = frame.len() as u64;
         self.queue(Item::Frame(frame), units).await
+    }
+
+    /// Queues a frame whose body the writer takes from a shared buffer. The body's
+    /// range must lie within the buffer.
+    pub async fn send_spliced(&self, frame: SplicedFrame) -> Result<(), std::io::Error> {
+        if frame.range.end > (*frame.body).as_ref().len() || frame.range.start > frame.range.end {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame body outside its buffer"));
+        }
+        let units = frame.bytes();
+        self.queue(Item::Spliced(frame), units).await
     }
 
     /// True when file ranges can be queued (`send_parts`): the session's TLS records
@@ -168,6 +201,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                         w.write_all(&frame).await?;
                     }
                     Item::Frame(frame) => batch.extend_from_slice(&frame),
+                    Item::Spliced(frame) => {
+                        // What is coalesced so far and the head go with the body, in
+                        // one vectored write; the tail starts the next batch.
+                        batch.extend_from_slice(&frame.head);
+                        let body = &(*frame.body).as_ref()[frame.range.clone()];
+                        write_all_vectored(w, &mut [IoSlice::new(&batch), IoSlice::new(body)]).await?;
+                        batch.clear();
+                        batch.extend_from_slice(&frame.tail);
+                    }
                     Item::Close => {
                         closing = true;
                         break;
@@ -203,6 +245,18 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         // end of the session even while our reader still waits for its frames.
         w.close().await
     }
+}
+
+/// Writes every byte of `bufs`, in order.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => IoSlice::advance_slices(&mut bufs, n),
+        }
+    }
+    Ok(())
 }
 
 /// Runs one `Parts` item on a blocking thread (the socket is borrowed through its
@@ -287,6 +341,65 @@ mod tests {
         assert!(got == want, "the stream is not in queue order");
         assert_eq!(metrics.chunk_bytes_sendfile_total.load(Ordering::Relaxed), 1_000_000);
         assert_eq!(wire_bytes, 1_000_012, "the kernel's sends are counted on the wire");
+    }
+
+    struct Shared(Vec<u8>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    /// Frames whose bodies are written from a shared buffer come out whole and in queue
+    /// order among coalesced and direct frames; the buffer is let go once written, and a
+    /// body outside its buffer is refused at the queue.
+    #[test]
+    fn spliced_frames_keep_their_queue_order_and_let_their_buffer_go() {
+        let (addr, reader) = peer_reading_to_end();
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let buffer = content.clone();
+        let released = glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let tcp = glommio::net::TcpStream::connect(addr).await.unwrap();
+                let (sender, task) = spawn_writer(tcp, None, None);
+                let body: Rc<dyn AsRef<[u8]>> = Rc::new(Shared(buffer));
+                let weak = Rc::downgrade(&body);
+                let spliced = |range: Range<usize>| SplicedFrame {
+                    head: b"<h>".to_vec(),
+                    body: body.clone(),
+                    range,
+                    tail: b"<t>".to_vec(),
+                };
+                let outside = sender.send_spliced(spliced(299_990..300_001)).await.unwrap_err();
+                assert_eq!(outside.kind(), std::io::ErrorKind::InvalidInput);
+                sender.send_encoded(b"small-1".to_vec()).await.unwrap();
+                sender.send_spliced(spliced(10..200_010)).await.unwrap();
+                sender.send_encoded(vec![7u8; 40_000]).await.unwrap();
+                sender.send_spliced(spliced(5..5)).await.unwrap();
+                sender.send_encoded(b"small-2".to_vec()).await.unwrap();
+                sender.send_spliced(spliced(299_000..300_000)).await.unwrap();
+                drop(sender);
+                task.await.unwrap().unwrap();
+                drop(body);
+                weak.upgrade().is_none()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let got = reader.join().unwrap();
+        let want = [
+            &b"small-1<h>"[..],
+            &content[10..200_010],
+            b"<t>",
+            &[7u8; 40_000],
+            b"<h><t>small-2<h>",
+            &content[299_000..],
+            b"<t>",
+        ]
+        .concat();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the stream is not in queue order");
+        assert!(released, "the writer still holds the shared buffer");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::source::entry_meta::FileStat;
 use crate::source::scan::WalkKind;
 use crate::source::session::{flush_source_records, ProducerEvent, Session, SessionError, SessionEvent, SessionStats};
 use crate::source::stream::RETRIES_MAX;
+use crate::writer::SplicedFrame;
 
 pub async fn handle_replies<R: AsyncRead + Unpin>(session: Rc<Session>, mut reader: R) {
     let mut codec = ChunkCodec::default();
@@ -144,7 +145,8 @@ async fn on_want(session: &Rc<Session>, mut w: Want, codec: &mut ChunkCodec) -> 
         if span.bytes == 0 {
             return Err(SessionError::Protocol(format!("want for zero chunk {index} of file {}", w.file_id)));
         }
-        let raw = seg.bytes_kept.then(|| &seg.data[span.data_at as usize..(span.data_at + span.bytes) as usize]);
+        let raw_range = span.data_at as usize..(span.data_at + span.bytes) as usize;
+        let raw = seg.bytes_kept.then(|| &seg.bytes.data[raw_range.clone()]);
         let (file_id, seg_no, at) = (w.file_id, w.seg_no, index as u32);
         // A delta first: when most of the chunk is copies of the target's blocks, it
         // wins for sure and the chunk is not compressed a second time whole.
@@ -192,9 +194,22 @@ async fn on_want(session: &Rc<Session>, mut w: Want, codec: &mut ChunkCodec) -> 
                 parts.push(Part::File(FileRange { file: file.fd.clone(), offset: span.file_at, bytes: span.bytes }));
                 push_bytes(&mut parts, tail.to_vec());
             }
+            (Encoding::Raw, None, Some(_)) if seg.file.is_none() => {
+                // Raw chunks are written from the bytes that were hashed, with no frame
+                // copy between (TLS encryption, or the kernel's, reads them there).
+                let (head, tail) =
+                    chunk_data_frame_around(file_id, seg_no, at, Encoding::Raw as u8, span.bytes, span.bytes);
+                let frame = SplicedFrame {
+                    head: head.to_vec(),
+                    body: seg.bytes.clone(),
+                    range: raw_range,
+                    tail: tail.to_vec(),
+                };
+                session.sender.send_spliced(frame).await.map_err(|e| SessionError::Connection(e.to_string()))?;
+            }
             (encoding, _, Some(raw)) => {
-                // Raw chunks go from the bytes that were hashed straight into the frame
-                // (one copy; the socket write, or kTLS encryption, reads the frame).
+                // Compressed chunks (and raw ones among the kernel's file sends, in order
+                // with them) go into a frame of their own.
                 let body = if encoding == Encoding::Raw { raw } else { &encoded[..] };
                 let mut frame = Vec::new();
                 encode_chunk_data(&mut frame, file_id, seg_no, at, encoding as u8, span.bytes, body);

@@ -56,7 +56,7 @@ impl OpenSourceFile {
 pub struct ChunkSpan {
     /// Offset of the chunk in the file.
     pub file_at: u64,
-    /// Offset in `SegmentBuf::data`, when the bytes are kept.
+    /// Offset in `SegmentBytes::data`, when the bytes are kept.
     pub data_at: u32,
     /// 0 for a zero chunk (never wanted, no bytes kept).
     pub bytes: u32,
@@ -64,13 +64,26 @@ pub struct ChunkSpan {
 
 /// One sent segment, until its want is answered.
 pub struct SegmentBuf {
-    /// The chunk bytes, as hashed (empty when `bytes_kept` is false).
-    pub data: Vec<u8>,
+    pub bytes: Rc<SegmentBytes>,
     pub bytes_kept: bool,
     pub chunks: Vec<ChunkSpan>,
     /// Set on kernel-TLS sessions: raw chunks go from the file.
     pub file: Option<Rc<OpenSourceFile>>,
-    pub _permit: Option<StaticPermit>,
+}
+
+/// A segment's chunk bytes, as hashed (empty when they are not kept). Raw chunk frames
+/// are written from here (`writer::SplicedFrame`), so the bytes outlive the want's
+/// answer until the last such frame is written; the segment's share of the session's
+/// budget is held as long.
+pub struct SegmentBytes {
+    pub data: Vec<u8>,
+    _permit: StaticPermit,
+}
+
+impl AsRef<[u8]> for SegmentBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
 }
 
 struct Builder {
@@ -302,7 +315,12 @@ impl Session {
         let msg = Message::Segment(Segment { file_id: b.file_id, seg_no: b.seg_no, chunks: b.refs });
         self.shared.borrow_mut().segments.insert(
             key,
-            SegmentBuf { data: b.data, bytes_kept: b.keep_bytes, chunks: b.spans, file, _permit: Some(permit) },
+            SegmentBuf {
+                bytes: Rc::new(SegmentBytes { data: b.data, _permit: permit }),
+                bytes_kept: b.keep_bytes,
+                chunks: b.spans,
+                file,
+            },
         );
         self.send(&msg).await
     }
