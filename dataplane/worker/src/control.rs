@@ -65,15 +65,18 @@ impl ControlOptions {
         ControlOptions { register_retry_max: Duration::from_secs(5), heartbeat_retry_max: Duration::from_secs(1) };
 }
 
-/// Registers, then heartbeats forever, starting every assigned pass.
+/// Registers, says so on `registered`, then heartbeats forever, starting every
+/// assigned pass.
 pub async fn control_loop(
     client: CoordinatorClient,
     registration: WorkerRegistration,
     ctx: Arc<PassContext>,
     options: ControlOptions,
+    registered: tokio::sync::oneshot::Sender<()>,
 ) {
     let name = registration.name.clone();
     register_until_done(&client, &registration, options).await;
+    let _ = registered.send(());
     let running: Arc<Mutex<HashSet<RunId>>> = Arc::default();
     let live: LiveContinuous = Arc::default();
     // How to stop each run in progress (its job deleted).

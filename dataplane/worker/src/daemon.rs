@@ -106,7 +106,7 @@ impl Profile {
 /// What a daemon's own task (an agent's mode) gets once the daemon runs.
 #[derive(Clone)]
 pub struct Started {
-    /// The name it registered under.
+    /// The name it registered under (the task starts once it has).
     pub name: String,
     /// The address peers dial for this daemon's data port.
     pub data_addr: String,
@@ -148,7 +148,8 @@ pub fn load_config(flags: &DaemonFlags) -> Result<Config, DaemonError> {
     Ok(config)
 }
 
-/// Runs the daemon until SIGTERM or Ctrl-C. `task` is started once the daemon is up;
+/// Runs the daemon until SIGTERM or Ctrl-C. `task` is started once the daemon is up
+/// and registered with the coordinator;
 /// its error stops the daemon, its success leaves the daemon running. On return the
 /// executors still run: the caller ends the process (they hold no state that needs a
 /// clean stop: unfinished files are temporary files, never under their final name).
@@ -254,8 +255,19 @@ where
         let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
         tokio::spawn(serve_admissions(admission_rx, client.clone(), name.clone()));
         let http = tokio::spawn(serve_http(http_listen, name, metrics));
-        let control = tokio::spawn(control_loop(client, registration, ctx, profile.control));
-        let mut own = Some(tokio::spawn(task(started)));
+        let (registered_tx, registered) = tokio::sync::oneshot::channel();
+        let control = tokio::spawn(control_loop(client, registration, ctx, profile.control, registered_tx));
+        // The daemon's own task (an agent's mode) acts as the registered worker: it
+        // starts once the coordinator knows it (a pull agent that asked first was
+        // refused as "not registered" and gave up, when the machine was busy).
+        let own_task = task(started);
+        let mut own = Some(tokio::spawn(async move {
+            match registered.await {
+                Ok(()) => own_task.await,
+                // The control loop ended: the select below reports why.
+                Err(_) => std::future::pending().await,
+            }
+        }));
         tokio::pin!(http, control);
         loop {
             let own_done = async {

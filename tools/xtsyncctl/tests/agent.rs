@@ -155,14 +155,20 @@ fn pull_keeps_an_identical_local_copy_that_follows_the_source_and_is_reused_on_r
     let c = Cluster::new(&["dc1-a"], &["edge-1"]);
     let (source, backup, copy) = (c.dir.join("dc1-data"), c.dir.join("dc1-backup"), c.dir.join("edge-copy"));
     build_tree(&source);
-    let _coordinator = c.coordinator();
+    let coordinator = c.coordinator();
     let _worker = c.worker("dc1-a", free_port(), free_port());
     c.wait_alive(&["dc1-a"]);
     job_create(&c, "data", ("dc1-a", &source), ("dc1-a", &backup), &["--agent", "edge-1"]);
 
+    // The agent starts while the coordinator is away: it registers once the coordinator
+    // is back, and only then makes its pull job (a pull job asked for before the agent
+    // registered was refused, "not registered", and the agent gave up).
+    coordinator.stop();
     let data_listen = format!("127.0.0.1:{}", free_port());
     let pull = ["pull", "--job", "1", "--dir", copy.to_str().unwrap(), "--data-listen", &data_listen];
     let agent = c.agent("edge-1", &pull);
+    std::thread::sleep(Duration::from_secs(3));
+    let _coordinator = c.coordinator();
     c.wait_same_tree(&source, &copy, SYNC_WITHIN);
     let agent_log = c.log("edge-1");
     assert!(
