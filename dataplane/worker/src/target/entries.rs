@@ -159,6 +159,7 @@ pub fn end_of_pass(
     });
     let chown = fsops::can_chown();
     for (path, meta) in &memory.dirs {
+        let _times_held = crate::target::sweep::dir_times_lock();
         let applied = root.dir(path, false).and_then(|fd| {
             // A changed mode or owner is access control: it is synced below.
             let access_changed = rustix::fs::fstat(&fd).is_ok_and(|st| {

@@ -8,7 +8,6 @@
 //! file commits or a pass lists their directory.
 
 use std::collections::HashSet;
-use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
@@ -47,6 +46,17 @@ pub fn is_stale_temp(name: &[u8], own_pid: u32) -> bool {
     let pid = rest.split(|&b| b == b'.').nth(2).and_then(|p| std::str::from_utf8(p).ok()?.parse::<u32>().ok());
     // A live process of that pid may be another target serving the same root.
     pid.is_some_and(|pid| pid != own_pid && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Held while a directory's times are set: by the sweep from before it reads a
+/// directory's times until it has put them back, and by a pass while it applies
+/// directory metadata. Without it the sweep (idle priority, so it may wait long between
+/// the two) could read a directory's times, let a pass set the source's, and then put
+/// back the ones it had read: the directory kept the time a dead process's temporary
+/// gave it (the crash test, under load: `big` newer at the target than at the source).
+pub fn dir_times_lock() -> std::sync::MutexGuard<'static, ()> {
+    static DIR_TIMES: Mutex<()> = Mutex::new(());
+    DIR_TIMES.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Starts the sweep of `root` in a background thread, once per root per process.
@@ -94,12 +104,7 @@ fn sweep(root: &TargetRoot, own_pid: u32) -> u64 {
             continue;
         };
         let Ok(entries) = rustix::fs::Dir::new(dup) else { continue };
-        // Removing a name changes the directory's times, which replicate: keep them.
-        let times = rustix::fs::fstat(&dir).ok().map(|st| Timestamps {
-            last_access: Timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec as _ },
-            last_modification: Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },
-        });
-        let mut removed_here = 0;
+        let mut stale: Vec<std::ffi::CString> = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_bytes();
             if name == b"." || name == b".." {
@@ -109,12 +114,22 @@ fn sweep(root: &TargetRoot, own_pid: u32) -> u64 {
                 if let Ok(sub) = rel.join(name) {
                     stack.push(sub);
                 }
-            } else if is_stale_temp(name, own_pid)
-                && rustix::fs::unlinkat(dir.as_fd(), entry.file_name(), AtFlags::empty()).is_ok()
-            {
-                removed_here += 1;
+            } else if is_stale_temp(name, own_pid) {
+                stale.push(entry.file_name().to_owned());
             }
         }
+        if stale.is_empty() {
+            continue;
+        }
+        // Removing a name changes the directory's times, which replicate: keep them.
+        let _times_held = dir_times_lock();
+        let times = rustix::fs::fstat(&dir).ok().map(|st| Timestamps {
+            last_access: Timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec as _ },
+            last_modification: Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },
+        });
+        let removed_here =
+            stale.iter().filter(|name| rustix::fs::unlinkat(&dir, name.as_c_str(), AtFlags::empty()).is_ok()).count()
+                as u64;
         if let (true, Some(times)) = (removed_here > 0, &times) {
             let _ = rustix::fs::futimens(&dir, times);
         }
@@ -165,5 +180,37 @@ mod tests {
         for p in kept.iter().chain([&own.as_str()]) {
             assert!(r.join(p).exists(), "{p} went");
         }
+    }
+
+    fn mtime(p: &std::path::Path) -> (i64, i64) {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    }
+
+    /// A pass that sets a directory's times while the sweep works there wins: the sweep
+    /// reads the times to put back only once the pass is done, and its removal does not
+    /// show in them.
+    #[test]
+    fn directory_times_a_pass_sets_while_the_sweep_runs_are_the_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path().to_path_buf();
+        std::fs::create_dir_all(r.join("big")).unwrap();
+        let temp = r.join("big/.xtsync-tmp.1.0.99999999.0.1");
+        std::fs::write(&temp, b"x").unwrap();
+        let root = TargetRoot::open(&r).unwrap();
+
+        let pass = dir_times_lock();
+        let sweeper = std::thread::spawn(move || sweep(&root, std::process::id()));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(temp.exists(), "the sweep removed a name while a pass set directory times");
+        // The pass sets the source's times (an hour ago) and lets go.
+        let source_time = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::open(r.join("big")).unwrap().set_modified(source_time).unwrap();
+        let set = mtime(&r.join("big"));
+        drop(pass);
+        assert_eq!(sweeper.join().unwrap(), 1);
+        assert!(!temp.exists());
+        assert_eq!(mtime(&r.join("big")), set, "the sweep put back other times than the pass set");
     }
 }
