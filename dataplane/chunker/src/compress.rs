@@ -147,6 +147,7 @@ impl ChunkCodec {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn a_file_of_incompressible_chunks_is_probed_not_compressed_and_found_again_when_it_changes() {
@@ -168,7 +169,6 @@ mod tests {
         probe.observe(Encoding::Zstd);
         assert!((0..10).all(|_| probe.should_try()));
     }
-    use super::*;
 
     #[test]
     fn text_compresses_and_round_trips() {

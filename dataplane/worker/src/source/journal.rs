@@ -73,7 +73,10 @@ impl Journals {
         // Before a new watcher starts: if the root is replaced in between, the next pass
         // sees another directory and walks.
         let root_id = std::fs::metadata(root).map(|m| (m.dev(), m.ino())).ok()?;
-        let kept = self.lock().remove(&job).filter(|j| j.shape == shape && j.root_id == root_id);
+        // Taken out of the map first: a journal dropped here stops its watcher thread
+        // (a join), which must not hold up the other jobs' passes.
+        let kept = self.lock().remove(&job);
+        let kept = kept.filter(|j| j.shape == shape && j.root_id == root_id);
         let kept = kept.and_then(|journal| recorded(&journal).map(|changes| (journal, changes)));
         let (journal, changes) = match kept {
             Some(kept) => kept,
@@ -90,12 +93,17 @@ impl Journals {
     /// After the pass: the journal keeps recording; it vouches for the next pass only if
     /// this one succeeded.
     pub fn end(&self, job: u64, taken: Taken, succeeded: bool) {
-        let mut by_job = self.lock();
-        by_job.insert(job, Journal { vouches: succeeded, ..taken.journal });
-        while by_job.len() > JOURNALS_MAX {
-            let Some(oldest) = by_job.iter().min_by_key(|(_, j)| j.used_at).map(|(job, _)| *job) else { break };
-            by_job.remove(&oldest);
+        let mut dropped = Vec::new();
+        {
+            let mut by_job = self.lock();
+            by_job.insert(job, Journal { vouches: succeeded, ..taken.journal });
+            while by_job.len() > JOURNALS_MAX {
+                let Some(oldest) = by_job.iter().min_by_key(|(_, j)| j.used_at).map(|(job, _)| *job) else { break };
+                dropped.extend(by_job.remove(&oldest));
+            }
         }
+        // Their watcher threads are stopped (joined) outside the lock.
+        drop(dropped);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Journal>> {
