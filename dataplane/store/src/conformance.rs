@@ -28,6 +28,8 @@ fn suite(store: &dyn WorkerStore) {
         })
         .unwrap();
     assert_eq!(store.chunk_locations(&[b, a]).unwrap(), vec![Some(loc("/t/y", 65536)), Some(loc("/t/x", 0))]);
+    // Just written, the records are in memory.
+    assert_eq!(store.chunk_locations_in_memory(&[b, [3; 32]]).unwrap(), Some(vec![Some(loc("/t/y", 65536)), None]));
     assert_eq!(store.target_records(&[b"/t/x".to_vec(), b"/t/z".to_vec()]).unwrap(), vec![Some(t), None]);
     assert_eq!(store.source_records(&[b"/s/x".to_vec()]).unwrap(), vec![Some(s)]);
     store.apply(StoreBatch { ops: vec![StoreOp::DeleteChunk(a), StoreOp::DeleteTarget(b"/t/x".to_vec())] }).unwrap();
@@ -91,6 +93,10 @@ fn renames(store: &dyn WorkerStore) {
     of_size.sort();
     assert_eq!(of_size, vec![([1; 32], b"/s/a".to_vec()), ([2; 32], b"/s/b".to_vec())]);
     assert_eq!(store.source_paths_of_size(4095).unwrap(), vec![]);
+    assert!(store.has_source_records_under(b"/s").unwrap());
+    assert!(store.has_source_records_under(b"/").unwrap());
+    assert!(!store.has_source_records_under(b"/s/a").unwrap(), "a file has nothing beneath it");
+    assert!(!store.has_source_records_under(b"/t").unwrap());
     assert_eq!(
         store.moved_to(&[b"/t/old".to_vec(), b"/t/new".to_vec()]).unwrap(),
         vec![Some(b"/t/new".to_vec()), None]
@@ -110,7 +116,26 @@ fn rocks_engine_conforms_and_persists() {
         suite(&store);
     }
     let store = RocksStore::open(dir.path()).unwrap();
+    // Enough records for many data blocks, written out to a table file: none of those
+    // blocks is cached yet. The in-memory lookup declines a name that is there, and
+    // answers one that is not from the table's Bloom filter.
+    let many: Vec<StoreOp> = (0..20_000u32)
+        .map(|i| {
+            let mut name = [0u8; 32];
+            name[..4].copy_from_slice(&i.to_be_bytes());
+            name[4] = 0xaa;
+            StoreOp::PutChunk(name, loc("/t/many", u64::from(i) << 16))
+        })
+        .collect();
+    store.apply(StoreBatch { ops: many }).unwrap();
+    store.flush_memtables();
+    drop(store);
+    let store = RocksStore::open(dir.path()).unwrap();
+    assert_eq!(store.chunk_locations_in_memory(&[[2u8; 32]]).unwrap(), None);
+    assert_eq!(store.chunk_locations_in_memory(&[[0xee; 32]]).unwrap(), Some(vec![None]));
     assert_eq!(store.chunk_locations(&[[2u8; 32]]).unwrap(), vec![Some(loc("/t/y", 65536))]);
+    // Read once, its block is cached.
+    assert_eq!(store.chunk_locations_in_memory(&[[2u8; 32]]).unwrap(), Some(vec![Some(loc("/t/y", 65536))]));
 }
 
 #[test]

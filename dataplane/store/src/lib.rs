@@ -121,6 +121,10 @@ pub enum StoreError {
 /// Blocking calls: run them off the executor threads (`spawn_blocking`).
 pub trait WorkerStore: Send + Sync + 'static {
     fn chunk_locations(&self, names: &[ChunkName]) -> Result<Vec<Option<ChunkLocation>>, StoreError>;
+    /// As [`WorkerStore::chunk_locations`], but only from what the store holds in memory
+    /// (never a disk read, so an executor thread may call it): `None` when any of the
+    /// names would need one.
+    fn chunk_locations_in_memory(&self, names: &[ChunkName]) -> Result<Option<Vec<Option<ChunkLocation>>>, StoreError>;
     fn target_records(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<TargetRecord>>, StoreError>;
     fn source_records(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<SourceRecord>>, StoreError>;
     fn apply(&self, batch: StoreBatch) -> Result<(), StoreError>;
@@ -129,6 +133,9 @@ pub trait WorkerStore: Send + Sync + 'static {
     /// (digest, path) of source records put with this size (maybe stale), at most
     /// `SOURCE_PATHS_OF_SIZE_MAX`.
     fn source_paths_of_size(&self, size: u64) -> Result<Vec<DigestAtPath>, StoreError>;
+    /// Whether any source record lies beneath directory `dir` (an absolute path without
+    /// a trailing `/`).
+    fn has_source_records_under(&self, dir: &[u8]) -> Result<bool, StoreError>;
     /// Where the files at `paths` were renamed to (`PutMoved`), if they were.
     fn moved_to(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
     /// The synced entries of directory `dir` of `job`: (name, stat), in name order. For

@@ -50,6 +50,10 @@ impl WorkerStore for MemStore {
         Ok(lookup(&self.chunks, names))
     }
 
+    fn chunk_locations_in_memory(&self, names: &[ChunkName]) -> Result<Option<Vec<Option<ChunkLocation>>>, StoreError> {
+        self.chunk_locations(names).map(Some)
+    }
+
     fn target_records(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<TargetRecord>>, StoreError> {
         self.check()?;
         Ok(lookup(&self.targets, paths))
@@ -111,6 +115,13 @@ impl WorkerStore for MemStore {
             .filter_map(|(k, _)| split_size_digest_key(k))
             .take(SOURCE_PATHS_OF_SIZE_MAX)
             .collect())
+    }
+
+    fn has_source_records_under(&self, dir: &[u8]) -> Result<bool, StoreError> {
+        self.check()?;
+        let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let prefix = if dir.ends_with(b"/") { dir.to_vec() } else { [dir, b"/"].concat() };
+        Ok(sources.keys().any(|k| k.starts_with(&prefix)))
     }
 
     fn moved_to(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {

@@ -2,7 +2,10 @@
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, Direction, ErrorKind, IteratorMode, Options, ReadOptions, ReadTier,
+    WriteBatch, WriteOptions, DB,
+};
 
 use crate::codec::*;
 use crate::*;
@@ -30,11 +33,31 @@ impl RocksStore {
         // The store is a cache of small records: keep its footprint modest.
         opts.set_max_background_jobs(2);
         opts.set_write_buffer_size(16 << 20);
-        let cfs = [CF_CHUNKS, CF_TARGETS, CF_SOURCES, CF_SOURCE_INDEX, CF_MOVED, CF_SYNCED]
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        // The tables read by whole key get a Bloom filter (10 bits per key): a name or
+        // path that is not there (every chunk of a new file) is answered from memory,
+        // without reading a data block, which is what lets an executor ask
+        // `chunk_locations_in_memory` for most segments.
+        let cfs = [CF_CHUNKS, CF_TARGETS, CF_SOURCES, CF_SOURCE_INDEX, CF_MOVED, CF_SYNCED].map(|n| {
+            let mut cf_opts = Options::default();
+            if [CF_CHUNKS, CF_TARGETS, CF_SOURCES, CF_MOVED].contains(&n) {
+                let mut table = BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                cf_opts.set_block_based_table_factory(&table);
+            }
+            ColumnFamilyDescriptor::new(n, cf_opts)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs)
             .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.into_string() })?;
         Ok(RocksStore { db })
+    }
+
+    /// Writes the memtables out to table files (tests: records no longer in memory).
+    #[cfg(test)]
+    pub(crate) fn flush_memtables(&self) {
+        for name in [CF_CHUNKS, CF_TARGETS, CF_SOURCES, CF_SOURCE_INDEX, CF_MOVED, CF_SYNCED] {
+            let cf = self.db.cf_handle(name).expect("column family");
+            self.db.flush_cf(cf).expect("flush");
+        }
     }
 
     fn get_many<T>(
@@ -60,6 +83,22 @@ impl WorkerStore for RocksStore {
     fn chunk_locations(&self, names: &[ChunkName]) -> Result<Vec<Option<ChunkLocation>>, StoreError> {
         let keys: Vec<&[u8]> = names.iter().map(|n| &n[..]).collect();
         self.get_many(CF_CHUNKS, &keys, decode_location)
+    }
+
+    fn chunk_locations_in_memory(&self, names: &[ChunkName]) -> Result<Option<Vec<Option<ChunkLocation>>>, StoreError> {
+        let cf = self.db.cf_handle(CF_CHUNKS).ok_or(StoreError::Corrupt { what: "missing column family" })?;
+        let mut memory_only = ReadOptions::default();
+        memory_only.set_read_tier(ReadTier::BlockCache);
+        // One `Get` per name: `MultiGet` reads from disk whatever the read tier says.
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            match self.db.get_pinned_cf_opt(cf, name, &memory_only) {
+                Ok(v) => out.push(v.and_then(|v| decode_location(&v).ok())),
+                Err(e) if e.kind() == ErrorKind::Incomplete => return Ok(None),
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Ok(Some(out))
     }
 
     fn target_records(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<TargetRecord>>, StoreError> {
@@ -124,6 +163,16 @@ impl WorkerStore for RocksStore {
             out.extend(split_size_digest_key(&key));
         }
         Ok(out)
+    }
+
+    fn has_source_records_under(&self, dir: &[u8]) -> Result<bool, StoreError> {
+        let cf = self.db.cf_handle(CF_SOURCES).ok_or(StoreError::Corrupt { what: "missing column family" })?;
+        let prefix = if dir.ends_with(b"/") { dir.to_vec() } else { [dir, b"/"].concat() };
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek(&prefix);
+        let found = it.key().is_some_and(|k| k.starts_with(&prefix));
+        it.status().map_err(io)?;
+        Ok(found)
     }
 
     fn moved_to(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {

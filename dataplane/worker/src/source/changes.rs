@@ -201,7 +201,8 @@ pub fn walk_changes(
     let mut walker = Walker::new(root, delete, store, shards);
     walker.tally_into(tally);
     walker.track_link_names();
-    walker.detect_renames(root, set.renames.clone(), chunk_params);
+    let recorded_before = crate::source::scan::recorded_before(store.as_ref(), root);
+    walker.detect_renames(root, set.renames.clone(), chunk_params, recorded_before);
     let abs_of = |p: &RelPath| {
         if p.is_root() {
             root.to_path_buf()

@@ -101,6 +101,11 @@ pub struct Detector<'a> {
     pub events: EventRenames,
     /// Hashing candidates of the same size (copies) needs the job's chunking.
     pub chunk_params: Option<ChunkParams>,
+    /// The store held source records beneath `root` when the pass began. Without any
+    /// (an initial copy) the indexes can only name files recorded in this same pass,
+    /// which were there when walked: only events are asked. Asking the indexes for each
+    /// of 78,579 new files cost a tenth of an initial copy's walk and source CPU.
+    pub recorded_before: bool,
 }
 
 fn gone(abs: &Path) -> bool {
@@ -122,6 +127,9 @@ impl Detector<'_> {
     pub fn find(&self, path: &RelPath, abs: &Path, stat: &FileStat, had_record: bool) -> Option<Found> {
         let by_event = self.events.from_of(path);
         let by_inode = || {
+            if !self.recorded_before {
+                return None;
+            }
             let from_abs = self.store.source_path_of_inode(stat.dev, stat.ino).ok()??;
             rel_under(&self.root, &from_abs)
         };
@@ -137,7 +145,7 @@ impl Detector<'_> {
                 _ => {}
             }
         }
-        if had_record {
+        if had_record || !self.recorded_before {
             return None;
         }
         self.by_content(path, abs, stat)
@@ -236,6 +244,36 @@ mod tests {
         assert!(!same_file(&FileStat { ino: 3, ..stat }, &rec));
         assert!(!same_file(&FileStat { mtime_ns: 5, ..stat }, &rec));
         assert!(!same_file(&FileStat { size: 4, ..stat }, &rec));
+    }
+
+    #[test]
+    fn the_indexes_are_asked_only_when_the_pass_began_with_records() {
+        use xtsync_store::{MemStore, StoreBatch, StoreOp};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::write(root.join("new"), b"content").unwrap();
+        let stat = FileStat::of(&std::fs::symlink_metadata(root.join("new")).unwrap());
+        // Recorded under a name that is gone: a rename the inode index tells.
+        let store = MemStore::default();
+        let old_abs = root.join("old").as_os_str().as_bytes().to_vec();
+        store.apply(StoreBatch { ops: vec![StoreOp::PutSource(old_abs, stat.record([7; 32]))] }).unwrap();
+        let detector = |recorded_before, events| Detector {
+            root: root.clone(),
+            store: &store,
+            events,
+            chunk_params: Some(ChunkParams::default()),
+            recorded_before,
+        };
+        let abs = root.join("new");
+        let found = detector(true, EventRenames::default()).find(&rp("new"), &abs, &stat, false);
+        assert_eq!(found, Some(Found { from: rp("old"), digest: [7; 32] }));
+        assert!(crate::source::scan::recorded_before(&store, &root));
+        // A pass that began without records (an initial copy) asks only the events.
+        assert_eq!(detector(false, EventRenames::default()).find(&rp("new"), &abs, &stat, false), None);
+        let mut events = EventRenames::default();
+        events.insert(rp("old"), rp("new"));
+        assert_eq!(detector(false, events).find(&rp("new"), &abs, &stat, false), found);
+        assert!(!crate::source::scan::recorded_before(&store, &root.join("elsewhere")));
     }
 
     #[test]

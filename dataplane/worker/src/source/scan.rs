@@ -80,6 +80,12 @@ fn shard_of(bytes: &[u8], shards: usize) -> usize {
     (u64::from_le_bytes(blake3::hash(bytes).as_bytes()[..8].try_into().expect("8 bytes")) % shards as u64) as usize
 }
 
+/// Whether the store holds source records beneath `root` now (at a pass's start); when
+/// it cannot say, as if it did (rename detection then asks its indexes).
+pub fn recorded_before(store: &dyn WorkerStore, root: &Path) -> bool {
+    store.has_source_records_under(root.as_os_str().as_bytes()).unwrap_or(true)
+}
+
 /// Walks `root` and sends every entry to `shards[i]`. Returns when the tree is done or
 /// a receiver hung up (the pass was cancelled).
 pub fn walk(
@@ -96,6 +102,7 @@ pub fn walk(
     if !root_meta.is_dir() {
         return Err(ScanError::Root { path: root.display().to_string(), reason: "not a directory".into() });
     }
+    let recorded_before = recorded_before(store.as_ref(), root);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, WALK_THREADS_MAX);
     let queue = DirQueue::new((RelPath::root(), root.to_path_buf(), root_meta, None));
     let links = Arc::default();
@@ -112,7 +119,7 @@ pub fn walk(
                         walker.links = Arc::clone(links);
                         walker.tally_into(tally);
                         walker.synced = fork.as_mut();
-                        walker.detect_renames(root, EventRenames::default(), chunk_params);
+                        walker.detect_renames(root, EventRenames::default(), chunk_params, recorded_before);
                         walker.drain(queue).map(|()| walker.stats)
                     });
                 walker.map_err(|e| {
@@ -272,9 +279,16 @@ impl<'a> Walker<'a> {
 
     /// Recognises renames (see `source::renames`) of the tree at `root`: from `events`,
     /// from the inode index, and with `chunk_params` by hashing same-size candidates.
-    pub fn detect_renames(&mut self, root: &Path, events: EventRenames, chunk_params: Option<ChunkParams>) {
+    /// `recorded_before`: see [`recorded_before`].
+    pub fn detect_renames(
+        &mut self,
+        root: &Path,
+        events: EventRenames,
+        chunk_params: Option<ChunkParams>,
+        recorded_before: bool,
+    ) {
         let store: &'a dyn WorkerStore = self.store.as_ref();
-        self.renames = Some(Detector { root: root.to_path_buf(), store, events, chunk_params });
+        self.renames = Some(Detector { root: root.to_path_buf(), store, events, chunk_params, recorded_before });
     }
 
     /// The directory `rel` was renamed from, by the events, if that path is gone.

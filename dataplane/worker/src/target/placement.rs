@@ -70,6 +70,31 @@ pub fn start_writeback(t: &TempFile, offset: u64, len: u64) {
     }
 }
 
+/// Chunks up to this size are written with a plain `pwrite` on the executor thread.
+/// ext4 cannot take a buffered write without blocking (no `FMODE_BUF_WASYNC`), so
+/// io_uring hands every one to an io-wq worker thread: for the chunk of a small file
+/// that hand-off (a wake-up, two context switches, a completion) costs more than the
+/// copy into the page cache. An initial copy of 78,579 small files spent a tenth of
+/// the target's CPU on it.
+const WRITE_INLINE_BYTES_MAX: usize = 64 << 10;
+
+fn write_inline(t: &TempFile, data: &[u8], offset: u64) -> Result<usize, String> {
+    // SAFETY: the glommio file owns the descriptor for this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(t.file.as_raw_fd()) };
+    let mut done = 0;
+    while done < data.len() {
+        match rustix::io::pwrite(fd, &data[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            // Part written: reported as a short write, which says why.
+            Err(_) if done > 0 => break,
+            Err(e) => return Err(std::io::Error::from(e).to_string()),
+        }
+    }
+    Ok(done)
+}
+
 /// Writes one chunk (already verified) at `offset` of the file's temporary copy.
 pub async fn write_chunk(file: &mut OpenFile, name: ChunkName, data: Vec<u8>, offset: u64) {
     if file.error.is_some() {
@@ -77,7 +102,12 @@ pub async fn write_chunk(file: &mut OpenFile, name: ChunkName, data: Vec<u8>, of
     }
     let Some(t) = &file.target else { return };
     let len = data.len() as u32;
-    match t.file.write_at(data, offset).await {
+    let written = if data.len() <= WRITE_INLINE_BYTES_MAX {
+        write_inline(t, &data, offset)
+    } else {
+        t.file.write_at(data, offset).await.map_err(|e| e.to_string())
+    };
+    match written {
         Ok(n) if n == len as usize => {}
         Ok(n) => return file.fail(short_write(t, n, len)),
         Err(e) => return file.fail(format!("write: {e}")),

@@ -426,8 +426,15 @@ impl TargetSession {
         file.next_offset = offset;
         if !lookup.is_empty() {
             let names: Vec<[u8; 32]> = lookup.iter().map(|&i| s.chunks[i].name).collect();
-            let store = self.ctx.store.clone();
-            let found = glommio::executor().spawn_blocking(move || store.chunk_locations(&names)).await;
+            // Most segments are answered from the store's memory (new chunks by the
+            // Bloom filters), here; the others need a disk read, off the executor.
+            let found = match self.ctx.store.chunk_locations_in_memory(&names) {
+                Ok(Some(found)) => Ok(found),
+                _ => {
+                    let store = self.ctx.store.clone();
+                    glommio::executor().spawn_blocking(move || store.chunk_locations(&names)).await
+                }
+            };
             let found = found.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "chunk index lookup failed; asking the source for everything");
                 vec![None; lookup.len()]
