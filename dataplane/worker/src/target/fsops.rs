@@ -258,7 +258,7 @@ pub fn apply_meta_fd(fd: BorrowedFd<'_>, meta: &Meta, what: &[u8]) -> Result<(),
     }
     rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode & 0o7777)).map_err(sys(what, "chmod"))?;
     // `user.*` attributes the source no longer has go (a directory keeps its inode).
-    for name in user_xattr_names(|buf| rustix::fs::flistxattr(fd, buf)) {
+    for name in user_xattr_names(|| rustix::fs::flistxattr_query(fd), |buf| rustix::fs::flistxattr(fd, buf)) {
         if !meta.xattrs.iter().any(|(n, _)| *n == name) {
             rustix::fs::fremovexattr(fd, name.as_slice()).map_err(sys(what, "removexattr"))?;
         }
@@ -274,7 +274,16 @@ pub fn apply_meta_fd(fd: BorrowedFd<'_>, meta: &Meta, what: &[u8]) -> Result<(),
 }
 
 /// The `user.*` attribute names a `listxattr`-like call returns (none on error).
-fn user_xattr_names(list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>) -> Vec<Vec<u8>> {
+fn user_xattr_names(
+    size: impl Fn() -> rustix::io::Result<usize>,
+    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+) -> Vec<Vec<u8>> {
+    // The size first: most files have no attributes at all, and a 64 KiB buffer for
+    // each of them was most of a small file's metadata cost.
+    match size() {
+        Ok(0) | Err(_) => return Vec::new(),
+        Ok(_) => {}
+    }
     let mut buf = vec![0u8; 64 * 1024];
     match list(&mut buf[..]) {
         Ok(n) => buf[..n].split(|&b| b == 0).filter(|n| n.starts_with(b"user.")).map(|n| n.to_vec()).collect(),
@@ -290,13 +299,14 @@ pub fn user_xattrs_at(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<(Vec<u8>, Vec<u8>
     path.extend_from_slice(name);
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&path));
     let mut value = vec![0u8; xtsync_wire::XATTR_VALUE_BYTES_MAX];
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = user_xattr_names(|buf| rustix::fs::llistxattr(path, buf))
-        .into_iter()
-        .filter_map(|n| {
-            let len = rustix::fs::lgetxattr(path, n.as_slice(), &mut value[..]).ok()?;
-            Some((n, value[..len].to_vec()))
-        })
-        .collect();
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> =
+        user_xattr_names(|| rustix::fs::llistxattr_query(path), |buf| rustix::fs::llistxattr(path, buf))
+            .into_iter()
+            .filter_map(|n| {
+                let len = rustix::fs::lgetxattr(path, n.as_slice(), &mut value[..]).ok()?;
+                Some((n, value[..len].to_vec()))
+            })
+            .collect();
     out.sort();
     out
 }

@@ -17,9 +17,13 @@ use crate::target::checkpoint::is_partial;
 pub fn finalize(t: &TempFile, file: &OpenFile) -> Result<TargetRecord, String> {
     // SAFETY: the glommio file owns this fd and outlives the borrow.
     let fd = unsafe { BorrowedFd::borrow_raw(t.file.as_raw_fd()) };
-    rustix::fs::ftruncate(fd, file.size).map_err(|e| format!("truncate: {e}"))?;
-    crate::target::fsops::apply_meta_fd(fd, &file.meta, file.path.as_bytes()).map_err(|e| e.to_string())?;
     let st = rustix::fs::fstat(fd).map_err(|e| format!("fstat: {e}"))?;
+    // Only for trailing holes (or a longer earlier attempt): ext4 journals even a
+    // truncate to the size the file already has.
+    if st.st_size as u64 != file.size {
+        rustix::fs::ftruncate(fd, file.size).map_err(|e| format!("truncate: {e}"))?;
+    }
+    crate::target::fsops::apply_meta_fd(fd, &file.meta, file.path.as_bytes()).map_err(|e| e.to_string())?;
     Ok(TargetRecord {
         ino: st.st_ino,
         size: file.size,
