@@ -175,6 +175,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     {
         let mut batch = Vec::with_capacity(COALESCED_BYTES_MAX);
         let mut closing = false;
+        let mut yielded = false;
         while let Ok(first) = rx.recv_async().await {
             // Small frames are coalesced into one write; a frame of a TLS record or more
             // (chunk data) is written from its own buffer, not copied again.
@@ -201,6 +202,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                         w.write_all(&frame).await?;
                     }
                     Item::Frame(frame) => batch.extend_from_slice(&frame),
+                    Item::Spliced(frame) if frame.range.len() < DIRECT_WRITE_BYTES_MIN => {
+                        // A small body is cheaper copied than written on its own.
+                        batch.extend_from_slice(&frame.head);
+                        batch.extend_from_slice(&(*frame.body).as_ref()[frame.range.clone()]);
+                        batch.extend_from_slice(&frame.tail);
+                    }
                     Item::Spliced(frame) => {
                         // What is coalesced so far and the head go with the body, in
                         // one vectored write; the tail starts the next batch.
@@ -227,8 +234,18 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 drop(_permit);
                 if batch.len() < COALESCED_BYTES_MAX {
                     next = rx.try_recv().ok();
+                    if next.is_none() && !batch.is_empty() && !yielded {
+                        // The session's other tasks (the producer, the reply handler)
+                        // often have a frame more to queue: let them run once, so that
+                        // a small file's frames leave in one record and one send
+                        // instead of one each.
+                        yielded = true;
+                        futures_lite::future::yield_now().await;
+                        next = rx.try_recv().ok();
+                    }
                 }
             }
+            yielded = false;
             if !batch.is_empty() {
                 w.write_all(&batch).await?;
                 batch.clear();
