@@ -74,13 +74,18 @@ pub fn start_writeback(t: &TempFile, offset: u64, len: u64) {
     }
 }
 
-/// Chunks up to this size are written with a plain `pwrite` on the executor thread.
+/// Chunks up to this size, of files up to `WRITE_INLINE_FILE_BYTES_MAX`, are written
+/// with a plain `pwrite` on the executor thread.
 /// ext4 cannot take a buffered write without blocking (no `FMODE_BUF_WASYNC`), so
 /// io_uring hands every one to an io-wq worker thread: for the chunk of a small file
 /// that hand-off (a wake-up, two context switches, a completion) costs more than the
 /// copy into the page cache. An initial copy of 78,579 small files spent a tenth of
 /// the target's CPU on it.
+/// Only in files up to this size: a large file's copy into the page cache is better
+/// done by an io-wq thread, on the other CPU, while the executor decrypts and hashes the
+/// next chunk.
 const WRITE_INLINE_BYTES_MAX: usize = 64 << 10;
+const WRITE_INLINE_FILE_BYTES_MAX: u64 = 1 << 20;
 
 fn write_inline(t: &TempFile, data: &[u8], offset: u64) -> Result<usize, String> {
     // SAFETY: the glommio file owns the descriptor for this borrow.
@@ -106,7 +111,7 @@ pub async fn write_chunk(file: &mut OpenFile, name: ChunkName, data: Vec<u8>, of
     }
     let Some(t) = &file.target else { return };
     let len = data.len() as u32;
-    let written = if data.len() <= WRITE_INLINE_BYTES_MAX {
+    let written = if data.len() <= WRITE_INLINE_BYTES_MAX && file.size <= WRITE_INLINE_FILE_BYTES_MAX {
         write_inline(t, &data, offset)
     } else {
         t.file.write_at(data, offset).await.map_err(|e| e.to_string())
