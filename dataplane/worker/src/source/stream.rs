@@ -158,12 +158,33 @@ async fn read_lease(fd: BorrowedFd<'_>, path: &std::path::Path) -> bool {
 /// through io_uring, which the kernel always hands to an io-wq worker thread: for a
 /// small file that hand-off cost more than everything else in reading it. The walk
 /// has just `lstat`ed the path, so the open finds it in the dentry and inode caches.
-/// Never through a symlink: the walk saw a regular file there.
-fn open_source(path: &std::path::Path) -> std::io::Result<BufferedFile> {
+/// Never through a symlink (the walk saw a regular file there), and never anything
+/// but a regular file: the open does not block (`O_NONBLOCK`: a FIFO put there since
+/// would wait for a writer), and one that would (a lease held by another process, to
+/// be broken) goes through io_uring as before. `O_NONBLOCK` is cleared once open: on
+/// a file opened with it io_uring would fail an uncached read instead of waiting.
+async fn open_source(path: &std::path::Path) -> std::io::Result<BufferedFile> {
     use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?;
-    // SAFETY: a descriptor just opened and owned by nothing else.
     use std::os::fd::{FromRawFd, IntoRawFd};
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let fd = match rustix::fs::open(path, flags | OFlags::NONBLOCK, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            return glommio::io::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .buffered_open(path)
+                .await
+                .map_err(std::io::Error::from)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no longer a regular file"));
+    }
+    rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
+    // SAFETY: a descriptor just opened and owned by nothing else.
     Ok(unsafe { BufferedFile::from_raw_fd(fd.into_raw_fd()) })
 }
 
@@ -184,8 +205,10 @@ impl std::ops::Deref for Block {
 }
 
 /// Reads up to `len` bytes at `pos`: first with `preadv2(RWF_NOWAIT)` on the executor
-/// thread, which copies what the page cache holds and never waits for the disk; what
-/// that could not read whole goes through io_uring. The small files of a source tree
+/// thread, which copies what the page cache holds and does not wait for the data to
+/// come from the disk (on a miss it starts readahead and returns; the filesystem may
+/// still take a lock or read extent metadata meanwhile); what that could not read
+/// whole goes through io_uring. The small files of a source tree
 /// are mostly cached (the walk, an editor, a build just touched them), and a cached
 /// read through io_uring costs a submission, a completion and two polls of the read's
 /// future.
@@ -220,7 +243,7 @@ impl Session {
         let WalkKind::File { stat, .. } = item.kind else {
             return Err(SessionError::Protocol(format!("{:?} is not a file", item.path)));
         };
-        let file = match open_source(&item.abs) {
+        let file = match open_source(&item.abs).await {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(path = %item.abs.display(), error = %e, "cannot open source file; skipping it");
@@ -416,25 +439,36 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, &content).unwrap();
         std::os::unix::fs::symlink(&path, dir.path().join("link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
         let (tx, rx) = flume::unbounded();
         let cpus = crate::runtime::allowed_cpus();
         let root = dir.path().to_path_buf();
         let handles = crate::runtime::start_executors(&cpus[..1], move |_| {
             let (dir, tx) = (root.clone(), tx.clone());
             async move {
-                let f = open_source(&dir.join("f")).unwrap();
+                let f = open_source(&dir.join("f")).await.unwrap();
                 let mut got = Vec::new();
-                // Small (cached, on the executor), large (io_uring), and past the end.
+                // Small (just written, so cached: on the executor), large (io_uring),
+                // and past the end.
                 for (pos, len) in [(0u64, 4096usize), (4096, 300_000), (304_096, 1 << 20), (600_000, 1)] {
-                    got.push((pos, read_block(&f, pos, len).await.unwrap().to_vec()));
+                    let block = read_block(&f, pos, len).await.unwrap();
+                    got.push((matches!(block, Block::Cached(_)), block.to_vec()));
                 }
-                let through_link = open_source(&dir.join("link")).map(|_| ()).map_err(|e| e.raw_os_error());
-                tx.send((got, through_link)).unwrap();
+                let through_link = open_source(&dir.join("link")).await.map(|_| ()).map_err(|e| e.raw_os_error());
+                let fifo = open_source(&dir.join("fifo")).await.map(|_| ()).map_err(|e| e.kind());
+                tx.send((got, through_link, fifo)).unwrap();
                 f.close().await.unwrap();
             }
         })
         .unwrap();
-        let (got, through_link) = rx.recv().unwrap();
+        let (got, through_link, fifo) = rx.recv().unwrap();
         for h in handles {
             h.join().unwrap();
         }
@@ -443,5 +477,7 @@ mod tests {
         assert_eq!(got[2].1.len(), 600_000 - 304_096, "a read past the end is short");
         assert!(got[3].1.is_empty());
         assert_eq!(through_link, Err(Some(libc::ELOOP)));
+        assert_eq!(fifo, Err(std::io::ErrorKind::InvalidInput), "a FIFO is refused, not waited on");
+        assert_eq!(got.iter().map(|(cached, _)| *cached).collect::<Vec<_>>(), [true, false, false, true]);
     }
 }
