@@ -140,8 +140,18 @@ class XtsyncServer:
         try:
             self.info = json.loads(line)
         except ValueError:
-            err = self.server.stderr.read()[-400:] if self.server.poll() is not None else ""
-            self.error = f"quickstart --serve did not start: {line.strip()[:200]} {err}"
+            err = self.server.stderr.read() if self.server.poll() is not None else ""
+            # The first lines say what failed (a panic's message, an error); keep them
+            # and the end, and the whole of it beside the run's JSON.
+            head, tail = err[:1500], err[-400:] if len(err) > 1900 else ""
+            self.error = f"quickstart --serve did not start: {line.strip()[:200]} {head} {tail}"
+            try:
+                out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+                os.makedirs(out_dir, exist_ok=True)
+                with open(os.path.join(out_dir, "serve-failed.log"), "a") as f:
+                    f.write(f"=== {' '.join(self.serve)}\n{err}\n")
+            except OSError:
+                pass
             return False
         self.daemons = _proc_children(self.server.pid)
         return True
