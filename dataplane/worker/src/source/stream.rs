@@ -208,10 +208,9 @@ impl std::ops::Deref for Block {
 /// thread, which copies what the page cache holds and does not wait for the data to
 /// come from the disk (on a miss it starts readahead and returns; the filesystem may
 /// still take a lock or read extent metadata meanwhile); what that could not read
-/// whole goes through io_uring. The small files of a source tree
-/// are mostly cached (the walk, an editor, a build just touched them), and a cached
-/// read through io_uring costs a submission, a completion and two polls of the read's
-/// future.
+/// whole goes through io_uring. The small files of a source tree are mostly cached
+/// (the walk, an editor, a build just touched them), and a cached read through
+/// io_uring costs a submission, a completion and two polls of the read's future.
 async fn read_block(file: &BufferedFile, pos: u64, len: usize) -> std::io::Result<Block> {
     const CACHED_READ_BYTES_MAX: usize = 256 << 10;
     if len <= CACHED_READ_BYTES_MAX {
