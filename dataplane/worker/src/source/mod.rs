@@ -18,6 +18,7 @@
 pub mod backlog;
 pub mod changes;
 pub mod continuous;
+pub mod dir_queue;
 pub mod entry_meta;
 pub mod journal;
 pub mod lease;

@@ -15,6 +15,7 @@ use xtsync_store::{SourceRecord, SyncedEntry, WorkerStore};
 use xtsync_wire::{Meta, RelPath};
 
 use crate::source::backlog::{Backlog, SharedBacklog};
+use crate::source::dir_queue::DirQueue;
 use crate::source::entry_meta::{meta_of, read_xattrs, FileStat};
 use crate::source::renames::{rel_under, Detector, EventRenames};
 use crate::source::synced::SyncedWalk;
@@ -159,51 +160,6 @@ const WALK_THREADS_MAX: usize = 4;
 /// target acknowledged of it (see `source::synced`).
 type PendingDir = (RelPath, PathBuf, std::fs::Metadata, Option<SyncedEntry>);
 
-/// The directories of a walk shared by its threads: a stack (depth first), the number
-/// being walked (whose subdirectories may still come), and whether the walk stopped.
-struct DirQueue {
-    state: std::sync::Mutex<(Vec<PendingDir>, usize, bool)>,
-    changed: std::sync::Condvar,
-}
-
-impl DirQueue {
-    fn new(root: PendingDir) -> DirQueue {
-        DirQueue { state: std::sync::Mutex::new((vec![root], 0, false)), changed: std::sync::Condvar::new() }
-    }
-
-    /// The next directory, or `None` when the walk is over (or stopped).
-    fn pop(&self) -> Option<PendingDir> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let (stack, walking, stopped) = &mut *state;
-            if *stopped {
-                return None;
-            }
-            if let Some(dir) = stack.pop() {
-                *walking += 1;
-                return Some(dir);
-            }
-            if *walking == 0 {
-                return None;
-            }
-            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    /// A directory popped is walked; these are its subdirectories, in name order.
-    fn done(&self, subdirs: Vec<PendingDir>) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.0.extend(subdirs.into_iter().rev());
-        state.1 -= 1;
-        self.changed.notify_all();
-    }
-
-    fn cancel(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).2 = true;
-        self.changed.notify_all();
-    }
-}
-
 /// Per multi-link inode (device, inode): a count of names (the link count, or the
 /// names missing) and names.
 pub type LinkNames = HashMap<(u64, u64), (u64, Vec<RelPath>)>;
@@ -333,7 +289,7 @@ impl<'a> Walker<'a> {
 
     /// Takes directories from `queue` until it is empty and no other thread can add to
     /// it, and walks each (see [`Walker::dir`]); its subdirectories go back to the queue.
-    fn drain(&mut self, queue: &DirQueue) -> Result<(), ScanError> {
+    fn drain(&mut self, queue: &DirQueue<PendingDir>) -> Result<(), ScanError> {
         while let Some(dir) = queue.pop() {
             match self.one_dir(dir, true) {
                 Ok(subdirs) => queue.done(subdirs),
