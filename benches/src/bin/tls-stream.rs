@@ -1,6 +1,6 @@
 //! `tls-stream`: throughput and CPU cost of the data plane's TLS path, user space
 //! (rustls) or kernel (kTLS), through the worker's own session code
-//! (`xtsync_worker::secure`) on its pinned glommio executors, over loopback.
+//! (`xtsync_link::secure`) on its pinned glommio executors, over loopback.
 //!
 //! Session k's sender runs on executor k mod N and its receiver on executor k+1 mod N,
 //! so one session keeps both ends on different cores and N sessions load every core.
@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use xtsync_config::KtlsMode;
+use xtsync_link::frames::Counted;
+use xtsync_link::runtime::{allowed_cpus, raise_memlock_limit, start_executors};
+use xtsync_link::secure::{establish, KtlsPolicy};
+use xtsync_metrics::WorkerMetrics;
 use xtsync_transport::ktls::TlsPath;
-use xtsync_worker::frames::Counted;
-use xtsync_worker::metrics::WorkerMetrics;
-use xtsync_worker::runtime::{allowed_cpus, raise_memlock_limit, start_executors};
-use xtsync_worker::secure::{establish, KtlsPolicy};
 
 struct Options {
     sessions: usize,
@@ -59,8 +59,9 @@ fn parse_args() -> anyhow::Result<Options> {
 }
 
 fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct we pass.
+    // SAFETY: `rusage` is plain integers, for which all zeroes is a valid value.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct it is given, which lives on this stack.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(u.ru_utime) + t(u.ru_stime)

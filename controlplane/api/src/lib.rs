@@ -6,6 +6,8 @@
 //! plain serde; the REST paths are versioned (`/v1/...`) and described in
 //! `controlplane/coordinator/openapi.yaml`.
 
+#![forbid(unsafe_code)]
+
 pub mod job;
 pub mod metrics;
 pub mod run;

@@ -6,6 +6,8 @@
 //! the file, the key and what is wrong. Nothing needs a file: [`Config::default`] is
 //! the embedded default the quickstart runs on.
 
+#![forbid(unsafe_code)]
+
 mod raw;
 mod validate;
 

@@ -14,6 +14,8 @@
 //!   [`https`]: serving it over mutual TLS; [`metrics`]: Prometheus text;
 //! - [`server`]: startup and shutdown, used by the binary.
 
+#![forbid(unsafe_code)]
+
 pub mod assignments;
 pub mod coordinator;
 pub mod error;

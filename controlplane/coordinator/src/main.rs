@@ -1,5 +1,7 @@
 //! `xtsync-coordinator`: the control-plane daemon.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

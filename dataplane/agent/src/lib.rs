@@ -10,6 +10,8 @@
 //! `backoff`: capped exponential delays; `supervise`: keeps the job's run active
 //! through coordinator outages; `pull::pull_spec`: the pull job (pure).
 
+#![forbid(unsafe_code)]
+
 pub mod backoff;
 pub mod modes;
 pub mod profile;

@@ -1,6 +1,8 @@
 //! `xtsync-agent`: the endpoint agent (see the crate documentation and the README's
 //! "Agents" section).
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use xtsync_receiver::admission::CheckedPeers;
 use xtsync_transport::TlsPolicy;
 use xtsync_worker::control::ControlOptions;
 use xtsync_worker::daemon::Profile;
-use xtsync_worker::target::admission::CheckedPeers;
 
 /// The longest wait between two attempts to reach the coordinator or the peer worker.
 pub const RETRY_DELAY_MAX: Duration = Duration::from_secs(30);

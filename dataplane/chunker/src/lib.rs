@@ -10,11 +10,13 @@ mod stream;
 
 pub use compress::{ChunkCodec, CompressError, CompressProbe, Encoding};
 pub use name::{content_digest, ChunkName, DigestBuilder};
-pub use stream::{ChunkParams, ChunkParamsError, StreamChunker};
+pub use stream::{ChunkParams, ChunkParamsError, StreamChunker, CHUNK_BYTES_MAX};
 
 /// True when every byte is zero: such chunks become holes at the target.
 pub fn is_all_zero(data: &[u8]) -> bool {
-    // SAFETY-free fast path: compare 16-byte words, then the tail.
+    // Fast path: compare 16-byte words, then the ends.
+    // SAFETY: every bit pattern is a valid u128, and `align_to` puts in `body` only
+    // the aligned, whole words inside `data`; `head` and `tail` are the bytes around.
     let (head, body, tail) = unsafe { data.align_to::<u128>() };
     head.iter().all(|&b| b == 0) && body.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0)
 }

@@ -16,6 +16,10 @@ pub enum ChunkParamsError {
     OutOfRange { min: u32, avg: u32, max: u32 },
 }
 
+/// Largest chunk any parameters allow: one chunk must fit one frame
+/// (`xtsync_wire::FRAME_PAYLOAD_BYTES_MAX`, checked where both are known).
+pub const CHUNK_BYTES_MAX: u32 = 16 << 20;
+
 impl ChunkParams {
     /// Sizes from an average: min = avg/4, max = avg*4 (FastCDC's recommended spread).
     pub fn from_avg(chunk_bytes_avg: u32) -> Result<ChunkParams, ChunkParamsError> {
@@ -23,7 +27,8 @@ impl ChunkParams {
     }
 
     pub fn new(min: u32, avg: u32, max: u32) -> Result<ChunkParams, ChunkParamsError> {
-        let ok = (64..=1 << 20).contains(&min) && (256..=4 << 20).contains(&avg) && (1024..=16 << 20).contains(&max);
+        let ok =
+            (64..=1 << 20).contains(&min) && (256..=4 << 20).contains(&avg) && (1024..=CHUNK_BYTES_MAX).contains(&max);
         if !ok || min > avg || avg > max {
             return Err(ChunkParamsError::OutOfRange { min, avg, max });
         }

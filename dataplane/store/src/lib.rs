@@ -21,6 +21,8 @@
 //!   and the basis that makes them valid (`synced.rs`), so that a pass sends only what
 //!   changed since. Losing it costs one pass that sends every entry.
 
+#![forbid(unsafe_code)]
+
 mod codec;
 mod mem;
 mod rocks;

@@ -1,5 +1,5 @@
 //! Keys and values of the **synced** table: per job, what its target acknowledged, as
-//! the source's stat of each entry when it was sent (see `xtsync_worker::source::synced`).
+//! the source's stat of each entry when it was sent (see `xtsync_walk::synced`).
 //!
 //! Key of an entry: job (8 bytes, big-endian), its directory's path, `0x00`, its name.
 //! The job's root itself is (dir "", name ""). A directory's entries are therefore one

@@ -9,7 +9,7 @@
 
 use crate::codec::{put_u32, put_u8, Reader};
 use crate::frame::{encode_frame, FRAME_HEADER_BYTES};
-use crate::message::kind;
+use crate::kind;
 use crate::{WireError, FRAME_PAYLOAD_BYTES_MAX};
 
 /// Frames smaller than this are sent as they are (too little to gain).

@@ -1,15 +1,18 @@
 //! The data-plane wire protocol, as pure code: frame header, message types, and their
 //! encoding. Decoding is a pure function over bytes (`decode_header`, `Message::decode`)
 //! that never panics and never allocates more than the frame it was given, so it can be
-//! fuzzed directly (see `fuzz/` and the randomized tests below).
+//! fuzzed directly (the seeded mutation tests in `tests.rs` do so in the regular suite).
 //!
 //! Frame = 8-byte header `[version u8][kind u8][reserved u16 = 0][payload_len u32 LE]`
 //! followed by `payload_len` bytes. Every frame carries the protocol version, and a
 //! peer refuses frames of a version it does not speak.
 
+#![forbid(unsafe_code)]
+
 mod codec;
 mod compressed;
 mod frame;
+mod kind;
 mod message;
 mod path;
 
@@ -18,6 +21,11 @@ pub use compressed::{compress_frame, COMPRESSIBLE_FRAME_BYTES_MIN};
 pub use frame::{decode_header, encode_frame, FrameHeader, FRAME_HEADER_BYTES};
 pub use message::*;
 pub use path::{RelPath, PATH_BYTES_MAX, PATH_COMPONENT_BYTES_MAX};
+
+/// Prefix of the temporary names a receiver assembles new versions under. A sender
+/// never sends entries with this prefix (a tree may be both a target and a source),
+/// and a receiver sweeps stale ones.
+pub const TEMP_PREFIX: &str = ".xtsync-tmp.";
 
 /// The protocol version this build speaks. 2: the target speaks first (`Ready`); a
 /// version-1 peer gets a clear version error instead of both sides waiting.
@@ -28,6 +36,9 @@ pub const PROTOCOL_VERSION: u8 = 5;
 /// Largest payload of any frame: one max-size chunk (16 MiB) plus its trailer, or
 /// an entry batch.
 pub const FRAME_PAYLOAD_BYTES_MAX: u32 = (16 << 20) + 4096;
+/// Files a receiver keeps open (begun, not ended) per session; a sender keeps fewer
+/// in flight.
+pub const FILES_OPEN_PER_SESSION_MAX: usize = 4096;
 /// Entries in one `Entries` frame.
 pub const ENTRIES_PER_BATCH_MAX: usize = 4096;
 /// Chunks listed in one `Segment` frame.

@@ -205,8 +205,7 @@ fn lying_counts_do_not_allocate_or_panic() {
     assert!(matches!(Message::decode(6, payload), Err(WireError::TooMany { .. })));
 }
 
-/// Seeded mutation fuzzing of the decoder in the regular suite (the libFuzzer targets
-/// in `dataplane/wire/fuzz` go further). Replay a seed with XTSYNC_FUZZ_SEED=N.
+/// Seeded mutation fuzzing of the decoder in the regular suite. Replay a seed with XTSYNC_FUZZ_SEED=N.
 #[test]
 fn mutated_frames_never_panic() {
     let seed: u64 = std::env::var("XTSYNC_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);

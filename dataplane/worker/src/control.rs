@@ -12,9 +12,9 @@ use xtsync_api::{
 };
 
 pub use crate::client::{ClientError, CoordinatorClient};
-use crate::metrics::WorkerMetrics;
-use crate::source::continuous::{run_continuous, ReconcileRequest};
-use crate::source::pass::{run_pass, PassContext, PassSink};
+use xtsync_metrics::WorkerMetrics;
+use xtsync_sender::continuous::{run_continuous, ReconcileRequest};
+use xtsync_sender::pass::{run_pass, PassContext, PassSink};
 
 struct CoordinatorSink {
     client: CoordinatorClient,

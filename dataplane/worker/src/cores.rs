@@ -6,29 +6,24 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::metrics::WorkerMetrics;
-use crate::secure::KtlsPolicy;
-use crate::source::session::{run_session, PassFeed, SessionEvent, SessionParams};
-use crate::target::listener::{accept_loop, bind};
-use crate::target::session::TargetContext;
-
-/// Sent from the control thread to one executor.
-pub enum CoreCommand {
-    /// A source session: one pass per feed, until `passes` closes.
-    StartSource { params: SessionParams, passes: flume::Receiver<PassFeed>, events: flume::Sender<SessionEvent> },
-}
+use xtsync_link::secure::KtlsPolicy;
+use xtsync_metrics::WorkerMetrics;
+use xtsync_receiver::listener::{accept_loop, bind};
+use xtsync_receiver::session::TargetContext;
+use xtsync_sender::session::run_session;
+use xtsync_sender::CoreCommand;
 
 pub struct CoreSetup {
     pub data_listen: SocketAddr,
     pub store: Arc<dyn xtsync_store::WorkerStore>,
-    pub partials: Arc<crate::target::checkpoint::KeptPartials>,
+    pub partials: Arc<xtsync_receiver::checkpoint::KeptPartials>,
     /// Reloaded on file change or SIGHUP: each accepted connection takes the current one.
     pub server_tls: xtsync_transport::ReloadingTls,
     pub ktls: KtlsPolicy,
     /// `transfer.small_batch_sync: per_file`.
     pub per_file_sync: bool,
     pub metrics: Arc<WorkerMetrics>,
-    pub admission: crate::target::admission::Admission,
+    pub admission: xtsync_receiver::admission::Admission,
     /// Each executor reports here once its data listener is bound (or why it is not):
     /// the worker registers only when every core accepts sessions.
     pub listening: flume::Sender<(usize, Result<(), String>)>,

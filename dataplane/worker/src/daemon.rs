@@ -18,11 +18,13 @@ use xtsync_transport::{ReloadingTls, TlsFiles, TlsPolicy};
 use crate::client::CoordinatorClient;
 use crate::control::{control_loop, serve_http, ControlOptions};
 use crate::cores::{core_main, CoreSetup};
-use crate::metrics::WorkerMetrics;
-use crate::runtime::{allowed_cpus, raise_memlock_limit, raise_nofile_limit, start_executors};
-use crate::secure::KtlsPolicy;
-use crate::source::pass::PassContext;
-use crate::target::admission::{serve_admissions, Admission, AdmissionRequest, CheckedPeers};
+use xtsync_link::runtime::{allowed_cpus, raise_memlock_limit, raise_nofile_limit, start_executors};
+use xtsync_link::secure::KtlsPolicy;
+use xtsync_metrics::WorkerMetrics;
+use xtsync_receiver::admission::{Admission, AdmissionRequest, CheckedPeers};
+use xtsync_sender::pass::PassContext;
+
+use crate::admissions::serve_admissions;
 
 /// The flags of both daemons (each overrides its configuration key).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -158,7 +160,7 @@ where
     F: FnOnce(Started) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    crate::source::lease::ignore_break_signal();
+    xtsync_sender::lease::ignore_break_signal();
     let mut data_listen = flags.data_listen.unwrap_or(config.networking.data_listen);
     if data_listen.port() == 0 {
         // Every executor binds the same port (SO_REUSEPORT): pick it once.
@@ -341,7 +343,7 @@ fn start_cores(
     sessions: SessionOptions,
     metrics: &Arc<WorkerMetrics>,
     admission: Admission,
-) -> Result<Vec<flume::Sender<crate::cores::CoreCommand>>, DaemonError> {
+) -> Result<Vec<flume::Sender<xtsync_sender::CoreCommand>>, DaemonError> {
     let SessionOptions { ktls, per_file_sync } = sessions;
     let (listening_tx, listening) = flume::unbounded();
     let setup = Arc::new(CoreSetup {

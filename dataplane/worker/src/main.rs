@@ -1,5 +1,7 @@
 //! `xtsync-worker`: the data-plane daemon (start-up in `xtsync_worker::daemon`).
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use xtsync_worker::daemon::{load_config, run, DaemonFlags, Profile};
 

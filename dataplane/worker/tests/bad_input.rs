@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
+use xtsync_testkit::free_port;
 use xtsync_transport::{client_config, identity_of, CertAuthority, IssueRequest, Role, TlsFiles, TlsPolicy};
 use xtsync_wire::*;
 
@@ -28,10 +29,6 @@ impl Drop for Worker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn start_worker() -> Worker {

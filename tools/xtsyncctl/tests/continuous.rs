@@ -3,7 +3,7 @@
 //! kept session. What a user checks: the target follows the source, bursts of small
 //! files do not cost a pass each, and the reported lag returns to zero.
 
-mod common;
+use xtsync_testkit as common;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -10,7 +10,7 @@
 //! `XTSYNC_CRASH_KILLS=N` sets the number of kills (the suite runs a few; `perf/crash.sh`
 //! runs the full count).
 
-mod common;
+use xtsync_testkit as common;
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;

@@ -7,12 +7,13 @@
 //! The cluster is set up the way an operator would: `xtsyncctl cert`, the daemons with
 //! their flags, `xtsyncctl job create --continuous`, `job run`, `status --json`.
 
-mod common;
+use xtsync_testkit as common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cluster::Daemon;
 use common::*;
 
 /// A namespace and its veth link to the host, removed however the test ends.
@@ -61,19 +62,6 @@ impl Drop for Link {
         let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn bin(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_xtsyncctl")).with_file_name(name)
 }
 
 fn start(mut cmd: Command, log: &Path) -> Daemon {

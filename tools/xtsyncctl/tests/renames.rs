@@ -1,7 +1,7 @@
 //! Renames and moves at the source are applied at the target as renames: the target's
 //! file keeps its inode (it was renamed, not copied), and no chunk crosses the wire.
 
-mod common;
+use xtsync_testkit as common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! coordinator (openraft on RocksDB) and two glommio workers talking mTLS, and the
 //! tests check what an operator would: the target is the source, content and metadata.
 
-mod common;
+use xtsync_testkit as common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! the checkpointed part is not sent again (the target reuses it), and the file
 //! arrives whole.
 
-mod common;
+use xtsync_testkit as common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! instead of with one `syncfs`. What a user checks: the target still follows every
 //! kind of change.
 
-mod common;
+use xtsync_testkit as common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

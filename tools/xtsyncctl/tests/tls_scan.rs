@@ -7,34 +7,17 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use xtsync_testkit::cluster::Daemon;
+use xtsync_testkit::{bin as binary, free_port};
 use xtsync_transport::{CertAuthority, IssueRequest, Role};
 
 /// A whole scan of one port takes ~10 s here; this bounds a hung one.
 const SCAN_TIMEOUT_S: u32 = 120;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn binary(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_xtsyncctl")).with_file_name(name);
-    assert!(path.exists(), "{} is missing: build the workspace (cargo build --workspace)", path.display());
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn tls_args(ca: &CertAuthority, name: &str) -> Vec<String> {
     let (c, f) = (ca.ca_files(), ca.cert_files(name));
