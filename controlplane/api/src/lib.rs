@@ -24,6 +24,9 @@ pub use worker::{Assignment, HeartbeatReply, WorkerHeartbeat, WorkerRegistration
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterStatus {
     pub node_id: u64,
+    /// This node's Raft role: `leader`, `follower`, `candidate` or `learner`.
+    #[serde(default)]
+    pub role: String,
     pub leader_id: Option<u64>,
     pub term: u64,
     pub last_applied_index: u64,
@@ -38,6 +41,21 @@ pub struct ClusterStatus {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ApiError {
     pub error: String,
+    /// Set when the request was not applied because this coordinator is not the
+    /// leader: the client may send it again elsewhere (see `xtsync-client`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
+}
+
+/// Why a coordinator did not apply a request, and where to send it instead.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Redirect {
+    /// 421: another coordinator leads; `leader_addr` is its REST `host:port`.
+    NotLeader { leader_id: u64, leader_addr: String },
+    /// 503: no leader is known here (an election is running, or this node lost its
+    /// quorum); another coordinator may know one.
+    NoLeader,
 }
 
 /// Milliseconds since the Unix epoch, the timestamp unit of the API.

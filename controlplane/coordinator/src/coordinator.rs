@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::ServerState;
 use tokio::sync::{watch, Notify};
 use xtsync_api::{
@@ -21,6 +21,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::raft_types::{Node, NodeId, Raft};
 use crate::state::{query, Command, Outcome};
 use crate::store::reader::StateReader;
+use crate::timing::{QUORUM_ACK_MS_MAX, READ_BARRIER_WAIT_MAX};
 
 /// Longest a heartbeat long poll waits for an assignment.
 pub const HEARTBEAT_WAIT_MS_MAX: u64 = 30_000;
@@ -80,28 +81,54 @@ impl Coordinator {
     }
 
     fn not_leader(&self, leader_id: Option<NodeId>, leader_node: Option<Node>) -> ServiceError {
-        match leader_id {
-            Some(leader_id) if leader_id != self.node_id => ServiceError::NotLeader {
-                node_id: self.node_id,
-                leader_id,
-                leader_addr: leader_node.map(|n| n.addr).unwrap_or_else(|| "an unknown address".into()),
-            },
+        // A leader whose address this node does not know yet is no help to the client:
+        // it tries the other coordinators, as when no leader is known.
+        match (leader_id, leader_node) {
+            (Some(leader_id), Some(node)) if leader_id != self.node_id => {
+                ServiceError::NotLeader { node_id: self.node_id, leader_id, leader_addr: node.addr }
+            }
             _ => ServiceError::NoLeader { node_id: self.node_id },
         }
     }
 
-    /// Leader-only operations (heartbeats) check this first.
+    /// Leader-only operations (heartbeats, writes) check this first. A leader that has
+    /// not heard from a quorum within its lease answers as a node without a leader
+    /// (check-quorum): it may have been deposed behind a partition, and the client
+    /// should look for the leader elsewhere instead of waiting on a write that cannot
+    /// commit.
     pub fn ensure_leader(&self) -> Result<(), ServiceError> {
         let m = self.raft.metrics().borrow().clone();
         if m.state == ServerState::Leader {
-            return Ok(());
+            return match m.millis_since_quorum_ack {
+                Some(ms) if ms > QUORUM_ACK_MS_MAX => {
+                    Err(ServiceError::NoQuorum { node_id: self.node_id, since_ms: ms })
+                }
+                _ => Ok(()),
+            };
         }
         let node = m.current_leader.and_then(|id| m.membership_config.membership().get_node(&id).cloned());
         Err(self.not_leader(m.current_leader, node))
     }
 
+    /// Before a read that must be current: this node leads, and a quorum confirms it
+    /// now (openraft's read index), and the state applied here has caught up with it.
+    pub async fn read_barrier(&self) -> Result<(), ServiceError> {
+        self.ensure_leader()?;
+        match tokio::time::timeout(READ_BARRIER_WAIT_MAX, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(self.not_leader(f.leader_id, f.leader_node))
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) | Err(_) => {
+                Err(ServiceError::NoLeader { node_id: self.node_id })
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(ServiceError::Raft(e.to_string())),
+        }
+    }
+
     /// Proposes `cmd` and waits until it is committed and applied.
     pub async fn write(&self, cmd: Command) -> Result<Outcome, ServiceError> {
+        self.ensure_leader()?;
         match self.raft.client_write(cmd).await {
             Ok(resp) => Ok(resp.data?),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -156,6 +183,7 @@ impl Coordinator {
         let c = query::counters(&self.reader)?;
         Ok(ClusterStatus {
             node_id: self.node_id,
+            role: format!("{:?}", m.state).to_lowercase(),
             leader_id: m.current_leader,
             term: m.current_term,
             last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),

@@ -15,6 +15,9 @@ pub enum ServiceError {
     /// No leader is known (election in progress, no quorum, or never initialized).
     #[error("coordinator {node_id} knows no Raft leader: wait for the election, check that a majority of coordinators is up, or initialize a new cluster with POST /v1/cluster/init")]
     NoLeader { node_id: NodeId },
+    /// This node leads but heard from no quorum lately: it may have been deposed.
+    #[error("coordinator {node_id} has not heard from a majority of coordinators for {since_ms} ms: it may be cut off; ask another coordinator")]
+    NoQuorum { node_id: NodeId, since_ms: u64 },
     /// The state machine refused the command (replicated, deterministic).
     #[error(transparent)]
     Refused(#[from] CommandError),

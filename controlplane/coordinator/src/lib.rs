@@ -12,7 +12,8 @@
 //! - [`coordinator`]: the service tying Raft and the in-memory state together;
 //! - [`http`]: the axum REST API and who may call what ([`http::access`]);
 //!   [`https`]: serving it over mutual TLS; [`metrics`]: Prometheus text;
-//! - [`server`]: startup and shutdown, used by the binary.
+//! - [`server`]: startup and shutdown, used by the binary; [`timing`]: the Raft and
+//!   request timing that failover depends on.
 
 #![forbid(unsafe_code)]
 
@@ -28,3 +29,4 @@ pub mod raft_types;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod timing;

@@ -17,11 +17,8 @@ use crate::store::log::LogStore;
 use crate::store::reader::StateReader;
 use crate::store::state_machine::StateMachineStore;
 use crate::store::{self, StoreError};
+use crate::timing::{ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, HEARTBEAT_INTERVAL_MS};
 
-/// Raft timing: the group runs on one LAN or a few sites; elections within ~2 s.
-const HEARTBEAT_INTERVAL_MS: u64 = 250;
-const ELECTION_TIMEOUT_MIN_MS: u64 = 1000;
-const ELECTION_TIMEOUT_MAX_MS: u64 = 2000;
 /// Build a snapshot (and purge the log behind it) every this many entries.
 const SNAPSHOT_EVERY_LOGS: u64 = 10_000;
 
@@ -49,6 +46,8 @@ pub enum ServerError {
     RaftConfig(Box<openraft::ConfigError>),
     #[error("cannot start Raft: {0}")]
     Raft(String),
+    #[error("raft stopped: {0}")]
+    RaftStopped(String),
     #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("HTTP server failed: {0}")]
@@ -78,6 +77,20 @@ fn init_members(opts: &ServerOptions, local_addr: SocketAddr) -> BTreeMap<NodeId
         opts.coordinators.iter().map(|c| (c.id, Node { addr: c.api_addr.clone() })).collect()
     } else {
         BTreeMap::from([(opts.node_id, Node { addr: local_addr.to_string() })])
+    }
+}
+
+/// Resolves when the Raft core stops on its own (a storage error, a protocol
+/// violation), with openraft's reason.
+async fn raft_stopped(raft: Raft) -> String {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "the Raft core is gone".into();
+        }
     }
 }
 
@@ -131,9 +144,18 @@ pub async fn run(opts: ServerOptions, shutdown: impl Future<Output = ()> + Send 
     tracing::info!(node_id = opts.node_id, addr = %local_addr, cert = %tls.current().own, "coordinator listening (HTTPS, client certificates required)");
     let app = crate::http::router(coordinator.clone());
     let stopping = coordinator.clone();
+    let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel();
+    let watched = raft.clone();
     let served = crate::https::serve(listener, app, tls, async move {
-        shutdown.await;
-        tracing::info!("shutting down");
+        tokio::select! {
+            _ = shutdown => tracing::info!("shutting down"),
+            reason = raft_stopped(watched) => {
+                // A node whose Raft core stopped cannot serve: exit, so that the service
+                // manager restarts it, rather than answer requests it cannot apply.
+                tracing::error!(%reason, "raft stopped; the coordinator exits");
+                let _ = fatal_tx.send(reason);
+            }
+        }
         stopping.begin_shutdown();
     })
     .await;
@@ -142,6 +164,9 @@ pub async fn run(opts: ServerOptions, shutdown: impl Future<Output = ()> + Send 
         tracing::warn!(error = %e, "raft did not shut down cleanly");
     }
     served.map_err(ServerError::Serve)?;
+    if let Ok(reason) = fatal_rx.await {
+        return Err(ServerError::RaftStopped(reason));
+    }
     tracing::info!("coordinator stopped");
     Ok(())
 }

@@ -4,12 +4,16 @@
 //! is unreachable. The policy itself ([`job_allows`]) is the receiver's.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use xtsync_api::{Job, JobId};
 use xtsync_receiver::admission::{job_allows, AdmissionRequest, Refusal, SessionClaim, REFRESH_AFTER};
 
 use crate::client::CoordinatorClient;
+
+/// How long a session's admission waits for the coordinators (an election takes
+/// about a second); then a kept answer stands, or the session is refused.
+const ADMISSION_WAIT_MAX: Duration = Duration::from_secs(3);
 
 /// Serves the cores' admission requests from the control thread until they stop.
 pub async fn serve_admissions(
@@ -42,7 +46,7 @@ async fn verdict(
     let fresh = kept.get(&id).filter(|(at, _)| at.elapsed() < REFRESH_AFTER).map(|(_, job)| job.clone());
     let job = match fresh {
         Some(job) => job,
-        None => match client.job(id).await {
+        None => match client.job_within(id, ADMISSION_WAIT_MAX).await {
             Ok(job) => {
                 kept.insert(id, (Instant::now(), job.clone()));
                 job

@@ -48,9 +48,10 @@ pub struct DaemonFlags {
     /// Directory of the local store (overrides storage.metadata_path).
     #[arg(long)]
     pub metadata_path: Option<PathBuf>,
-    /// Coordinator REST address host:port (overrides coordinators[0]).
+    /// A coordinator's REST address host:port; repeat it for every coordinator
+    /// (overrides `coordinators`). Requests find the leader among them.
     #[arg(long)]
-    pub coordinator: Option<String>,
+    pub coordinator: Vec<String>,
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
     #[arg(long)]
@@ -178,7 +179,11 @@ where
     });
     let metadata_path =
         flags.metadata_path.clone().unwrap_or(config.storage.metadata_path.join(profile.metadata_dir_name));
-    let coordinator = flags.coordinator.clone().unwrap_or_else(|| config.coordinators[0].api_addr.clone());
+    let coordinators: Vec<String> = if flags.coordinator.is_empty() {
+        config.coordinators.iter().map(|c| c.api_addr.clone()).collect()
+    } else {
+        flags.coordinator.clone()
+    };
     let tls_files = TlsFiles::from_flags_or_config(
         flags.tls_cert.as_deref(),
         flags.tls_key.as_deref(),
@@ -247,7 +252,7 @@ where
         http_addr: http_listen.to_string(),
         cores: cpus.len() as u32,
     };
-    let client = CoordinatorClient::new(&coordinator, tls.clone()).map_err(|e| DaemonError::Usage(e.to_string()))?;
+    let client = CoordinatorClient::new(&coordinators, tls.clone()).map_err(|e| DaemonError::Usage(e.to_string()))?;
     let started = Started { name: name.clone(), data_addr: advertise, client: client.clone() };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io("tokio runtime"))?;
     rt.block_on(async move {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::netns::Lan;
 use crate::xtsyncctl;
 
 /// A daemon, killed (SIGKILL) on drop.
@@ -57,9 +58,15 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub pki: PathBuf,
     pub logs: PathBuf,
+    /// The first coordinator (the only one unless [`Cluster::on_lan`] made more).
     pub coordinator_addr: String,
+    /// Every coordinator's REST address: clients are given all of them.
+    pub coordinator_addrs: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
+
+/// The port every coordinator of a [`Cluster::on_lan`] listens on (each in its host).
+pub const LAN_COORDINATOR_PORT: u16 = 7400;
 
 impl Cluster {
     /// A CA with certificates for the coordinator, `admin`, and the given workers and
@@ -76,7 +83,9 @@ impl Cluster {
         let (pki, logs) = (dir.join("pki"), dir.join("logs"));
         std::fs::create_dir_all(&logs).unwrap();
         let port = free_port();
-        let cluster = Cluster { dir, pki, logs, coordinator_addr: format!("127.0.0.1:{port}"), _tmp: tmp };
+        let coordinator_addr = format!("127.0.0.1:{port}");
+        let coordinator_addrs = vec![coordinator_addr.clone()];
+        let cluster = Cluster { dir, pki, logs, coordinator_addr, coordinator_addrs, _tmp: tmp };
         let pki_s = cluster.pki.to_str().unwrap().to_string();
         cluster.ctl_ok(&["cert", "init-ca", "--name", "agents-test", "--dir", &pki_s]);
         let mut certs = vec![("coordinator", "coordinator"), ("admin", "admin")];
@@ -86,6 +95,59 @@ impl Cluster {
             cluster.ctl_ok(&["cert", "issue", "--role", role, "--name", name, "--dir", &pki_s]);
         }
         cluster
+    }
+
+    /// The same, with one coordinator in each host of `lan` (certificates `coord-N`
+    /// for node N, naming the host's address), started with [`Cluster::member`].
+    pub fn on_lan(lan: &Lan, workers: &[&str]) -> Cluster {
+        let mut cluster = Cluster::new(workers, &[]);
+        let pki_s = cluster.pki.to_str().unwrap().to_string();
+        cluster.coordinator_addrs.clear();
+        let mut yaml = String::from("coordinators:\n");
+        for i in 0..lan.len() {
+            let host_ip = lan.host(i).ip.clone();
+            let name = format!("coord-{}", i + 1);
+            cluster.ctl_ok(&[
+                "cert",
+                "issue",
+                "--role",
+                "coordinator",
+                "--name",
+                &name,
+                "--san",
+                &host_ip,
+                "--dir",
+                &pki_s,
+            ]);
+            yaml.push_str(&format!("  - {{ id: {}, host: \"{host_ip}\", port: {LAN_COORDINATOR_PORT} }}\n", i + 1));
+            cluster.coordinator_addrs.push(format!("{host_ip}:{LAN_COORDINATOR_PORT}"));
+        }
+        cluster.coordinator_addr = cluster.coordinator_addrs[0].clone();
+        std::fs::write(cluster.dir.join("coordinators.yaml"), yaml).unwrap();
+        cluster
+    }
+
+    /// Coordinator `node` (1-based) of an [`Cluster::on_lan`] cluster, in its host,
+    /// with its own metadata directory; `init` forms the group from the config's list.
+    pub fn member(&self, lan: &Lan, node: usize, init: bool) -> Daemon {
+        let host = lan.host(node - 1);
+        let mut c = lan.command(node - 1, &bin("xtsync-coordinator"));
+        c.arg("--config")
+            .arg(self.dir.join("coordinators.yaml"))
+            .args(["--node-id", &node.to_string()])
+            .args(["--http-listen", &format!("{}:{LAN_COORDINATOR_PORT}", host.ip)])
+            .arg("--metadata-path")
+            .arg(self.dir.join(format!("coordinator-{node}")))
+            .args(self.tls(&format!("coord-{node}")));
+        if init {
+            c.arg("--init");
+        }
+        self.spawn(c, &format!("coordinator-{node}"))
+    }
+
+    /// `--coordinator ADDR` for every coordinator.
+    pub fn coordinator_flags(&self) -> Vec<String> {
+        self.coordinator_addrs.iter().flat_map(|a| ["--coordinator".to_string(), a.clone()]).collect()
     }
 
     fn ctl_ok(&self, args: &[&str]) -> Vec<u8> {
@@ -142,7 +204,8 @@ impl Cluster {
         w.args(["--name", name, "--site", "dc1", "--cores", "1"])
             .args(["--data-listen", &format!("127.0.0.1:{data_port}")])
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
-            .args(["--coordinator", &self.coordinator_addr, "--metadata-path"])
+            .args(self.coordinator_flags())
+            .arg("--metadata-path")
             .arg(self.dir.join(name))
             .args(self.tls(name))
             .args(extra);
@@ -154,7 +217,7 @@ impl Cluster {
     pub fn agent(&self, name: &str, mode_args: &[&str]) -> Daemon {
         let mut a = Command::new(bin("xtsync-agent"));
         a.args(mode_args)
-            .args(["--coordinator", &self.coordinator_addr])
+            .args(self.coordinator_flags())
             .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
             .arg("--metadata-path")
             .arg(self.dir.join(name))
@@ -166,7 +229,7 @@ impl Cluster {
     pub fn admin(&self, args: &[&str]) -> Output {
         let f = |file: &str| self.pki.join(file).display().to_string();
         xtsyncctl()
-            .args(["--coordinator", &self.coordinator_addr])
+            .args(self.coordinator_flags())
             .args(["--cert", &f("admin.crt"), "--key", &f("admin.key"), "--ca", &f("ca.crt")])
             .args(args)
             .output()

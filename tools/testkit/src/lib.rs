@@ -1,6 +1,7 @@
 //! The test kit of the integration tests: the real binaries found in cargo's build
 //! folder (`bins`), loopback ports that do not collide with other tests (`ports`), a
-//! cluster set up the operator's way (`cluster`), trees built and compared the way an
+//! cluster set up the operator's way (`cluster`), several hosts as network
+//! namespaces on a bridge (`netns`), trees built and compared the way an
 //! operator would (`trees`), and quickstart runs (below).
 //!
 //! What it does not do: build the binaries. The test command builds every binary the
@@ -11,6 +12,7 @@
 
 pub mod bins;
 pub mod cluster;
+pub mod netns;
 pub mod ports;
 pub mod trees;
 

@@ -1,17 +1,30 @@
-//! A small client of the coordinator's REST API, over HTTPS with the operator's
-//! certificate (role `admin`, or `agent` for read-only use).
-
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+//! A small client of the coordinators' REST API, over HTTPS with the operator's
+//! certificate (role `admin`, or `agent` for read-only use); `xtsync-client` finds
+//! the leader among the coordinators given.
 
 use anyhow::{anyhow, bail, Context};
 use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
 use xtsync_api::{ClusterStatus, Job, JobSpec, Run, WorkerStatus};
-use xtsync_transport::{client_config, describe_tls_error, find_tls_error, identity_of, TlsFiles, TlsPolicy};
+use xtsync_client::{ClientError, ClientOptions, Retry, TlsSource};
+use xtsync_transport::{client_config, identity_of, TlsFiles, TlsPolicy};
 
 pub struct Client {
-    base: String,
-    http: reqwest::Client,
+    inner: xtsync_client::Client,
+}
+
+/// How long a command looks for a leader before it says there is none.
+const FAILOVER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One coordinator as `xtsyncctl status` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct Member {
+    pub addr: String,
+    /// Its own view; `None` when it did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view: Option<ClusterStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The operator's certificate files: the flags (or their environment variables) when
@@ -44,12 +57,8 @@ pub fn credentials(
 }
 
 impl Client {
-    pub fn new(addr: &str, files: &TlsFiles) -> anyhow::Result<Client> {
-        let base = if addr.starts_with("https://") {
-            addr.trim_end_matches('/').to_string()
-        } else {
-            format!("https://{}", addr.trim_start_matches("http://"))
-        };
+    /// A client of the coordinators at `addrs` (`host:port`; the leader is found).
+    pub fn new(addrs: &[String], files: &TlsFiles) -> anyhow::Result<Client> {
         // Whatever role the certificate has (admin, or agent reading its jobs): the
         // coordinator decides what it may do; we only insist on talking to a coordinator.
         let pem = std::fs::read(&files.cert).with_context(|| format!("reading {}", files.cert.display()))?;
@@ -59,65 +68,75 @@ impl Client {
         let own = identity_of(&leaf).with_context(|| files.cert.display().to_string())?;
         let policy = TlsPolicy { own_role: own.role, ..TlsPolicy::ADMIN };
         let tls = client_config(files, &policy)?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls((*tls).clone())
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("building the HTTPS client")?;
-        Ok(Client { base, http })
-    }
-
-    async fn decode<T: DeserializeOwned>(&self, what: &str, resp: reqwest::Response) -> anyhow::Result<T> {
-        let status = resp.status();
-        let body = resp.text().await.with_context(|| format!("{what}: reading the answer"))?;
-        if !status.is_success() {
-            let msg = serde_json::from_str::<xtsync_api::ApiError>(&body).map(|e| e.error).unwrap_or(body);
-            bail!("{what}: coordinator answered {status}: {msg}");
-        }
-        let body = if body.is_empty() { "null".to_string() } else { body };
-        serde_json::from_str(&body).with_context(|| format!("{what}: unexpected answer {body:?}"))
+        // An operator waits for an election (about a second), not for a cluster that
+        // lost its quorum: that is reported after this.
+        let options = ClientOptions { failover_deadline: FAILOVER_DEADLINE, ..ClientOptions::default() };
+        let inner = xtsync_client::Client::new(addrs, TlsSource::Fixed(tls), options)?;
+        Ok(Client { inner })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let resp = self.http.get(format!("{}{path}", self.base)).send().await.map_err(|e| self.unreachable(&e))?;
-        self.decode(&format!("GET {path}"), resp).await
+        self.inner.get(path).await.map_err(|e| self.explain(&format!("GET {path}"), e))
     }
 
+    /// A write that would take effect twice if repeated (creating a job or a run).
     pub async fn post<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
-        let resp =
-            self.http.post(format!("{}{path}", self.base)).json(body).send().await.map_err(|e| self.unreachable(&e))?;
-        self.decode(&format!("POST {path}"), resp).await
+        self.inner.post(path, body, Retry::Once).await.map_err(|e| self.explain(&format!("POST {path}"), e))
     }
 
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
-        let resp = self.http.delete(format!("{}{path}", self.base)).send().await.map_err(|e| self.unreachable(&e))?;
-        self.decode::<serde_json::Value>(&format!("DELETE {path}"), resp).await.map(|_| ())
+        let done: anyhow::Result<serde_json::Value> =
+            self.inner.delete(path).await.map_err(|e| self.explain(&format!("DELETE {path}"), e));
+        done.map(|_| ())
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> anyhow::Error {
-        if find_tls_error(e).is_some() {
-            return anyhow!(
-                "TLS with the coordinator at {} failed: {} (the certificate must come from the cluster CA, be valid and not revoked; see --cert, --key, --ca)",
-                self.base,
-                describe_tls_error(e)
-            );
+    fn explain(&self, what: &str, e: ClientError) -> anyhow::Error {
+        let addrs = self.inner.addrs().join(", ");
+        match e {
+            ClientError::Unreachable { tls: true, reasons } => anyhow!(
+                "{what}: TLS with the coordinators failed: {reasons} (the certificate must come from the cluster CA, be valid and not revoked; see --cert, --key, --ca)"
+            ),
+            ClientError::Unreachable { reasons, .. } => anyhow!(
+                "{what}: no coordinator reachable at {addrs}: {reasons} (is xtsync-coordinator running? set --coordinator, once per coordinator)"
+            ),
+            ClientError::Status { status, message, .. } => {
+                anyhow!("{what}: coordinator answered {status}: {message}")
+            }
+            other => anyhow!("{what}: {other}"),
         }
-        anyhow!(
-            "coordinator at {} is unreachable: {} (is xtsync-coordinator running? set --coordinator)",
-            self.base,
-            describe_tls_error(e)
-        )
     }
 
+    /// Whether some coordinator answers `/health`.
     pub async fn health(&self) -> bool {
-        matches!(self.http.get(format!("{}/health", self.base)).send().await, Ok(r) if r.status().is_success())
+        self.inner.get::<serde_json::Value>("/health").await.is_ok()
     }
 
     pub async fn status(&self) -> anyhow::Result<ClusterStatus> {
         self.get("/v1/status").await
     }
+
+    /// Each coordinator's own view (`/v1/status?local=true`), or why it did not answer.
+    pub async fn members(&self) -> Vec<Member> {
+        let mut members = Vec::new();
+        let mut addrs = self.inner.addrs();
+        addrs.sort();
+        for addr in addrs {
+            let answer: Result<ClusterStatus, ClientError> = self.inner.get_at(&addr, "/v1/status?local=true").await;
+            members.push(match answer {
+                Ok(mut view) => {
+                    view.workers.clear(); // liveness is the leader's, shown once
+                    Member { addr, view: Some(view), error: None }
+                }
+                Err(e) => Member { addr, view: None, error: Some(e.to_string()) },
+            });
+        }
+        members
+    }
     pub async fn init(&self) -> anyhow::Result<serde_json::Value> {
-        self.post("/v1/cluster/init", &serde_json::json!({})).await
+        // Initializing an initialized cluster answers `already`: safe to send again.
+        let body = serde_json::json!({});
+        let done = self.inner.post("/v1/cluster/init", &body, Retry::Idempotent).await;
+        done.map_err(|e| self.explain("POST /v1/cluster/init", e))
     }
     pub async fn workers(&self) -> anyhow::Result<Vec<WorkerStatus>> {
         self.get("/v1/workers").await

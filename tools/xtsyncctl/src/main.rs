@@ -18,9 +18,10 @@ use output::{bytes, print_summary, state_name, table, wait_for_run};
 #[derive(Parser, Debug)]
 #[command(name = "xtsyncctl", version, about = "Operate an xtsync cluster")]
 struct Cli {
-    /// Coordinator REST address.
-    #[arg(long, global = true, env = "XTSYNC_COORDINATOR", default_value = "127.0.0.1:7400")]
-    coordinator: String,
+    /// A coordinator's REST address; repeat it (or separate with commas) for every
+    /// coordinator of the cluster: requests find the leader among them.
+    #[arg(long, global = true, env = "XTSYNC_COORDINATOR", default_value = "127.0.0.1:7400", value_delimiter = ',')]
+    coordinator: Vec<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     json: bool,
@@ -167,7 +168,15 @@ struct JobState {
 }
 
 async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
-    let s = client.status().await?;
+    let members = client.members().await;
+    let s = match client.status().await {
+        Ok(s) => s,
+        Err(e) => {
+            // Without a leader, each coordinator's own view says why.
+            print_members(&members, json)?;
+            return Err(e);
+        }
+    };
     let mut jobs = Vec::new();
     for job in client.jobs().await? {
         // A continuous job's state is its latest continuous run, not a reconcile pass.
@@ -181,10 +190,12 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
             #[serde(flatten)]
             cluster: &'a xtsync_api::ClusterStatus,
             jobs: &'a [JobState],
+            coordinators: &'a [client::Member],
         }
-        println!("{}", serde_json::to_string(&Full { cluster: &s, jobs: &jobs })?);
+        println!("{}", serde_json::to_string(&Full { cluster: &s, jobs: &jobs, coordinators: &members })?);
         return Ok(());
     }
+    print_members(&members, false)?;
     println!(
         "coordinator {}: leader {}, term {}, applied {}, {} jobs, {} runs active, {} catalog versions",
         s.node_id,
@@ -228,6 +239,41 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
             &rows,
         );
     }
+    Ok(())
+}
+
+/// The coordinators table, and a warning when fewer than a majority answer.
+fn print_members(members: &[client::Member], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(&serde_json::json!({ "coordinators": members }))?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|m| match &m.view {
+            Some(v) => vec![
+                m.addr.clone(),
+                v.node_id.to_string(),
+                v.role.clone(),
+                v.term.to_string(),
+                v.last_applied_index.to_string(),
+                v.leader_id.map(|l| l.to_string()).unwrap_or_else(|| "none".into()),
+            ],
+            None => {
+                let why = m.error.clone().unwrap_or_default();
+                vec![m.addr.clone(), "-".into(), "unreachable".into(), "-".into(), "-".into(), why]
+            }
+        })
+        .collect();
+    table(&["coordinator", "node", "role", "term", "applied", "leader"], &rows);
+    let answering = members.iter().filter(|m| m.view.is_some()).count();
+    if members.len() > 1 && answering <= members.len() / 2 {
+        println!(
+            "WARNING: {answering} of {} coordinators answer: no quorum, the cluster takes no writes",
+            members.len()
+        );
+    }
+    println!();
     Ok(())
 }
 

@@ -53,6 +53,7 @@ async fn create(
 
 /// Agents see only the jobs that name them.
 async fn list(State(c): State<AppState>, Extension(peer): Extension<Peer>) -> ApiResult<Json<Vec<Job>>> {
+    c.read_barrier().await?;
     let jobs = query::jobs(&c.reader)?;
     Ok(Json(jobs.into_iter().filter(|j| super::access::may_read(&peer.identity, j)).collect()))
 }
@@ -62,6 +63,7 @@ async fn get_one(
     Extension(peer): Extension<Peer>,
     id: Result<Path<JobId>, PathRejection>,
 ) -> ApiResult<Json<Job>> {
+    c.read_barrier().await?;
     Ok(Json(job_for(&c, &peer, path(id)?)?))
 }
 
@@ -91,6 +93,7 @@ async fn catalog(
     if limit == 0 || limit > CATALOG_LIMIT_MAX {
         return Err(ServiceError::BadRequest(format!("limit must be within 1..={CATALOG_LIMIT_MAX}, got {limit}")));
     }
+    c.read_barrier().await?;
     job_for(&c, &peer, id)?;
     // Up to 10,000 rows: a real scan, kept off the async workers.
     let reader = c.reader.clone();

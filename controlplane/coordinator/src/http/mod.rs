@@ -10,15 +10,15 @@ mod workers;
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use xtsync_api::ApiError;
+use xtsync_api::{ApiError, Redirect};
 
 use crate::coordinator::Coordinator;
 use crate::error::ServiceError;
@@ -53,8 +53,22 @@ async fn not_found() -> ServiceError {
     ServiceError::NotFound("no such endpoint: see controlplane/coordinator/openapi.yaml".into())
 }
 
-async fn health(State(c): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "initialized": c.is_initialized(), "leader_id": c.leader_id() }))
+/// 200 while the Raft core runs; 503 once it stopped (the process exits right after).
+async fn health(State(c): State<AppState>) -> Response {
+    let m = c.raft.metrics().borrow().clone();
+    let (code, status) = match &m.running_state {
+        Ok(()) => (StatusCode::OK, "ok".to_string()),
+        Err(fatal) => (StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {fatal}")),
+    };
+    let body = json!({
+        "status": status,
+        "initialized": c.is_initialized(),
+        "leader_id": m.current_leader,
+        "node_id": c.node_id,
+        "term": m.current_term,
+        "role": format!("{:?}", m.state).to_lowercase(),
+    });
+    (code, Json(body)).into_response()
 }
 
 async fn metrics(State(c): State<AppState>) -> ApiResult<Response> {
@@ -70,7 +84,23 @@ async fn init(State(c): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     Ok(Json(json!({ "initialized": true, "already": already })))
 }
 
-async fn status(State(c): State<AppState>) -> ApiResult<Json<xtsync_api::ClusterStatus>> {
+#[derive(Debug, serde::Deserialize)]
+struct StatusQuery {
+    /// This node's own view (role, term, applied index), even on a follower; without
+    /// it a follower sends the caller to the leader, whose view is current and holds
+    /// the workers' liveness.
+    #[serde(default)]
+    local: bool,
+}
+
+async fn status(
+    State(c): State<AppState>,
+    q: Result<Query<StatusQuery>, QueryRejection>,
+) -> ApiResult<Json<xtsync_api::ClusterStatus>> {
+    let Query(q) = q.map_err(|r| ServiceError::BadRequest(format!("invalid query: {}", r.body_text())))?;
+    if !q.local {
+        c.read_barrier().await?;
+    }
     Ok(Json(c.status()?))
 }
 
@@ -104,7 +134,9 @@ fn refusal_status(e: &CommandError) -> StatusCode {
 fn status_of(e: &ServiceError) -> StatusCode {
     match e {
         ServiceError::NotLeader { .. } => StatusCode::MISDIRECTED_REQUEST,
-        ServiceError::NoLeader { .. } | ServiceError::Raft(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::NoLeader { .. } | ServiceError::NoQuorum { .. } | ServiceError::Raft(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ServiceError::Refused(r) => refusal_status(r),
         ServiceError::Read(_) | ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -122,7 +154,14 @@ impl IntoResponse for ServiceError {
             // Handled here: the client gets the message, the operator gets the log line.
             tracing::error!(error = %self, "request failed");
         }
-        (status, Json(ApiError { error: self.to_string() })).into_response()
+        let redirect = match &self {
+            ServiceError::NotLeader { leader_id, leader_addr, .. } => {
+                Some(Redirect::NotLeader { leader_id: *leader_id, leader_addr: leader_addr.clone() })
+            }
+            ServiceError::NoLeader { .. } | ServiceError::NoQuorum { .. } => Some(Redirect::NoLeader),
+            _ => None,
+        };
+        (status, Json(ApiError { error: self.to_string(), redirect })).into_response()
     }
 }
 

@@ -80,12 +80,14 @@ async fn list(
     id: Result<Path<JobId>, PathRejection>,
 ) -> ApiResult<Json<Vec<Run>>> {
     let id = path(id)?;
+    c.read_barrier().await?;
     job_for(&c, &peer, id)?;
     Ok(Json(query::runs_of_job(&c.reader, id, RUNS_LIST_MAX)?))
 }
 
 async fn get_one(State(c): State<AppState>, id: Result<Path<RunId>, PathRejection>) -> ApiResult<Json<Run>> {
     let id = path(id)?;
+    c.read_barrier().await?;
     let run = query::run(&c.reader, id)?.ok_or_else(|| ServiceError::NotFound(format!("run {id} does not exist")))?;
     Ok(Json(run))
 }

@@ -46,6 +46,8 @@ async fn heartbeat(
     Ok(Json(c.heartbeat(&name, body(hb)?).await?))
 }
 
+/// Liveness is the leader's: a follower sends the caller there.
 async fn list(State(c): State<AppState>) -> ApiResult<Json<Vec<WorkerStatus>>> {
+    c.read_barrier().await?;
     Ok(Json(c.workers()?))
 }

@@ -154,7 +154,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         Daemon::start("coordinator", &sibling_binary("xtsync-coordinator")?, &coordinator_args, &logs)?;
     let admin = &certs["admin"];
     let client = Client::new(
-        &coordinator_addr,
+        std::slice::from_ref(&coordinator_addr),
         &TlsFiles {
             cert: admin.cert_path.clone(),
             key: admin.key_path.clone(),
