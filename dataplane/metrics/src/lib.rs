@@ -61,6 +61,10 @@ pub struct WorkerMetrics {
     pub continuous_passes_total: AtomicU64,
     pub checkpoints_total: AtomicU64,
     pub checkpoint_bytes_total: AtomicU64,
+    /// File versions kept in the local catalog outbox, and of those (or of what an
+    /// earlier process kept) the ones the coordinators acknowledged.
+    pub catalog_versions_kept_total: AtomicU64,
+    pub catalog_versions_delivered_total: AtomicU64,
     pub continuous_jobs: Mutex<BTreeMap<String, JobLag>>,
 }
 
@@ -68,7 +72,19 @@ impl WorkerMetrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        let rows: [(&str, &str, &str, &AtomicU64); 23] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 25] = [
+            (
+                "xtsync_worker_catalog_versions_kept_total",
+                "counter",
+                "File versions kept in the local outbox for the catalog",
+                &self.catalog_versions_kept_total,
+            ),
+            (
+                "xtsync_worker_catalog_versions_delivered_total",
+                "counter",
+                "File versions from the outbox the coordinators acknowledged",
+                &self.catalog_versions_delivered_total,
+            ),
             ("xtsync_worker_source_sessions_active", "gauge", "Source sessions running", &self.sessions_source_active),
             ("xtsync_worker_target_sessions_active", "gauge", "Target sessions running", &self.sessions_target_active),
             ("xtsync_worker_passes_total", "counter", "Passes run as source", &self.passes_total),

@@ -37,6 +37,21 @@ fn suite(store: &dyn WorkerStore) {
     assert_eq!(store.target_records(&[b"/t/x".to_vec()]).unwrap(), vec![None]);
     renames(store);
     synced(store);
+    outbox(store);
+}
+
+fn outbox(store: &dyn WorkerStore) {
+    assert!(store.outbox(10).unwrap().is_empty());
+    // Sequence numbers order the records numerically, not as text.
+    for seq in [256u64, 2, 1 << 40] {
+        store.outbox_put(seq, format!("r{seq}").as_bytes()).unwrap();
+    }
+    let seqs: Vec<u64> = store.outbox(10).unwrap().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(seqs, vec![2, 256, 1 << 40]);
+    assert_eq!(store.outbox(1).unwrap(), vec![(2, b"r2".to_vec())]);
+    store.outbox_delete(2).unwrap();
+    store.outbox_delete(3).unwrap(); // absent: nothing to do
+    assert_eq!(store.outbox(10).unwrap().len(), 2);
 }
 
 fn synced(store: &dyn WorkerStore) {
@@ -116,6 +131,8 @@ fn rocks_engine_conforms_and_persists() {
         suite(&store);
     }
     let store = RocksStore::open(dir.path()).unwrap();
+    // The outbox records the suite left are there after the reopen.
+    assert_eq!(store.outbox(10).unwrap(), vec![(256, b"r256".to_vec()), (1 << 40, b"r1099511627776".to_vec())]);
     // Enough records for many data blocks, written out to a table file: none of those
     // blocks is cached yet. The in-memory lookup declines a name that is there, and
     // answers one that is not from the table's Bloom filter.

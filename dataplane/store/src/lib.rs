@@ -20,6 +20,12 @@
 //! - **synced** (source role): per job, the stat of every entry its target acknowledged,
 //!   and the basis that makes them valid (`synced.rs`), so that a pass sends only what
 //!   changed since. Losing it costs one pass that sends every entry.
+//!
+//! One table is not a cache: the **outbox** (source role) holds catalog commits the
+//! coordinators have not acknowledged yet, written with an fsync before the worker
+//! tries to deliver them, so that neither a coordinator outage nor a worker restart
+//! loses a file version. Losing the store loses what it held; a reconcile pass
+//! finds those files again.
 
 #![forbid(unsafe_code)]
 
@@ -144,6 +150,11 @@ pub trait WorkerStore: Send + Sync + 'static {
     /// the root (`dir` empty) this includes the root itself, with an empty name.
     fn synced_entries(&self, job: u64, dir: &[u8]) -> Result<Vec<(Vec<u8>, SyncedEntry)>, StoreError>;
     fn synced_basis(&self, job: u64) -> Result<Option<SyncedBasis>, StoreError>;
+    /// Keeps `record` under `seq` in the outbox, durably (fsync) before returning.
+    fn outbox_put(&self, seq: u64, record: &[u8]) -> Result<(), StoreError>;
+    fn outbox_delete(&self, seq: u64) -> Result<(), StoreError>;
+    /// The outbox's first `limit` records, oldest (lowest `seq`) first.
+    fn outbox(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     /// Reads `job`'s synced entries directory after directory with one iterator (a
     /// walk asks for thousands of directories), as of the cursor's creation.
     fn synced_cursor(&self, job: u64) -> Box<dyn SyncedCursor + '_>;

@@ -19,6 +19,7 @@ pub struct MemStore {
     moved: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
     /// The synced table, keyed as in RocksDB (`synced.rs`).
     synced: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    outbox: Mutex<BTreeMap<u64, Vec<u8>>>,
     /// When set, every call fails as a broken disk would.
     pub fail: AtomicBool,
 }
@@ -140,6 +141,24 @@ impl WorkerStore for MemStore {
         self.check()?;
         let synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
         Ok(synced.get(&job_key(job)).and_then(|v| decode_basis(v).ok()))
+    }
+
+    fn outbox_put(&self, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+        self.check()?;
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).insert(seq, record.to_vec());
+        Ok(())
+    }
+
+    fn outbox_delete(&self, seq: u64) -> Result<(), StoreError> {
+        self.check()?;
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq);
+        Ok(())
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.check()?;
+        let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(outbox.iter().take(limit).map(|(k, v)| (*k, v.clone())).collect())
     }
 
     fn synced_cursor(&self, job: u64) -> Box<dyn SyncedCursor + '_> {

@@ -16,6 +16,7 @@ const CF_SOURCES: &str = "source_files";
 const CF_SOURCE_INDEX: &str = "source_index";
 const CF_MOVED: &str = "moved_files";
 const CF_SYNCED: &str = "synced";
+const CF_OUTBOX: &str = "outbox";
 
 pub struct RocksStore {
     db: DB,
@@ -37,7 +38,7 @@ impl RocksStore {
         // path that is not there (every chunk of a new file) is answered from memory,
         // without reading a data block, which is what lets an executor ask
         // `chunk_locations_in_memory` for most segments.
-        let cfs = [CF_CHUNKS, CF_TARGETS, CF_SOURCES, CF_SOURCE_INDEX, CF_MOVED, CF_SYNCED].map(|n| {
+        let cfs = [CF_CHUNKS, CF_TARGETS, CF_SOURCES, CF_SOURCE_INDEX, CF_MOVED, CF_SYNCED, CF_OUTBOX].map(|n| {
             let mut cf_opts = Options::default();
             if [CF_CHUNKS, CF_TARGETS, CF_SOURCES, CF_MOVED].contains(&n) {
                 let mut table = BlockBasedOptions::default();
@@ -187,6 +188,29 @@ impl WorkerStore for RocksStore {
     fn synced_basis(&self, job: u64) -> Result<Option<SyncedBasis>, StoreError> {
         let key = synced::job_key(job);
         Ok(self.get_many(CF_SYNCED, &[&key[..]], synced::decode_basis)?.pop().flatten())
+    }
+
+    fn outbox_put(&self, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+        let cf = self.db.cf_handle(CF_OUTBOX).ok_or(StoreError::Corrupt { what: "missing column family" })?;
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        self.db.put_cf_opt(cf, seq.to_be_bytes(), record, &synced).map_err(io)
+    }
+
+    fn outbox_delete(&self, seq: u64) -> Result<(), StoreError> {
+        let cf = self.db.cf_handle(CF_OUTBOX).ok_or(StoreError::Corrupt { what: "missing column family" })?;
+        self.db.delete_cf(cf, seq.to_be_bytes()).map_err(io)
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let cf = self.db.cf_handle(CF_OUTBOX).ok_or(StoreError::Corrupt { what: "missing column family" })?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start).take(limit) {
+            let (key, value) = item.map_err(io)?;
+            let seq = <[u8; 8]>::try_from(&key[..]).map_err(|_| StoreError::Corrupt { what: "outbox key" })?;
+            out.push((u64::from_be_bytes(seq), value.to_vec()));
+        }
+        Ok(out)
     }
 
     fn synced_cursor(&self, job: u64) -> Box<dyn SyncedCursor + '_> {

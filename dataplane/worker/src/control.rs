@@ -12,33 +12,25 @@ use xtsync_api::{
 };
 
 pub use crate::client::{ClientError, CoordinatorClient};
+use crate::outbox::Outbox;
 use xtsync_metrics::WorkerMetrics;
 use xtsync_sender::continuous::{run_continuous, ReconcileRequest};
 use xtsync_sender::pass::{run_pass, PassContext, PassSink};
 
 struct CoordinatorSink {
     client: CoordinatorClient,
+    outbox: Arc<Outbox>,
     worker: String,
     run_id: RunId,
     job_id: u64,
 }
 
 impl PassSink for CoordinatorSink {
+    /// Done once the versions are kept in the local outbox: the coordinators get them
+    /// from there, through outages and restarts (see [`Outbox`]).
     async fn commit(&mut self, versions: Vec<FileVersion>) -> Result<(), String> {
         let batch = VersionBatch { job_id: self.job_id, versions };
-        // A commit is retried: the versions are durable at the target already.
-        let mut delay = Duration::from_millis(100);
-        let mut attempts_left = 5;
-        loop {
-            match self.client.commit(self.run_id, &batch).await {
-                Ok(_) => return Ok(()),
-                Err(e) if attempts_left == 0 => return Err(e.to_string()),
-                Err(e) => tracing::warn!(error = %e, "catalog commit failed; retrying"),
-            }
-            attempts_left -= 1;
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-        }
+        self.outbox.commit(self.run_id, batch).await.map_err(|e| e.to_string())
     }
 
     fn progress(&mut self, progress: RunProgress) {
@@ -77,6 +69,9 @@ pub async fn control_loop(
     let name = registration.name.clone();
     register_until_done(&client, &registration, options).await;
     let _ = registered.send(());
+    // What a previous process left in the outbox goes first.
+    let outbox = Outbox::new(ctx.store.clone(), ctx.metrics.clone(), client.clone());
+    tokio::spawn(outbox.clone().deliver_forever());
     let running: Arc<Mutex<HashSet<RunId>>> = Arc::default();
     let live: LiveContinuous = Arc::default();
     // How to stop each run in progress (its job deleted).
@@ -103,13 +98,13 @@ pub async fn control_loop(
                 for a in reply.assignments {
                     if running.lock().unwrap_or_else(|p| p.into_inner()).insert(a.run_id) {
                         let (client, ctx, running, name) = (client.clone(), ctx.clone(), running.clone(), name.clone());
-                        let (live, stops) = (live.clone(), stops.clone());
+                        let (live, stops, outbox) = (live.clone(), stops.clone(), outbox.clone());
                         let (stop_tx, stop) = tokio::sync::oneshot::channel();
                         stops.lock().unwrap_or_else(|p| p.into_inner()).insert(a.run_id, stop_tx);
                         tokio::spawn(async move {
                             let (run_id, job_id, job_name) = (a.run_id, a.job.id, a.job.spec.name.clone());
                             let stopped = tokio::select! {
-                                _ = run_assignment(&client, &ctx, a, &name, &live) => false,
+                                _ = run_assignment(&client, &outbox, &ctx, a, &name, &live) => false,
                                 Ok(()) = stop => true,
                             };
                             if stopped {
@@ -160,6 +155,7 @@ pub type LiveContinuous = Arc<Mutex<std::collections::HashMap<u64, flume::Sender
 
 async fn run_assignment(
     client: &CoordinatorClient,
+    outbox: &Arc<Outbox>,
     ctx: &PassContext,
     a: Assignment,
     name: &str,
@@ -170,7 +166,13 @@ async fn run_assignment(
     let running =
         RunReport { worker: name.into(), state: RunState::Running, progress: RunProgress::default(), summary: None };
     let _ = client.report(run_id, &running).await;
-    let mut sink = CoordinatorSink { client: client.clone(), worker: name.into(), run_id, job_id: a.job.id };
+    let mut sink = CoordinatorSink {
+        client: client.clone(),
+        outbox: outbox.clone(),
+        worker: name.into(),
+        run_id,
+        job_id: a.job.id,
+    };
     if a.reconcile {
         // A live continuous run of the job does it, in order with its change passes
         // (a separate pass could race it at the target).

@@ -138,3 +138,50 @@ fn a_leader_cut_off_stops_taking_writes_and_the_others_elect_a_new_one() {
         new.is_some() && new != Some(old as u64) && agreed_leader(&c, &[1, 2, 3]) == new
     });
 }
+
+/// The catalog's count of file versions, as the coordinator reports it (`None` while
+/// it does not answer).
+fn catalog_versions(c: &Cluster) -> Option<u64> {
+    c.status()["catalog_versions"].as_u64()
+}
+
+#[test]
+fn catalog_versions_made_while_the_coordinator_is_down_survive_a_worker_kill() {
+    let c = Cluster::new(&["src", "dst"], &[]);
+    let mut coordinator = Some(c.coordinator());
+    let (src_ports, dst_ports) = ((free_port(), free_port()), (free_port(), free_port()));
+    let mut src = Some(c.worker("src", src_ports.0, src_ports.1));
+    let _dst = c.worker("dst", dst_ports.0, dst_ports.1);
+    c.wait_alive(&["src", "dst"]);
+    let (source, target) = (c.dir.join("source"), c.dir.join("target"));
+    write_files(&source, 10, 4);
+    let (s, t) = (source.to_str().unwrap(), target.to_str().unwrap());
+    let job = ["job", "create", "--name", "live", "--source-worker", "src", "--source", s, "--continuous"];
+    c.admin_ok(&[&job[..], &["--target-worker", "dst", "--target", t]].concat());
+    c.admin_ok(&["job", "run", "1"]);
+    c.wait_same_tree(&source, &target, Duration::from_secs(60));
+    c.wait_until(Duration::from_secs(30), "the first ten files in the catalog", || catalog_versions(&c) >= Some(10));
+    let before = catalog_versions(&c).unwrap();
+
+    // The coordinator goes away; replication goes on, and the source keeps the
+    // versions of what it replicates in its outbox.
+    coordinator.take().unwrap().kill();
+    let src_metrics = format!("127.0.0.1:{}", src_ports.1);
+    let kept_before = metric(&src_metrics, "xtsync_worker_catalog_versions_kept_total");
+    write_files(&source.join("during"), 25, 5);
+    c.wait_same_tree(&source, &target, Duration::from_secs(60));
+    c.wait_until(Duration::from_secs(30), "the 25 new versions kept in the source's outbox", || {
+        metric(&src_metrics, "xtsync_worker_catalog_versions_kept_total") >= kept_before + 25
+    });
+
+    // The source worker is killed before any coordinator is back; both come back.
+    src.take().unwrap().kill();
+    let _coordinator = c.coordinator();
+    let _src = c.worker("src", src_ports.0, src_ports.1);
+    c.wait_until(Duration::from_secs(60), "the versions made during the outage in the catalog", || {
+        catalog_versions(&c) >= Some(before + 25)
+    });
+    // Exactly once: nothing counted twice (a version of the new directory may add one).
+    let after = catalog_versions(&c).unwrap();
+    assert!(after <= before + 26, "the catalog counts {after} versions for {} files", before + 25);
+}
