@@ -38,6 +38,9 @@ pub enum ServiceError {
     BadRequest(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The request body did not arrive in time (408).
+    #[error("{0}")]
+    BodyTimeout(String),
     /// The request contradicts the current state (409).
     #[error("{0}")]
     Conflict(String),

@@ -324,3 +324,45 @@ fn keep_alive_get(tls: &mut common::Tls, path: &str) -> std::io::Result<u16> {
     tls.read_exact(&mut body)?;
     head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other("no status"))
 }
+
+/// Sends the head of a POST declaring `declared` body bytes and only `sent` of them,
+/// then reads the answer's status (the connection stays open from our side).
+fn stalled_post(d: &Daemon, pki: &Pki, who: &str, path: &str, declared: u64, sent: usize) -> u16 {
+    use std::io::{Read, Write};
+    let mut tls = connect(d.addr, &pki.files(who)).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n",
+        d.addr
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(&vec![b' '; sent]).unwrap();
+    tls.flush().unwrap();
+    let mut answer = [0u8; 512];
+    let n = tls.read(&mut answer).unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]).into_owned();
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+#[test]
+fn bodies_are_bounded_by_route_and_role_before_they_are_read() {
+    let meta = TempDir::new("access-bodies");
+    let pki = Pki::new(&meta.0);
+    let d = start(&meta.0, free_port(), &pki);
+    let job_id = cluster_with_job(&d, &pki);
+    let run = call_as(&d, &pki, "ops", "POST", &format!("/v1/jobs/{job_id}/runs"), None).1;
+    let run_id = run["id"].as_u64().unwrap();
+    let versions = format!("/v1/runs/{run_id}/versions");
+
+    // A worker that is not the job's source is refused before it sends its 60 MB: the
+    // answer comes while the body is still owed.
+    assert_eq!(stalled_post(&d, &pki, "nobody", &versions, 60 << 20, 100), 403);
+    // The source may send a large batch, but not beyond the bound, and not on a route
+    // that takes small bodies.
+    assert_eq!(stalled_post(&d, &pki, "src", &versions, 65 << 20, 0), 413);
+    assert_eq!(stalled_post(&d, &pki, "src", "/v1/workers/register", 2 << 20, 0), 413);
+    // A body sent too slowly is cut off (408) instead of holding the server.
+    assert_eq!(stalled_post(&d, &pki, "src", "/v1/workers/register", 1000, 10), 408);
+    wait_log(&d, &["request body not received within"]);
+    // And the coordinator still serves.
+    assert_eq!(call_as(&d, &pki, "ops", "GET", "/v1/jobs", None).0, 200);
+}

@@ -3,6 +3,7 @@
 //! the submodules; `raft` serves the peer-to-peer Raft RPCs.
 
 pub mod access;
+pub mod bodies;
 mod jobs;
 mod raft;
 mod runs;
@@ -37,7 +38,9 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::routes())
         .merge(runs::routes())
         .merge(raft::routes())
-        // Every matched route checks the peer's role first (fallback: 404 for all).
+        // Every matched route checks the peer's role first (fallback: 404 for all),
+        // then bounds and reads its body (route layers run last-added first).
+        .route_layer(from_fn_with_state(state.clone(), bodies::bounded_body))
         .route_layer(axum::middleware::from_fn(access::authorize))
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), count_requests))
@@ -143,6 +146,7 @@ fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
         ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ServiceError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        ServiceError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         ServiceError::Conflict(_) => StatusCode::CONFLICT,
     }
 }

@@ -14,8 +14,8 @@ use super::AppState;
 use crate::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
 use crate::raft_types::{NodeId, TypeConfig};
 
-/// Largest Raft RPC body: an append of many version batches, or a snapshot chunk.
-const RAFT_BODY_BYTES_MAX: usize = 256 * 1024 * 1024;
+// Largest Raft RPC body: an append of many version batches, or a snapshot chunk.
+use super::bodies::RAFT_BODY_BYTES_MAX;
 
 pub(super) fn routes() -> axum::Router<AppState> {
     Router::new()

@@ -13,9 +13,9 @@ use super::{body, path, ApiResult, AppState};
 use crate::error::ServiceError;
 use crate::state::{query, Command, Outcome, VERSIONS_PER_BATCH_MAX};
 
-/// A full batch of 10,000 versions with long paths fits; anything bigger is refused
-/// before it is parsed.
-const VERSIONS_BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
+// A full batch of 10,000 versions with long paths fits; anything bigger is refused
+// before it is read (`bodies`).
+use super::bodies::VERSIONS_BODY_BYTES_MAX;
 const RUNS_LIST_MAX: usize = 10_000;
 
 pub(super) fn routes() -> Router<AppState> {
