@@ -18,6 +18,9 @@ use crate::failover::{Next, Outcome, Plan};
 /// Idle time before a keepalive probe, and between probes: the kernel's minimum.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
 
+/// The last failed attempts an error names: enough for a round of five coordinators.
+const MISSES_KEPT: usize = 5;
+
 /// Where the client's TLS configuration comes from.
 #[derive(Clone)]
 pub enum TlsSource {
@@ -202,6 +205,9 @@ impl Client {
             let addr = self.addr_at(index);
             let (outcome, answer) = self.attempt(&http, &addr, &req).await;
             if let Some(miss) = describe_miss(&addr, &outcome, &answer) {
+                if misses.len() == MISSES_KEPT {
+                    misses.remove(0);
+                }
                 misses.push(miss);
             }
             let next = {
@@ -295,9 +301,7 @@ fn describe_miss(addr: &str, outcome: &Outcome, answer: &Answer) -> Option<Strin
 
 fn give_up(last: Outcome, misses: Vec<String>, answer: Answer) -> ClientError {
     let tls = matches!(answer, Answer::Failed(_, true));
-    // The last few misses say enough: one per coordinator in the last round.
-    let tail: Vec<String> = misses.into_iter().rev().take(5).collect();
-    let reasons = tail.join("; ");
+    let reasons = misses.into_iter().rev().collect::<Vec<_>>().join("; ");
     match last {
         Outcome::NoLeader | Outcome::NotLeader { .. } => ClientError::NoLeader(reasons),
         _ => ClientError::Unreachable { reasons, tls },

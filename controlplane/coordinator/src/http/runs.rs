@@ -107,16 +107,14 @@ async fn report(
 
 async fn versions(
     State(c): State<AppState>,
-    Extension(peer): Extension<Peer>,
     id: Result<Path<RunId>, PathRejection>,
     batch: Result<Json<VersionBatch>, JsonRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let run_id = path(id)?;
     let VersionBatch { job_id, versions } = body(batch)?;
-    // Only the job's source worker commits versions (it reads them at the source).
-    if let Some(job) = query::job(&c.reader, job_id)? {
-        require_own_name(&peer, &job.spec.source_worker, "commit versions of a job")?;
-    }
+    // Only the job's source worker commits versions: the body layer checked the run's
+    // job before reading a byte (`bodies::commit_from_source`), and apply refuses a
+    // batch whose job is not the run's.
     if versions.len() > VERSIONS_PER_BATCH_MAX {
         return Err(ServiceError::TooLarge(format!(
             "a batch carries {} versions; split it into batches of at most {VERSIONS_PER_BATCH_MAX}",
